@@ -1,0 +1,14 @@
+/**
+ * Versioned migrations, applied in name order at start-up. A released migration never changes;
+ * a schema change is a new entry.
+ */
+import type { Migration, MigrationProvider } from "kysely";
+import { initial } from "./001-initial.ts";
+
+const migrations: Record<string, Migration> = {
+  "001-initial": initial,
+};
+
+export const migrationProvider: MigrationProvider = {
+  getMigrations: async () => migrations,
+};

@@ -1,0 +1,40 @@
+/** The tables as Kysely sees them. Times are RFC 3339 strings in UTC, which sort as text. */
+export interface ApiKeysTable {
+  id: string;
+  owner_id: string;
+  name: string;
+  prefix: string;
+  secret_digest: string;
+  /** JSON array of scopes. */
+  scopes: string;
+  created_at: string;
+  created_by: string | null;
+  last_used_at: string | null;
+  expires_at: string | null;
+  revoked_at: string | null;
+}
+
+export interface IdempotencyRecordsTable {
+  principal_id: string;
+  idempotency_key: string;
+  request_hash: string;
+  state: "in_flight" | "completed";
+  status_code: number | null;
+  /** The stored response, sealed (encrypted) because it may hold a secret. */
+  response: string | null;
+  created_at: string;
+  expires_at: string;
+}
+
+export interface SettingsTable {
+  name: string;
+  /** JSON. */
+  value: string;
+  updated_at: string;
+}
+
+export interface StoreSchema {
+  api_keys: ApiKeysTable;
+  idempotency_records: IdempotencyRecordsTable;
+  settings: SettingsTable;
+}

@@ -1,0 +1,177 @@
+/**
+ * Builds the Fastify application from ready services: plugins, then hooks, then routes. The
+ * listening process (`main.ts`) is a thin shell around it; tests may also `inject()` into it.
+ *
+ * @example
+ *   const app = await buildApp({ config, apiKeys, idempotency, maintenance, readiness, limiter });
+ *   await app.listen({ host: config.host, port: config.port });
+ */
+import type { Socket } from "node:net";
+import Ajv from "ajv";
+import addFormats from "ajv-formats";
+import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
+import type { Config } from "../../config.ts";
+import { ShoalError } from "../../errors/shoal-error.ts";
+import type { ApiKeyService } from "../../services/api-keys.ts";
+import type { IdempotencyService } from "../../services/idempotency.ts";
+import type { MaintenanceService } from "../../services/maintenance.ts";
+import type { RateLimiter } from "../../services/rate-limiter.ts";
+import { healthRoutes, type Readiness } from "../health.routes.ts";
+import { apiKeyRoutes } from "../v1/api-keys.routes.ts";
+import { errorRoutes } from "../v1/errors.routes.ts";
+import { maintenanceRoutes } from "../v1/maintenance.routes.ts";
+import { envelope, sendError, toShoalError } from "./error-response.ts";
+import { registerGuard } from "./guard.ts";
+import { registerIdempotency } from "./idempotency.ts";
+import { registerMetrics } from "./metrics.ts";
+import { documentRoute, registerOpenAPI } from "./openapi.ts";
+import { newRequestId, requestIdFor } from "./request-id.ts";
+import { RouteIndex } from "./route-index.ts";
+import { policy } from "./route-policy.ts";
+
+export interface AppDependencies {
+  config: Config;
+  apiKeys: ApiKeyService;
+  idempotency: IdempotencyService;
+  maintenance: MaintenanceService;
+  limiter: RateLimiter;
+  readiness: Readiness;
+  version: string;
+  /** Where log lines go; standard output when absent. */
+  logStream?: NodeJS.WritableStream;
+}
+
+export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> {
+  const { config } = deps;
+  const options: FastifyServerOptions = {
+    logger: loggerOptions(config.logLevel, deps.logStream),
+    // One line per request, written by the onResponse hook below.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: "request_id" }),
+    genReqId: requestIdFor,
+    bodyLimit: config.bodyLimitBytes,
+    // Requests already on an open connection finish normally while the server drains.
+    return503OnClosing: false,
+    forceCloseConnections: "idle",
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
+    clientErrorHandler: answerClientError,
+    frameworkErrors: (error, request, reply) => {
+      sendError(reply, toShoalError(error, translationContext(config, request.headers)));
+    },
+  };
+  const app = Fastify(options);
+  configureValidation(app);
+  app.removeContentTypeParser("text/plain");
+
+  const routeIndex = new RouteIndex();
+  app.addHook("onRoute", (route) => {
+    if (!route.config?.policy) {
+      if (!route.url.startsWith("/docs")) throw new Error(`route ${route.method} ${route.url} declares no policy`);
+      route.config = { ...route.config, ...policy({ scope: "public", feature: "docs" }) };
+      route.schema = { ...route.schema, hide: true };
+    }
+    documentRoute(route);
+    for (const method of [route.method].flat()) routeIndex.add(method, route.url);
+  });
+
+  app.addHook("onRequest", async (request, reply) => {
+    reply.header("x-request-id", request.id);
+  });
+  app.addHook("onResponse", async (request, reply) => {
+    request.log.info(
+      {
+        request: {
+          method: request.method,
+          url: request.url,
+          headers: request.headers,
+          remote_address: request.ip,
+        },
+        res: { statusCode: reply.statusCode },
+        route: request.routeOptions.url,
+        key_id: request.principal?.keyId,
+        response_ms: Math.round(reply.elapsedTime * 100) / 100,
+      },
+      "request completed",
+    );
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const shoalError = toShoalError(error, translationContext(config, request.headers));
+    if (shoalError.status >= 500) {
+      request.log.error({ err: error, code: shoalError.code }, "request failed");
+    }
+    return sendError(reply, shoalError);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split("?")[0] ?? "/";
+    const allowed = routeIndex.allowedMethods(path);
+    if (allowed.length > 0) {
+      return sendError(
+        reply,
+        new ShoalError("METHOD_NOT_ALLOWED", {
+          details: { method: request.method, allowed },
+          headers: { allow: allowed.join(", ") },
+        }),
+      );
+    }
+    return sendError(reply, new ShoalError("ROUTE_NOT_FOUND", { details: { method: request.method, path } }));
+  });
+
+  registerGuard(app, deps);
+  registerIdempotency(app, deps.idempotency);
+  await registerOpenAPI(app, deps.version);
+  registerMetrics(app);
+  await healthRoutes(app, deps.readiness);
+  await errorRoutes(app);
+  await apiKeyRoutes(app, deps.apiKeys);
+  await maintenanceRoutes(app, deps.maintenance);
+  return app;
+}
+
+function translationContext(config: Config, headers: Record<string, string | string[] | undefined>) {
+  const contentType = headers["content-type"];
+  return {
+    bodyLimitBytes: config.bodyLimitBytes,
+    contentType: typeof contentType === "string" ? contentType : undefined,
+  };
+}
+
+function loggerOptions(
+  level: string,
+  stream: NodeJS.WritableStream | undefined,
+): Exclude<FastifyServerOptions["logger"], undefined> {
+  return {
+    level,
+    ...(stream ? { stream } : {}),
+    redact: {
+      paths: ["request.headers.authorization", 'request.headers["x-api-key"]', "request.headers.cookie"],
+      censor: "[Redacted]",
+    },
+  };
+}
+
+/**
+ * Body fields are validated strictly (no type coercion, unknown fields refused); query strings
+ * and path parameters are text, so they are coerced to the declared types.
+ */
+function configureValidation(app: FastifyInstance): void {
+  const common = { allErrors: true, removeAdditional: false, useDefaults: true, strict: false } as const;
+  const bodyValidator = addFormats.default(new Ajv.default({ ...common, coerceTypes: false }));
+  const textValidator = addFormats.default(new Ajv.default({ ...common, coerceTypes: "array" }));
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    (httpPart === "body" ? bodyValidator : textValidator).compile(schema),
+  );
+}
+
+/** Requests too broken for HTTP parsing still get the envelope, on a connection then closed. */
+function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+  if (!socket.writable) return;
+  const shoalError =
+    error.code === "HPE_HEADER_OVERFLOW"
+      ? new ShoalError("BAD_REQUEST", { message: "Request headers too large", details: { reason: "header_overflow" } })
+      : new ShoalError("BAD_REQUEST", { message: "Malformed HTTP request", details: { reason: "malformed_http" } });
+  const requestId = newRequestId();
+  const body = JSON.stringify(envelope(shoalError, requestId));
+  socket.end(
+    `HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}

@@ -1,0 +1,141 @@
+/**
+ * Starts the real server the way a user does (`node --import tsx src/main.ts`) in a child
+ * process with its own data directory and a free port, and reads what it prints.
+ *
+ * @example
+ *   const server = await startServer({ SHOAL_RATE_LIMITS: "read=5/60" });
+ *   const res = await fetch(`${server.url}/healthz`);
+ *   await server.stop();
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const serverRoot = fileURLToPath(new URL("../..", import.meta.url));
+const mainModule = path.join(serverRoot, "src", "main.ts");
+
+export interface ServerProcess {
+  readonly url: string;
+  /** The bootstrap key printed at first start, or SHOAL_ADMIN_KEY. */
+  readonly adminKey: string;
+  readonly dataDir: string;
+  readonly env: Readonly<Record<string, string>>;
+  readonly child: ChildProcess;
+  /** Every line the process wrote to stdout so far (banner and JSON log lines). */
+  readonly lines: string[];
+  /** Parsed JSON log lines so far. */
+  logs(): Record<string, unknown>[];
+  /** Resolves with the next log line that satisfies `match`, already written or still to come. */
+  waitForLog(match: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
+  /** Sends `signal` and resolves with the exit code (or signal name). */
+  stop(signal?: NodeJS.Signals): Promise<number | string>;
+  /** Stops the process if it runs and removes its data directory unless `keepData`. */
+  dispose(options?: { keepData?: boolean }): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Reuse a data directory (a restart); a fresh one otherwise. */
+  dataDir?: string;
+}
+
+export async function startServer(
+  env: Record<string, string> = {},
+  options: StartOptions = {},
+): Promise<ServerProcess> {
+  const dataDir = options.dataDir ?? mkdtempSync(path.join(tmpdir(), "shoal-test-"));
+  const fullEnv: Record<string, string> = {
+    SHOAL_HOST: "127.0.0.1",
+    SHOAL_PORT: "0",
+    SHOAL_DATA_DIR: dataDir,
+    SHOAL_LOG_LEVEL: "info",
+    ...env,
+  };
+  const child = spawn(process.execPath, ["--import", "tsx", mainModule], {
+    cwd: serverRoot,
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", ...fullEnv },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: string[] = [];
+  const stderr: string[] = [];
+  const waiters: { match: (line: string) => boolean; resolve: (line: string) => void }[] = [];
+  let buffered = "";
+  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+    buffered += chunk;
+    let newline = buffered.indexOf("\n");
+    while (newline >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      lines.push(line);
+      for (const waiter of [...waiters]) {
+        if (waiter.match(line)) {
+          waiters.splice(waiters.indexOf(waiter), 1);
+          waiter.resolve(line);
+        }
+      }
+      newline = buffered.indexOf("\n");
+    }
+  });
+  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => stderr.push(chunk));
+  const exited = new Promise<number | string>((resolve) => {
+    child.on("exit", (code, signal) => resolve(code ?? signal ?? "unknown"));
+  });
+
+  const nextLine = (match: (line: string) => boolean) =>
+    new Promise<string>((resolve, reject) => {
+      const seen = lines.find(match);
+      if (seen !== undefined) return resolve(seen);
+      waiters.push({ match, resolve });
+      exited.then((code) =>
+        reject(new Error(`server exited (${code}) before printing the expected line:\n${stderr.join("")}`)),
+      );
+    });
+
+  const listening = await nextLine((line) => line.startsWith("Shoal listening on "));
+  const keyLine = await nextLine((line) => line.startsWith("Admin API key"));
+  const url = listening.slice("Shoal listening on ".length).trim();
+  const printedKey = /(sk_\w+)$/.exec(keyLine)?.[1];
+  const adminKey = printedKey ?? fullEnv.SHOAL_ADMIN_KEY ?? "";
+
+  const parsed = () =>
+    lines.flatMap((line) => {
+      if (!line.startsWith("{")) return [];
+      try {
+        return [JSON.parse(line) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
+
+  const stop = (signal: NodeJS.Signals = "SIGTERM") => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    return exited;
+  };
+
+  return {
+    url,
+    adminKey,
+    dataDir,
+    env: fullEnv,
+    child,
+    lines,
+    logs: parsed,
+    waitForLog: async (match) => {
+      const line = await nextLine((text) => {
+        if (!text.startsWith("{")) return false;
+        try {
+          return match(JSON.parse(text) as Record<string, unknown>);
+        } catch {
+          return false;
+        }
+      });
+      return JSON.parse(line) as Record<string, unknown>;
+    },
+    stop,
+    dispose: async ({ keepData = false } = {}) => {
+      await stop("SIGKILL");
+      if (!keepData) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything Shoal needs on a Debian machine with Node.js 20: the Debian packages
+# (build tools for better-sqlite3, PostgreSQL for the test suite), then the npm dependencies.
+# Safe to run again; it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debian_packages=(
+  ca-certificates
+  python3 make g++ # better-sqlite3 compiles from source
+  postgresql       # the store tests run on a throw-away PostgreSQL cluster
+)
+
+missing=()
+for package in "${debian_packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+if ((${#missing[@]} > 0)); then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+node -e '
+  const [major, minor] = process.versions.node.split(".").map(Number);
+  if (major < 20 || (major === 20 && minor < 15)) {
+    console.error(`bootstrap: Shoal needs Node.js 20.15 or newer, found ${process.versions.node}`);
+    process.exit(1);
+  }'
+
+# Native modules build from source: nothing downloads a prebuilt binary.
+npm_config_build_from_source=true npm ci --no-audit --no-fund --loglevel=error

@@ -1,0 +1,35 @@
+/**
+ * `npm test`: starts one throw-away PostgreSQL cluster for the whole run, then runs every
+ * `*.test.ts` of every package with node's test runner, then removes the cluster.
+ */
+import { spawnSync } from "node:child_process";
+import { readdirSync, statSync } from "node:fs";
+import path from "node:path";
+import { startPostgresCluster } from "../packages/server/test/support/postgres.ts";
+
+const root = path.resolve(import.meta.dirname, "..");
+
+function testFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    if (name === "node_modules" || name.startsWith(".")) return [];
+    const full = path.join(dir, name);
+    if (statSync(full).isDirectory()) return testFiles(full);
+    return name.endsWith(".test.ts") ? [full] : [];
+  });
+}
+
+const only = process.argv.slice(2);
+const files = only.length > 0 ? only.map((file) => path.resolve(file)) : testFiles(path.join(root, "packages"));
+const cluster = await startPostgresCluster();
+let status = 1;
+try {
+  const result = spawnSync(
+    process.execPath,
+    ["--import", "tsx", "--test", "--test-concurrency=4", "--test-timeout=300000", ...files],
+    { cwd: root, stdio: "inherit", env: { ...process.env, SHOAL_TEST_POSTGRES_URL: cluster.url } },
+  );
+  status = result.status ?? 1;
+} finally {
+  cluster.stop();
+}
+process.exit(status);
