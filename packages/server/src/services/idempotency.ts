@@ -61,14 +61,14 @@ export class IdempotencyService {
       if (await this.options.repository.replace(fresh, existing.createdAt)) return { kind: "proceed" };
       return this.begin(principalId, key, requestHash);
     }
-    if (existing.requestHash !== requestHash) {
-      throw new ShoalError("IDEMPOTENCY_KEY_MISMATCH", { details: { idempotency_key: key } });
-    }
     if (existing.state === "in_flight" || existing.response === null || existing.statusCode === null) {
       throw new ShoalError("IDEMPOTENCY_REQUEST_IN_PROGRESS", {
         details: { idempotency_key: key },
         retryAfterSeconds: 1,
       });
+    }
+    if (existing.requestHash !== requestHash) {
+      throw new ShoalError("IDEMPOTENCY_KEY_MISMATCH", { details: { idempotency_key: key } });
     }
     const stored = JSON.parse(this.options.box.open(existing.response, context(principalId, key))) as {
       contentType?: string;

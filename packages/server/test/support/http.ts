@@ -13,8 +13,25 @@ export interface CallOptions {
   headers?: Record<string, string>;
 }
 
-/** A JSON value read without a schema: any property may be read, and is again a Loose value. */
-export type Loose = { readonly [key: string]: Loose } & { readonly length?: number };
+/** A JSON object read without a schema; tests that go deeper name the shape they expect. */
+export type Loose = Readonly<Record<string, unknown>>;
+
+export interface ApiKeyView {
+  id: string;
+  name: string;
+  prefix: string;
+  scopes: string[];
+  created_at: string;
+  last_used_at: string | null;
+  expires_at: string | null;
+  revoked_at: string | null;
+  secret?: string;
+}
+
+export interface ApiKeyPage {
+  items: ApiKeyView[];
+  next_cursor: string | null;
+}
 
 export interface CallResult<T = Loose> {
   status: number;

@@ -8,7 +8,7 @@
  *   await server.stop();
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,7 +18,7 @@ const mainModule = path.join(serverRoot, "src", "main.ts");
 
 export interface ServerProcess {
   readonly url: string;
-  /** The bootstrap key printed at first start, or SHOAL_ADMIN_KEY. */
+  /** The bootstrap key: printed at first start, SHOAL_ADMIN_KEY, or read from admin.key on a restart. */
   readonly adminKey: string;
   readonly dataDir: string;
   readonly env: Readonly<Record<string, string>>;
@@ -96,7 +96,9 @@ export async function startServer(
   const keyLine = await nextLine((line) => line.startsWith("Admin API key"));
   const url = listening.slice("Shoal listening on ".length).trim();
   const printedKey = /(sk_\w+)$/.exec(keyLine)?.[1];
-  const adminKey = printedKey ?? fullEnv.SHOAL_ADMIN_KEY ?? "";
+  const keyFile = path.join(dataDir, "admin.key");
+  const adminKey =
+    printedKey ?? fullEnv.SHOAL_ADMIN_KEY ?? (existsSync(keyFile) ? readFileSync(keyFile, "utf8").trim() : "");
 
   const parsed = () =>
     lines.flatMap((line) => {

@@ -14,6 +14,7 @@ import pg from "pg";
 import { guardedDialect } from "./guarded-dialect.ts";
 import { migrationProvider } from "./migrations/index.ts";
 import type { StoreSchema } from "./schema.ts";
+import { StoreError } from "./store-error.ts";
 
 export type DatabaseKind = "sqlite" | "postgres";
 
@@ -86,6 +87,8 @@ function postgresDialect(url: string, options: DatabaseOptions): Dialect {
 async function migrate(db: Kysely<StoreSchema>): Promise<void> {
   const { error, results } = await new Migrator({ db, provider: migrationProvider }).migrateToLatest();
   if (error) {
+    // An unreachable store is not a broken migration: callers must see the StoreError's kind.
+    if (error instanceof StoreError && error.kind === "unavailable") throw error;
     const failed = results?.find((result) => result.status === "Error")?.migrationName;
     throw new Error(
       `database migration ${failed ?? ""} failed: ${error instanceof Error ? error.message : String(error)}`,

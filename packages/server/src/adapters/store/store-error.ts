@@ -14,13 +14,8 @@ export class StoreError extends Error {
   }
 }
 
-const unavailableSQLiteCodes = new Set([
-  "SQLITE_BUSY",
-  "SQLITE_LOCKED",
-  "SQLITE_CANTOPEN",
-  "SQLITE_FULL",
-  "SQLITE_IOERR",
-]);
+/** SQLite codes, extended ones included (SQLITE_BUSY_SNAPSHOT, SQLITE_IOERR_WRITE, …), by their base. */
+const unavailableSQLiteCode = /^SQLITE_(BUSY|LOCKED|CANTOPEN|FULL|IOERR|READONLY|PROTOCOL)(_|$)/;
 const uniqueSQLiteCodes = new Set(["SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"]);
 const networkCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "ETIMEDOUT", "EPIPE", "ENOENT"]);
 
@@ -29,7 +24,7 @@ export function toStoreError(error: unknown): StoreError {
   const code = typeof error === "object" && error !== null && "code" in error ? String(error.code) : "";
   if (uniqueSQLiteCodes.has(code) || code === "23505") return new StoreError("unique_violation", error);
   if (
-    unavailableSQLiteCodes.has(code) ||
+    unavailableSQLiteCode.test(code) ||
     networkCodes.has(code) ||
     // PostgreSQL classes 08 (connection), 53 (resources), 57P (operator intervention, shutdown)
     /^(08|53|57P)/.test(code) ||

@@ -33,7 +33,13 @@ export function registerMetrics(app: FastifyInstance): void {
     "/metrics",
     {
       config: policy({ scope: "metrics:read", feature: "metrics" }),
-      schema: { summary: "Prometheus metrics", tags: ["system"], produces: ["text/plain"] },
+      schema: {
+        summary: "Prometheus metrics",
+        tags: ["system"],
+        response: {
+          200: { description: "Prometheus text format", content: { "text/plain": { schema: { type: "string" } } } },
+        },
+      },
     },
     async (_request, reply) => {
       reply.type(registry.contentType);

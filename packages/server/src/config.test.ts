@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import path from "node:path";
+import { test } from "node:test";
+import { ConfigError, loadConfig } from "./config.ts";
+
+test("the embedded defaults", () => {
+  const config = loadConfig({});
+  assert.equal(config.host, "127.0.0.1");
+  assert.equal(config.port, 7070);
+  assert.equal(config.dataDir, path.resolve(".shoal"));
+  assert.equal(config.databaseURL, `sqlite:${path.resolve(".shoal", "shoal.db")}`);
+  assert.equal(config.adminKey, undefined);
+  assert.deepEqual(config.rateLimits.read, { limit: 6000, windowSeconds: 60 });
+});
+
+test("the documented variables are read", () => {
+  const config = loadConfig({
+    SHOAL_HOST: "0.0.0.0",
+    SHOAL_PORT: "8080",
+    SHOAL_DATA_DIR: "/var/lib/shoal",
+    SHOAL_ADMIN_KEY: "a-long-enough-admin-key",
+    SHOAL_DATABASE_URL: "postgres://shoal@db/shoal",
+    SHOAL_RATE_LIMITS: "read=10/1, auth_failures=2/30",
+    SHOAL_DISABLED_FEATURES: "metrics",
+  });
+  assert.equal(config.host, "0.0.0.0");
+  assert.equal(config.port, 8080);
+  assert.equal(config.databaseURL, "postgres://shoal@db/shoal");
+  assert.deepEqual(config.rateLimits.read, { limit: 10, windowSeconds: 1 });
+  assert.deepEqual(config.rateLimits.authFailures, { limit: 2, windowSeconds: 30 });
+  assert.deepEqual(config.rateLimits.write, { limit: 1200, windowSeconds: 60 });
+  assert.ok(config.disabledFeatures.has("metrics"));
+});
+
+test("bad values are refused with the variable's name", () => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ SHOAL_PORT: "70000" }, /SHOAL_PORT/],
+    [{ SHOAL_PORT: "1.5" }, /SHOAL_PORT/],
+    [{ SHOAL_ADMIN_KEY: "short" }, /SHOAL_ADMIN_KEY must be at least 16/],
+    [{ SHOAL_RATE_LIMITS: "read=1/0" }, /window/],
+    [{ SHOAL_RATE_LIMITS: "exec=1/1" }, /SHOAL_RATE_LIMITS/],
+    [{ SHOAL_DISABLED_FEATURES: "sandboxes" }, /unknown feature/],
+    [{ SHOAL_LOG_LEVEL: "loud" }, /SHOAL_LOG_LEVEL/],
+  ];
+  for (const [env, message] of cases)
+    assert.throws(
+      () => loadConfig(env),
+      (error: Error) => error instanceof ConfigError && message.test(error.message),
+    );
+});
