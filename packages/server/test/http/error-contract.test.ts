@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { connect } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { type ApiKeyPage, call, errorOf } from "../support/http.ts";
 import { type ServerProcess, startServer } from "../support/server-process.ts";
@@ -107,6 +108,20 @@ describe("the error contract on the wire", () => {
     assert.deepEqual(errorOf(query).details.fields, { limit: "must be at least 1" });
     const cursor = await call(server, "GET", "/v1/api-keys?cursor=bm90LWEtY3Vyc29y", { key: server.adminKey });
     assert.deepEqual(errorOf(cursor).details.fields, { cursor: "is not a cursor from this API" });
+  });
+
+  test("a request too broken for HTTP still gets the envelope", async () => {
+    const { port } = new URL(server.url);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), "127.0.0.1", () => socket.end("NOT HTTP AT ALL\r\n\r\n"));
+      let text = "";
+      socket.setEncoding("utf8").on("data", (chunk: string) => (text += chunk));
+      socket.on("end", () => resolve(text)).on("error", reject);
+    });
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    const body = JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4));
+    assert.equal(body.error.code, "BAD_REQUEST");
+    assert.match(answer, new RegExp(`X-Request-Id: ${body.error.request_id}\r\n`));
   });
 
   test("a valid X-Request-Id is echoed; anything else is replaced by a fresh id", async () => {
