@@ -20,6 +20,26 @@ describe("Idempotency-Key on create routes", () => {
   });
   after(() => server.dispose());
 
+  /** Leaves the record a server writes when it starts handling a key, as if one were doing so now. */
+  const recordInFlight = (idempotencyKey: string, since: Date) => {
+    const file = openStoreFile(server.dataDir);
+    try {
+      file
+        .prepare(
+          "INSERT INTO idempotency_records (principal_id, idempotency_key, request_hash, state, created_at, expires_at) VALUES (?, ?, ?, 'in_flight', ?, ?)",
+        )
+        .run(
+          adminKeyId,
+          idempotencyKey,
+          "0".repeat(64),
+          since.toISOString(),
+          new Date(since.getTime() + 86_400_000).toISOString(),
+        );
+    } finally {
+      file.close();
+    }
+  };
+
   const create = (idempotencyKey: string, body: unknown, key = server.adminKey) =>
     call(server, "POST", "/v1/api-keys", { key, body, headers: { "idempotency-key": idempotencyKey } });
 
@@ -62,23 +82,7 @@ describe("Idempotency-Key on create routes", () => {
 
   test("a request still in flight with the key is IDEMPOTENCY_REQUEST_IN_PROGRESS", async () => {
     // Another server sharing the store is handling this key right now.
-    const now = new Date();
-    const file = openStoreFile(server.dataDir);
-    try {
-      file
-        .prepare(
-          "INSERT INTO idempotency_records (principal_id, idempotency_key, request_hash, state, created_at, expires_at) VALUES (?, ?, ?, 'in_flight', ?, ?)",
-        )
-        .run(
-          adminKeyId,
-          "busy-1",
-          "0".repeat(64),
-          now.toISOString(),
-          new Date(now.getTime() + 86_400_000).toISOString(),
-        );
-    } finally {
-      file.close();
-    }
+    recordInFlight("busy-1", new Date());
     const before = await countKeys();
     const result = await create("busy-1", { name: "busy", scopes: ["files:read"] });
     assert.equal(result.status, 409);
@@ -89,23 +93,7 @@ describe("Idempotency-Key on create routes", () => {
   });
 
   test("an in-flight record left by a crashed server is taken over", async () => {
-    const then = new Date(Date.now() - 5 * 60_000);
-    const file = openStoreFile(server.dataDir);
-    try {
-      file
-        .prepare(
-          "INSERT INTO idempotency_records (principal_id, idempotency_key, request_hash, state, created_at, expires_at) VALUES (?, ?, ?, 'in_flight', ?, ?)",
-        )
-        .run(
-          adminKeyId,
-          "crashed-1",
-          "0".repeat(64),
-          then.toISOString(),
-          new Date(then.getTime() + 86_400_000).toISOString(),
-        );
-    } finally {
-      file.close();
-    }
+    recordInFlight("crashed-1", new Date(Date.now() - 5 * 60_000));
     assert.equal((await create("crashed-1", { name: "after crash", scopes: ["files:read"] })).status, 201);
   });
 

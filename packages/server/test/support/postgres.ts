@@ -33,7 +33,7 @@ function binDir(): string {
   return path.join(root, versions[0], "bin");
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);

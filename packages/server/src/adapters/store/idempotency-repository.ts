@@ -16,24 +16,25 @@ function toRecord(row: Selectable<IdempotencyRecordsTable>): IdempotencyRecord {
   };
 }
 
+function toRow(record: IdempotencyRecord): Selectable<IdempotencyRecordsTable> {
+  return {
+    principal_id: record.principalId,
+    idempotency_key: record.key,
+    request_hash: record.requestHash,
+    state: record.state,
+    status_code: record.statusCode,
+    response: record.response,
+    created_at: record.createdAt,
+    expires_at: record.expiresAt,
+  };
+}
+
 export class KyselyIdempotencyRepository implements IdempotencyRepository {
   constructor(private readonly db: Kysely<StoreSchema>) {}
 
   async insertIfAbsent(record: IdempotencyRecord): Promise<boolean> {
     try {
-      await this.db
-        .insertInto("idempotency_records")
-        .values({
-          principal_id: record.principalId,
-          idempotency_key: record.key,
-          request_hash: record.requestHash,
-          state: record.state,
-          status_code: record.statusCode,
-          response: record.response,
-          created_at: record.createdAt,
-          expires_at: record.expiresAt,
-        })
-        .execute();
+      await this.db.insertInto("idempotency_records").values(toRow(record)).execute();
       return true;
     } catch (error) {
       if (error instanceof StoreError && error.kind === "unique_violation") return false;
@@ -54,14 +55,7 @@ export class KyselyIdempotencyRepository implements IdempotencyRepository {
   async replace(record: IdempotencyRecord, expectedCreatedAt: string): Promise<boolean> {
     const result = await this.db
       .updateTable("idempotency_records")
-      .set({
-        request_hash: record.requestHash,
-        state: record.state,
-        status_code: record.statusCode,
-        response: record.response,
-        created_at: record.createdAt,
-        expires_at: record.expiresAt,
-      })
+      .set(toRow(record))
       .where("principal_id", "=", record.principalId)
       .where("idempotency_key", "=", record.key)
       .where("created_at", "=", expectedCreatedAt)

@@ -5,14 +5,13 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import SQLite from "better-sqlite3";
 import fc from "fast-check";
 import { sql } from "kysely";
-import { freshPostgresDatabase } from "../../../test/support/postgres.ts";
+import { freePort, freshPostgresDatabase } from "../../../test/support/postgres.ts";
 import type { ApiKey } from "../../domain/api-key.ts";
 import type { IdempotencyRecord } from "../../services/ports.ts";
 import { KyselyApiKeyRepository } from "./api-key-repository.ts";
@@ -121,17 +120,6 @@ function isStoreError(kind: StoreErrorKind): (error: unknown) => true {
 async function migrationNames(database: Database): Promise<string[]> {
   const { rows } = await sql<{ name: string }>`select name from kysely_migration order by name`.execute(database.db);
   return rows.map((row) => row.name);
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
 }
 
 for (const backend of backends) {
