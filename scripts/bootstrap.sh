@@ -9,6 +9,7 @@ debian_packages=(
   ca-certificates
   python3 make g++ # better-sqlite3 compiles from source
   postgresql       # the store tests run on a throw-away PostgreSQL cluster
+  wrk              # the load generator of bench/api-throughput.ts
 )
 
 missing=()

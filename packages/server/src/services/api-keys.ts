@@ -1,7 +1,7 @@
 /**
  * API keys: creating, listing and revoking them, and turning a presented secret into a
  * Principal. Verified keys are kept in memory for `cacheMs` so that an authenticated request
- * costs one HMAC, not a query; revoking through this service takes effect at once.
+ * costs a map lookup, not a query; revoking through this service takes effect at once.
  */
 import { type ApiKey, keyStatus, type Principal } from "../domain/api-key.ts";
 import { displayPrefixLength, generateToken, isWellFormedToken } from "../domain/api-key-token.ts";
@@ -97,17 +97,16 @@ export class ApiKeyService {
   async revoke(principal: Principal, id: string): Promise<ApiKey> {
     const key = await this.options.repository.revoke(principal.ownerId, id, this.options.clock().toISOString());
     if (!key) throw new ShoalError("API_KEY_NOT_FOUND", { details: { key_id: id } });
-    for (const [digest, entry] of this.cache) {
-      if (entry.key.id === id) this.cache.delete(digest);
+    for (const [token, entry] of this.cache) {
+      if (entry.key.id === id) this.cache.delete(token);
     }
     return key;
   }
 
   /** The Principal of a presented secret, or the catalog's reason why there is none. */
   async authenticate(token: string): Promise<Principal> {
-    const digest = this.options.digest(token);
     const now = this.options.clock();
-    const key = await this.lookup(digest, now.getTime());
+    const key = await this.lookup(token, now.getTime());
     if (!key) {
       throw new ShoalError("AUTH_INVALID_TOKEN", {
         details: { reason: isWellFormedToken(token) ? "unknown_token" : "malformed_token" },
@@ -149,13 +148,17 @@ export class ApiKeyService {
     await this.options.repository.recordUse(uses);
   }
 
-  private async lookup(digest: string, now: number): Promise<ApiKey | undefined> {
-    const cached = this.cache.get(digest);
+  /**
+   * The cache is keyed by the presented secret itself, which this process holds anyway while it
+   * serves the request, so that a cached key costs no HMAC; the store only ever sees digests.
+   */
+  private async lookup(token: string, now: number): Promise<ApiKey | undefined> {
+    const cached = this.cache.get(token);
     if (cached && now - cached.loadedAt < this.options.cacheMs) return cached.key;
-    const key = await this.options.repository.findByDigest(digest);
+    const key = await this.options.repository.findByDigest(this.options.digest(token));
     if (key && this.options.cacheMs > 0) {
       if (this.cache.size >= maxCachedKeys) this.cache.clear();
-      this.cache.set(digest, { key, loadedAt: now });
+      this.cache.set(token, { key, loadedAt: now });
     }
     return key;
   }

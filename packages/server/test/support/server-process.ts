@@ -92,8 +92,15 @@ export async function startServer(
       );
     });
 
-  const listening = await nextLine((line) => line.startsWith("Shoal listening on "));
-  const keyLine = await nextLine((line) => line.startsWith("Admin API key"));
+  let listening: string;
+  let keyLine: string;
+  try {
+    listening = await nextLine((line) => line.startsWith("Shoal listening on "));
+    keyLine = await nextLine((line) => line.startsWith("Admin API key"));
+  } catch (error) {
+    if (options.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true });
+    throw error;
+  }
   const url = listening.slice("Shoal listening on ".length).trim();
   const printedKey = /(sk_\w+)$/.exec(keyLine)?.[1];
   const keyFile = path.join(dataDir, "admin.key");

@@ -3,6 +3,7 @@ import type { ApiKey } from "../../domain/api-key.ts";
 import type { CursorPosition } from "../../domain/cursor.ts";
 import type { Scope } from "../../domain/scopes.ts";
 import type { ApiKeyRepository } from "../../services/ports.ts";
+import { reusableQuery } from "./reusable-query.ts";
 import type { ApiKeysTable, StoreSchema } from "./schema.ts";
 
 const columns = [
@@ -36,7 +37,17 @@ function toApiKey(row: Row): ApiKey {
 }
 
 export class KyselyApiKeyRepository implements ApiKeyRepository {
-  constructor(private readonly db: Kysely<StoreSchema>) {}
+  private readonly selectByDigest;
+  private readonly selectById;
+
+  constructor(private readonly db: Kysely<StoreSchema>) {
+    this.selectByDigest = reusableQuery(db, (digest: string) =>
+      db.selectFrom("api_keys").select(columns).where("secret_digest", "=", digest),
+    );
+    this.selectById = reusableQuery(db, (ownerId: string, id: string) =>
+      db.selectFrom("api_keys").select(columns).where("owner_id", "=", ownerId).where("id", "=", id),
+    );
+  }
 
   async insert(key: ApiKey, secretDigest: string): Promise<void> {
     await this.db
@@ -58,21 +69,12 @@ export class KyselyApiKeyRepository implements ApiKeyRepository {
   }
 
   async findByDigest(secretDigest: string): Promise<ApiKey | undefined> {
-    const row = await this.db
-      .selectFrom("api_keys")
-      .select(columns)
-      .where("secret_digest", "=", secretDigest)
-      .executeTakeFirst();
+    const [row] = await this.selectByDigest(secretDigest);
     return row && toApiKey(row);
   }
 
   async findById(ownerId: string, id: string): Promise<ApiKey | undefined> {
-    const row = await this.db
-      .selectFrom("api_keys")
-      .select(columns)
-      .where("owner_id", "=", ownerId)
-      .where("id", "=", id)
-      .executeTakeFirst();
+    const [row] = await this.selectById(ownerId, id);
     return row && toApiKey(row);
   }
 

@@ -14,6 +14,7 @@ import pg from "pg";
 import { guardedDialect } from "./guarded-dialect.ts";
 import { migrationProvider } from "./migrations/index.ts";
 import type { StoreSchema } from "./schema.ts";
+import { withStatementCache } from "./statement-cache.ts";
 import { StoreError } from "./store-error.ts";
 
 export type DatabaseKind = "sqlite" | "postgres";
@@ -67,7 +68,7 @@ function sqliteDialect(url: string, options: DatabaseOptions): Dialect {
       database.pragma("synchronous = FULL");
       database.pragma("foreign_keys = ON");
       database.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
-      return database;
+      return withStatementCache(database);
     },
   });
 }

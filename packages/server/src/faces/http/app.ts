@@ -22,7 +22,7 @@ import { errorRoutes } from "../v1/errors.routes.ts";
 import { maintenanceRoutes } from "../v1/maintenance.routes.ts";
 import { envelope, sendError, toShoalError } from "./error-response.ts";
 import { registerGuard } from "./guard.ts";
-import { registerIdempotency } from "./idempotency.ts";
+import { idempotencyHooks } from "./idempotency.ts";
 import { registerMetrics } from "./metrics.ts";
 import { documentRoute, registerOpenAPI } from "./openapi.ts";
 import { newRequestId, requestIdFor } from "./request-id.ts";
@@ -63,11 +63,16 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   app.removeContentTypeParser("text/plain");
 
   const routeIndex = new RouteIndex();
+  const idempotency = idempotencyHooks(deps.idempotency);
   app.addHook("onRoute", (route) => {
     if (!route.config?.policy) {
       if (!route.url.startsWith("/docs")) throw new Error(`route ${route.method} ${route.url} declares no policy`);
       route.config = { ...route.config, ...policy({ scope: "public", feature: "docs" }) };
       route.schema = { ...route.schema, hide: true };
+    }
+    if (route.config?.policy?.idempotent) {
+      route.preHandler = [route.preHandler ?? []].flat().concat(idempotency.preHandler);
+      route.onSend = [route.onSend ?? []].flat().concat(idempotency.onSend);
     }
     documentRoute(route);
     for (const method of [route.method].flat()) routeIndex.add(method, route.url);
@@ -76,7 +81,9 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   app.addHook("onRequest", async (request, reply) => {
     reply.header("x-request-id", request.id);
   });
+  const logRequests = ["info", "debug", "trace"].includes(config.logLevel);
   app.addHook("onResponse", async (request, reply) => {
+    if (!logRequests) return;
     request.log.info(
       {
         request: {
@@ -117,7 +124,6 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   });
 
   registerGuard(app, deps);
-  registerIdempotency(app, deps.idempotency);
   await registerOpenAPI(app, deps.version);
   registerMetrics(app);
   await healthRoutes(app, deps.readiness);

@@ -1,9 +1,10 @@
 /**
  * Idempotency-Key on routes whose policy says `idempotent`: before the handler, a repeat is
  * answered from the stored response; after it, the response is stored for later repeats.
+ * The hooks are attached to those routes only, so other routes pay nothing for them.
  */
 import { createHash } from "node:crypto";
-import type { FastifyInstance } from "fastify";
+import type { onSendHookHandler, preHandlerAsyncHookHandler } from "fastify";
 import { ShoalError } from "../../errors/shoal-error.ts";
 import { type IdempotencyService, idempotencyKeyPattern } from "../../services/idempotency.ts";
 
@@ -13,10 +14,15 @@ declare module "fastify" {
   }
 }
 
-export function registerIdempotency(app: FastifyInstance, idempotency: IdempotencyService): void {
-  app.addHook("preHandler", async (request, reply) => {
+export interface IdempotencyHooks {
+  preHandler: preHandlerAsyncHookHandler;
+  onSend: onSendHookHandler;
+}
+
+export function idempotencyHooks(idempotency: IdempotencyService): IdempotencyHooks {
+  const preHandler: preHandlerAsyncHookHandler = async (request, reply) => {
     const key = request.headers["idempotency-key"];
-    if (key === undefined || !request.routeOptions.config.policy?.idempotent || !request.principal) return;
+    if (key === undefined || !request.principal) return;
     if (typeof key !== "string" || !idempotencyKeyPattern.test(key)) {
       throw new ShoalError("VALIDATION_ERROR", {
         message: "Idempotency-Key must be 1 to 255 visible ASCII characters",
@@ -33,9 +39,9 @@ export function registerIdempotency(app: FastifyInstance, idempotency: Idempoten
       return reply.code(response.statusCode).header("idempotent-replayed", "true").send(response.body);
     }
     request.idempotencyKey = key;
-  });
+  };
 
-  app.addHook("onSend", async (request, reply, payload) => {
+  const onSend: onSendHookHandler = async (request, reply, payload) => {
     const key = request.idempotencyKey;
     if (key === undefined || !request.principal) return payload;
     request.idempotencyKey = undefined;
@@ -50,7 +56,8 @@ export function registerIdempotency(app: FastifyInstance, idempotency: Idempoten
       request.log.error({ err: error }, "could not store idempotent response");
     }
     return payload;
-  });
+  };
+  return { preHandler, onSend };
 }
 
 /** JSON with object keys sorted, so that the same request hashes the same whatever its key order. */

@@ -10,6 +10,9 @@ import { policy } from "../http/route-policy.ts";
 
 const ScopeSchema = Type.Unsafe<Scope>({ type: "string", enum: [...scopes] });
 
+/** A time or null, as one JSON-schema type list: cheaper to serialize than a union of schemas. */
+const OptionalTime = Type.Unsafe<string | null>({ type: ["string", "null"], format: "date-time" });
+
 const ApiKeySchema = Type.Object(
   {
     id: Type.String({ examples: ["key_3x2Jk0aQ9hVqXb5bYz1TfE"] }),
@@ -17,9 +20,9 @@ const ApiKeySchema = Type.Object(
     prefix: Type.String({ description: "The first characters of the secret" }),
     scopes: Type.Array(ScopeSchema),
     created_at: Type.String({ format: "date-time" }),
-    last_used_at: Type.Union([Type.String({ format: "date-time" }), Type.Null()]),
-    expires_at: Type.Union([Type.String({ format: "date-time" }), Type.Null()]),
-    revoked_at: Type.Union([Type.String({ format: "date-time" }), Type.Null()]),
+    last_used_at: OptionalTime,
+    expires_at: OptionalTime,
+    revoked_at: OptionalTime,
   },
   { $id: "ApiKey", title: "ApiKey" },
 );
