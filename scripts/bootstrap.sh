@@ -33,5 +33,7 @@ node -e '
     process.exit(1);
   }'
 
-# Native modules build from source: nothing downloads a prebuilt binary.
-npm_config_build_from_source=true npm ci --no-audit --no-fund --loglevel=error
+# Native modules build from source: nothing downloads a prebuilt binary. `npm install` (which
+# keeps the locked versions) rather than `npm ci`: npm 11 writes a lock without the other
+# platforms' optional packages (Biome's binaries) and then refuses it in `npm ci`.
+npm_config_build_from_source=true npm install --no-audit --no-fund --loglevel=error
