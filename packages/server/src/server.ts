@@ -7,6 +7,7 @@
  *   await server.app.listen({ host: server.config.host, port: server.config.port });
  *   await server.close();
  */
+import { mkdirSync } from "node:fs";
 import type { FastifyInstance } from "fastify";
 import { KyselyApiKeyRepository } from "./adapters/store/api-key-repository.ts";
 import { type Database, openDatabase } from "./adapters/store/database.ts";
@@ -45,6 +46,8 @@ const idempotencyPurgeMs = 60 * 60 * 1000;
 
 export async function createServer(config: Config, options: ServerOptions = {}): Promise<Server> {
   const clock = options.clock ?? (() => new Date());
+  // The data dir holds the secret, the admin key and the database: readable by the owner only.
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const secret = loadSecretKey(config.dataDir, config.secretKey);
   const database = await openDatabase(config.databaseURL, { busyTimeoutMs: config.databaseBusyTimeoutMs });
   const apiKeys = new ApiKeyService({

@@ -7,6 +7,7 @@ import { loadSecretKey } from "./secret-key.ts";
 
 const dirs: string[] = [];
 const freshDir = () => {
+  // mkdtemp makes the directory, as the server does before it loads the secret.
   const dir = mkdtempSync(path.join(tmpdir(), "shoal-secret-"));
   dirs.push(dir);
   return dir;

@@ -8,7 +8,7 @@
  * of being used.
  */
 import { createHmac, randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, linkSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import path from "node:path";
 
 const secretBytes = 32;
@@ -18,7 +18,6 @@ export function loadSecretKey(dataDir: string, configured: string | undefined): 
   const file = path.join(dataDir, "secret.key");
   const existing = readSecretFile(file);
   if (existing !== undefined) return existing;
-  mkdirSync(dataDir, { recursive: true });
   const secret = randomBytes(secretBytes);
   const temporary = `${file}.${process.pid}.tmp`;
   const descriptor = openSync(temporary, "w", 0o600);

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import { type ApiKeyPage, call, errorOf } from "../support/http.ts";
@@ -12,7 +13,11 @@ describe("starting the server", () => {
   });
 
   test("first start prints the URL and a bootstrap key once, and saves the key with mode 0600", async () => {
-    const first = await startServer();
+    const first = await startServer(
+      {},
+      { dataDir: path.join(mkdtempSync(path.join(tmpdir(), "shoal-test-")), "fresh") },
+    );
+    assert.equal(statSync(first.dataDir).mode & 0o777, 0o700, "the data dir it creates is private");
     started.push(first);
     assert.match(first.url, /^http:\/\/127\.0\.0\.1:\d+$/);
     assert.match(first.adminKey, /^sk_[0-9A-Za-z]{49}$/);
