@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
@@ -8,15 +8,16 @@ import { type ServerProcess, startServer } from "../support/server-process.ts";
 
 describe("starting the server", () => {
   const started: ServerProcess[] = [];
+  const cleanup: string[] = [];
   after(async () => {
     for (const server of started) await server.dispose();
+    for (const dir of cleanup) rmSync(dir, { recursive: true, force: true });
   });
 
   test("first start prints the URL and a bootstrap key once, and saves the key with mode 0600", async () => {
-    const first = await startServer(
-      {},
-      { dataDir: path.join(mkdtempSync(path.join(tmpdir(), "shoal-test-")), "fresh") },
-    );
+    const parent = mkdtempSync(path.join(tmpdir(), "shoal-test-"));
+    cleanup.push(parent);
+    const first = await startServer({}, { dataDir: path.join(parent, "fresh") });
     assert.equal(statSync(first.dataDir).mode & 0o777, 0o700, "the data dir it creates is private");
     started.push(first);
     assert.match(first.url, /^http:\/\/127\.0\.0\.1:\d+$/);
