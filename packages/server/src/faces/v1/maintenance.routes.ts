@@ -5,10 +5,11 @@ import type { FastifyInstance } from "fastify";
 import { Type } from "typebox";
 import type { MaintenanceService, MaintenanceState } from "../../services/maintenance.ts";
 import { policy } from "../http/route-policy.ts";
+import { OptionalTime } from "../http/schemas.ts";
 
 const MaintenanceSchema = Type.Object({
   enabled: Type.Boolean(),
-  maintenance_end: Type.Union([Type.String({ format: "date-time" }), Type.Null()]),
+  maintenance_end: OptionalTime,
   message: Type.Union([Type.String({ maxLength: 500 }), Type.Null()]),
 });
 
@@ -37,7 +38,7 @@ export async function maintenanceRoutes(app: FastifyInstance, maintenance: Maint
         body: Type.Object(
           {
             enabled: Type.Boolean(),
-            maintenance_end: Type.Optional(Type.Union([Type.String({ format: "date-time" }), Type.Null()])),
+            maintenance_end: Type.Optional(OptionalTime),
             message: Type.Optional(Type.Union([Type.String({ maxLength: 500 }), Type.Null()])),
           },
           { additionalProperties: false },
