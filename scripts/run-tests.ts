@@ -18,6 +18,13 @@ function testFiles(dir: string): string[] {
   });
 }
 
+// The agent's tests run the built binary: build it first, and stop here if that fails.
+const agentBuild = spawnSync("make", ["-s", "-C", path.join(root, "packages/agent")], { stdio: "inherit" });
+if (agentBuild.status !== 0) {
+  console.error(`building shoal-agent failed (${agentBuild.error?.message ?? `exit ${agentBuild.status}`})`);
+  process.exit(1);
+}
+
 const only = process.argv.slice(2);
 const files = only.length > 0 ? only.map((file) => path.resolve(file)) : testFiles(path.join(root, "packages"));
 const cluster = await startPostgresCluster();

@@ -1,0 +1,79 @@
+/*
+ * State shared by the agent's event loop (main.c), its host connections (conn.c) and its running
+ * commands (exec.c). Everything is in fixed tables: the agent allocates only a connection's buffers
+ * (one block, on accept) and, while one is being received, a frame larger than the connection's input buffer.
+ */
+#ifndef SHOAL_AGENT_H
+#define SHOAL_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "frame.h"
+#include "supervisor.h"
+
+#define MAX_CONNS 16
+#define MAX_EXECS 128
+#define CONN_IN_CAP 4096
+#define CONN_OUT_CAP (256u * 1024u)
+#define OUTPUT_CHUNK (64u * 1024u)
+/* Room kept free in a connection's output buffer for replies, so that output never starves them. */
+#define CONTROL_ROOM 4096u
+/* An exited command's output is awaited this long when a leftover child still holds its pipes. */
+#define DRAIN_MS 100u
+
+struct conn {
+  int fd; /* -1: free slot */
+  uint32_t gen;
+  int hello_done;
+  int closing; /* flush what is queued, then close */
+  uint8_t *out; /* CONN_OUT_CAP bytes, then `in` */
+  size_t out_off, out_len;
+  uint8_t *in; /* CONN_IN_CAP bytes */
+  size_t in_len;
+  uint8_t *big; /* a frame larger than `in`, being received */
+  size_t big_len, big_need;
+};
+
+struct exec {
+  int used;
+  int conn;
+  uint32_t conn_gen, id;
+  pid_t sup;
+  int ctl, fd[2]; /* -1 when closed */
+  uint64_t kept[2], seen[2], limit;
+  int exited;
+  struct sup_msg result;
+  uint64_t exited_at;
+};
+
+extern struct conn conns[MAX_CONNS];
+extern struct exec execs[MAX_EXECS];
+extern int listen_fd;
+
+/* conn.c */
+void conn_accept(void);
+void conn_readable(struct conn *c);
+/* Handles the complete frames already in c's input buffer, as far as output room allows. */
+void conn_consume(struct conn *c);
+void conn_flush(struct conn *c);
+void conn_close(struct conn *c);
+size_t conn_room(struct conn *c);
+/* A writer over the free part of c's output buffer; commit with conn_commit after frame_end. */
+struct writer conn_writer(struct conn *c);
+void conn_commit(struct conn *c, struct writer *w);
+void conn_error(struct conn *c, uint32_t id, int code, const char *message, int fatal);
+
+/* exec.c */
+void exec_start(struct conn *c, uint32_t id, const uint8_t *payload, size_t len);
+void exec_signal(struct conn *c, uint32_t id, const uint8_t *payload, size_t len);
+void exec_ctl_readable(struct exec *e);
+void exec_output_readable(struct exec *e, int stream);
+/* Sends EXIT when the command has exited and its output is drained or DRAIN_MS passed. */
+void exec_try_finish(struct exec *e, uint64_t now);
+/* Kills the command's tree (through its supervisor) and forgets it without replying. */
+void exec_abandon(struct exec *e);
+struct conn *exec_conn(struct exec *e);
+
+#endif

@@ -1,0 +1,256 @@
+/*
+ * Running commands: EXEC starts a supervisor (supervisor.c) with pipes for the command's stdout
+ * and stderr; this file streams those pipes as OUTPUT frames under the output cap, forwards
+ * SIGNAL frames, and turns the supervisor's reports into EXEC_STARTED, EXEC_FAILED and EXIT.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "names.h"
+
+struct exec execs[MAX_EXECS];
+
+static const char *const stage_names[] = {"setup", "chdir", "setgroups", "setgid", "setuid", "exec"};
+
+struct conn *exec_conn(struct exec *e) {
+  struct conn *c = &conns[e->conn];
+  return c->fd >= 0 && c->gen == e->conn_gen ? c : NULL;
+}
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
+
+static void release(struct exec *e) {
+  close_fd(&e->ctl);
+  close_fd(&e->fd[0]);
+  close_fd(&e->fd[1]);
+  e->used = 0;
+}
+
+void exec_abandon(struct exec *e) { release(e); }
+
+static struct exec *find(struct conn *c, uint32_t id) {
+  for (int i = 0; i < MAX_EXECS; i++) {
+    struct exec *e = &execs[i];
+    if (e->used && e->id == id && exec_conn(e) == c) return e;
+  }
+  return NULL;
+}
+
+/* In the new supervisor: drop every descriptor of the agent before running the command. */
+static void close_agent_fds(void) {
+  close(listen_fd);
+  for (int i = 0; i < MAX_CONNS; i++)
+    if (conns[i].fd >= 0) close(conns[i].fd);
+  for (int i = 0; i < MAX_EXECS; i++) {
+    struct exec *e = &execs[i];
+    if (!e->used) continue;
+    if (e->ctl >= 0) close(e->ctl);
+    if (e->fd[0] >= 0) close(e->fd[0]);
+    if (e->fd[1] >= 0) close(e->fd[1]);
+  }
+}
+
+void exec_start(struct conn *c, uint32_t id, const uint8_t *payload, size_t len) {
+  struct exec_req req;
+  const char *why;
+  int r = exec_parse(payload, len, &req, &why);
+  if (r == E_MALFORMED_FRAME) {
+    conn_error(c, id, r, "malformed EXEC fields", 1);
+    return;
+  }
+  if (r != FRAME_OK) {
+    conn_error(c, id, r, why, 0);
+    return;
+  }
+  if (id == 0) {
+    conn_error(c, id, E_BAD_REQUEST, "EXEC needs a non-zero id", 0);
+    return;
+  }
+  if (find(c, id) != NULL) {
+    conn_error(c, id, E_DUPLICATE_ID, "an exec with this id is running", 0);
+    return;
+  }
+  struct exec *e = NULL;
+  for (int i = 0; i < MAX_EXECS && e == NULL; i++)
+    if (!execs[i].used) e = &execs[i];
+  if (e == NULL) {
+    conn_error(c, id, E_TOO_MANY, "too many running execs", 0);
+    return;
+  }
+  int out[2] = {-1, -1}, err[2] = {-1, -1}, ctl[2] = {-1, -1};
+  if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
+      socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0)
+    goto failed;
+  pid_t pid = fork();
+  if (pid < 0) goto failed;
+  if (pid == 0) {
+    close_agent_fds();
+    close(out[0]);
+    close(err[0]);
+    close(ctl[0]);
+    supervisor_main(&req, ctl[1], out[1], err[1]);
+  }
+  close(out[1]);
+  close(err[1]);
+  close(ctl[1]);
+  if (fcntl(out[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(err[0], F_SETFL, O_NONBLOCK) < 0 ||
+      fcntl(ctl[0], F_SETFL, O_NONBLOCK) < 0) {
+    /* The supervisor sees its control socket closed and kills what it started. */
+    close(out[0]);
+    close(err[0]);
+    close(ctl[0]);
+    conn_error(c, id, E_INTERNAL, strerror(errno), 0);
+    return;
+  }
+  memset(e, 0, sizeof *e);
+  e->used = 1;
+  e->conn = (int)(c - conns);
+  e->conn_gen = c->gen;
+  e->id = id;
+  e->sup = pid;
+  e->ctl = ctl[0];
+  e->fd[0] = out[0];
+  e->fd[1] = err[0];
+  e->limit = req.output_limit;
+  return;
+failed:;
+  int saved = errno;
+  int fds[] = {out[0], out[1], err[0], err[1], ctl[0], ctl[1]};
+  for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+    if (fds[i] >= 0) close(fds[i]);
+  conn_error(c, id, E_INTERNAL, strerror(saved), 0);
+}
+
+void exec_signal(struct conn *c, uint32_t id, const uint8_t *payload, size_t len) {
+  struct signal_req s;
+  const char *why;
+  int r = signal_parse(payload, len, &s, &why);
+  if (r != FRAME_OK) {
+    conn_error(c, id, r, why, r == E_MALFORMED_FRAME);
+    return;
+  }
+  struct exec *e = find(c, id);
+  if (e == NULL) {
+    conn_error(c, id, E_NO_SUCH_ID, "no running exec with this id", 0);
+    return;
+  }
+  int32_t signo = (int32_t)s.signo;
+  if (!e->exited && e->ctl >= 0) send(e->ctl, &signo, sizeof signo, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+void exec_ctl_readable(struct exec *e) {
+  struct conn *c = exec_conn(e);
+  struct sup_msg m;
+  ssize_t n = recv(e->ctl, &m, sizeof m, MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (c == NULL) {
+    release(e);
+    return;
+  }
+  if (n != (ssize_t)sizeof m) {
+    close_fd(&e->ctl);
+    if (!e->exited) {
+      conn_error(c, e->id, E_INTERNAL, "the exec's supervisor died", 0);
+      release(e);
+    }
+    return;
+  }
+  char name[16];
+  struct writer w = conn_writer(c);
+  switch (m.kind) {
+  case SUP_STARTED:
+    frame_begin(&w, T_EXEC_STARTED, e->id);
+    put_u64(&w, F_PID, (uint64_t)m.pid);
+    if (frame_end(&w)) conn_commit(c, &w);
+    break;
+  case SUP_FAILED:
+    frame_begin(&w, T_EXEC_FAILED, e->id);
+    put_u64(&w, F_ERRNO, (uint64_t)m.err);
+    put_str(&w, F_ERRNO_NAME, errno_name(m.err, name));
+    put_str(&w, F_MESSAGE, strerror(m.err));
+    put_str(&w, F_STAGE, m.stage >= 0 && m.stage <= STAGE_EXEC ? stage_names[m.stage] : "setup");
+    if (frame_end(&w)) conn_commit(c, &w);
+    release(e);
+    break;
+  case SUP_EXITED:
+    e->exited = 1;
+    e->result = m;
+    e->exited_at = now_ms();
+    close_fd(&e->ctl);
+    exec_try_finish(e, e->exited_at);
+    break;
+  default:
+    break;
+  }
+}
+
+static uint8_t scratch[OUTPUT_CHUNK];
+
+void exec_output_readable(struct exec *e, int s) {
+  struct conn *c = exec_conn(e);
+  size_t want = sizeof scratch;
+  if (c != NULL && e->kept[s] < e->limit) {
+    size_t room = conn_room(c);
+    size_t overhead = CONTROL_ROOM + FRAME_HEADER_SIZE + 3 * FIELD_HEADER_SIZE + 16;
+    if (room <= overhead) return;
+    if (room - overhead < want) want = room - overhead;
+  }
+  ssize_t n = read(e->fd[s], scratch, want);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n <= 0) {
+    close_fd(&e->fd[s]);
+    if (c == NULL) return;
+    exec_try_finish(e, now_ms());
+    return;
+  }
+  e->seen[s] += (uint64_t)n;
+  if (c == NULL || e->kept[s] >= e->limit) return;
+  uint64_t keep = e->limit - e->kept[s];
+  if (keep > (uint64_t)n) keep = (uint64_t)n;
+  struct writer w = conn_writer(c);
+  frame_begin(&w, T_OUTPUT, e->id);
+  put_u64(&w, F_STREAM, (uint64_t)s + 1);
+  put_u64(&w, F_OFFSET, e->kept[s]);
+  put_bytes(&w, F_DATA, scratch, (size_t)keep);
+  if (frame_end(&w)) conn_commit(c, &w);
+  e->kept[s] += keep;
+}
+
+void exec_try_finish(struct exec *e, uint64_t now) {
+  struct conn *c = exec_conn(e);
+  if (!e->used || !e->exited) return;
+  if (c == NULL) {
+    release(e);
+    return;
+  }
+  if ((e->fd[0] >= 0 || e->fd[1] >= 0) && now < e->exited_at + DRAIN_MS) return;
+  if (conn_room(c) < 512) return;
+  const struct sup_msg *m = &e->result;
+  char name[16];
+  struct writer w = conn_writer(c);
+  frame_begin(&w, T_EXIT, e->id);
+  if (WIFEXITED(m->status)) put_u64(&w, F_EXIT_CODE, (uint64_t)WEXITSTATUS(m->status));
+  if (WIFSIGNALED(m->status)) {
+    put_u64(&w, F_SIGNAL, (uint64_t)WTERMSIG(m->status));
+    put_str(&w, F_SIGNAL_NAME, signal_name(WTERMSIG(m->status), name));
+  }
+  put_u64(&w, F_TIMED_OUT, (uint64_t)m->timed_out);
+  put_u64(&w, F_OOM_KILLED, (uint64_t)m->oom);
+  put_u64(&w, F_STDOUT_TRUNCATED, e->seen[0] > e->kept[0]);
+  put_u64(&w, F_STDERR_TRUNCATED, e->seen[1] > e->kept[1]);
+  put_u64(&w, F_DURATION_MS, m->duration_ms);
+  put_u64(&w, F_STDOUT_BYTES, e->seen[0]);
+  put_u64(&w, F_STDERR_BYTES, e->seen[1]);
+  if (frame_end(&w)) conn_commit(c, &w);
+  release(e);
+}

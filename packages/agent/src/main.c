@@ -1,0 +1,213 @@
+/*
+ * shoal-agent: PID 1 of a sandbox. `shoal-agent --socket /PATH/agent.sock` listens on that unix
+ * socket, writes "ready\n" to stdout once it accepts connections, and then serves the protocol of
+ * PROTOCOL.md in one poll() loop. It reaps every child, and on SIGTERM or SIGINT ends every
+ * process (SIGTERM, a short grace, SIGKILL) and exits 0. It also runs as an ordinary child process,
+ * for tests: it is then a child subreaper and signals only its own descendants.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#define SHUTDOWN_GRACE_MS 500u
+
+int listen_fd = -1;
+static volatile sig_atomic_t got_chld, got_term;
+
+static void on_signal(int s) {
+  if (s == SIGCHLD)
+    got_chld = 1;
+  else
+    got_term = 1;
+}
+
+static void die(const char *what) {
+  dprintf(2, "shoal-agent: %s: %s\n", what, strerror(errno));
+  exit(1);
+}
+
+static void reap(void) {
+  while (waitpid(-1, NULL, WNOHANG) > 0) {
+  }
+}
+
+/* Binds path even when it is longer than sun_path, through the directory's /proc/self/fd entry. */
+static int bind_socket(const char *path) {
+  char dir[PATH_MAX], base[PATH_MAX];
+  if (strlen(path) >= sizeof dir) return errno = ENAMETOOLONG, -1;
+  strcpy(dir, path);
+  strcpy(base, path);
+  const char *d = dirname(dir), *b = basename(base);
+  if (chmod(d, 0700) < 0) return -1;
+  if (unlink(path) < 0 && errno != ENOENT) return -1;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  int dfd = -1;
+  if (strlen(path) < sizeof sa.sun_path) {
+    strcpy(sa.sun_path, path);
+  } else {
+    if ((dfd = open(d, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) return -1;
+    int n = snprintf(sa.sun_path, sizeof sa.sun_path, "/proc/self/fd/%d/%s", dfd, b);
+    if (n < 0 || (size_t)n >= sizeof sa.sun_path) return errno = ENAMETOOLONG, -1;
+  }
+  mode_t old = umask(077);
+  int r = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+  umask(old);
+  if (dfd >= 0) close(dfd);
+  if (r < 0 || chmod(path, 0600) < 0 || listen(fd, 64) < 0) return -1;
+  return fd;
+}
+
+/* Ends every process: SIGTERM, up to SHUTDOWN_GRACE_MS for them to go, then SIGKILL. */
+static void shutdown_all(void) {
+  int pid1 = getpid() == 1;
+  if (pid1)
+    kill(-1, SIGTERM);
+  else
+    signal_children(SIGTERM); /* supervisors forward it to their command's process group */
+  uint64_t until = now_ms() + SHUTDOWN_GRACE_MS;
+  while (now_ms() < until) {
+    pid_t p = waitpid(-1, NULL, WNOHANG);
+    if (p < 0) break; /* no children left */
+    if (p == 0) {
+      struct timespec ts = {0, 5 * 1000000L};
+      nanosleep(&ts, NULL);
+    }
+  }
+  if (pid1) kill(-1, SIGKILL);
+  kill_all_children(-1);
+}
+
+int main(int argc, char **argv) {
+  const char *path = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
+      path = argv[++i];
+    else if (strncmp(argv[i], "--socket=", 9) == 0)
+      path = argv[i] + 9;
+  }
+  if (path == NULL || path[0] == 0) {
+    dprintf(2, "usage: shoal-agent --socket /PATH/agent.sock\n");
+    return 2;
+  }
+  for (int i = 0; i < MAX_CONNS; i++) conns[i].fd = -1;
+
+  sigset_t blocked, waiting;
+  sigemptyset(&blocked);
+  sigaddset(&blocked, SIGCHLD);
+  sigaddset(&blocked, SIGTERM);
+  sigaddset(&blocked, SIGINT);
+  if (sigprocmask(SIG_BLOCK, &blocked, &waiting) < 0) die("sigprocmask");
+  sigdelset(&waiting, SIGCHLD);
+  sigdelset(&waiting, SIGTERM);
+  sigdelset(&waiting, SIGINT);
+  struct sigaction sa = {.sa_handler = on_signal};
+  if (sigaction(SIGCHLD, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
+    die("sigaction");
+  signal(SIGPIPE, SIG_IGN);
+  if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) die("PR_SET_CHILD_SUBREAPER");
+
+  if ((listen_fd = bind_socket(path)) < 0) die(path);
+  int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null_fd < 0) die("/dev/null");
+  static const char ready[] = "ready\n";
+  if (write(1, ready, sizeof ready - 1) != (ssize_t)(sizeof ready - 1)) die("write ready");
+  if (dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 || dup2(null_fd, 2) < 0) die("dup2 /dev/null");
+  close(null_fd);
+
+  static struct pollfd pf[1 + MAX_CONNS + 3 * MAX_EXECS];
+  /* What each pollfd stands for: -1 listener, 0..MAX_CONNS-1 a connection, else an exec's fd. */
+  static int who[1 + MAX_CONNS + 3 * MAX_EXECS];
+  for (;;) {
+    if (got_term) break;
+    nfds_t n = 0;
+    pf[n] = (struct pollfd){.fd = listen_fd, .events = POLLIN};
+    who[n++] = -1;
+    for (int i = 0; i < MAX_CONNS; i++) {
+      struct conn *c = &conns[i];
+      if (c->fd < 0) continue;
+      short ev = 0;
+      if (!c->closing && conn_room(c) >= CONTROL_ROOM && (c->big != NULL || c->in_len < CONN_IN_CAP)) ev |= POLLIN;
+      if (c->out_off < c->out_len) ev |= POLLOUT;
+      pf[n] = (struct pollfd){.fd = c->fd, .events = ev};
+      who[n++] = i;
+    }
+    int timeout = -1;
+    uint64_t now = now_ms();
+    for (int i = 0; i < MAX_EXECS; i++) {
+      struct exec *e = &execs[i];
+      if (!e->used) continue;
+      struct conn *c = exec_conn(e);
+      size_t room = c ? conn_room(c) : CONN_OUT_CAP;
+      if (e->ctl >= 0 && room >= CONTROL_ROOM) {
+        pf[n] = (struct pollfd){.fd = e->ctl, .events = POLLIN};
+        who[n++] = MAX_CONNS + 3 * i;
+      }
+      for (int s = 0; s < 2; s++) {
+        if (e->fd[s] < 0 || (e->kept[s] < e->limit && room < 2 * CONTROL_ROOM)) continue;
+        pf[n] = (struct pollfd){.fd = e->fd[s], .events = POLLIN};
+        who[n++] = MAX_CONNS + 3 * i + 1 + s;
+      }
+      if (e->exited) {
+        uint64_t at = e->exited_at + DRAIN_MS;
+        int left = at > now ? (int)(at - now) + 1 : 0;
+        if (timeout < 0 || left < timeout) timeout = left;
+      }
+    }
+    struct timespec ts = {timeout / 1000, (long)(timeout % 1000) * 1000000L};
+    int r = ppoll(pf, n, timeout < 0 ? NULL : &ts, &waiting);
+    if (r < 0 && errno != EINTR) die("ppoll");
+    if (got_chld) {
+      got_chld = 0;
+      reap();
+    }
+    for (nfds_t k = 0; r > 0 && k < n; k++) {
+      if (pf[k].revents == 0) continue;
+      int w = who[k];
+      if (w < 0) {
+        conn_accept();
+      } else if (w < MAX_CONNS) {
+        struct conn *c = &conns[w];
+        if (pf[k].revents & (POLLIN | POLLHUP | POLLERR)) conn_readable(c);
+        if (c->fd >= 0 && (pf[k].revents & POLLOUT)) conn_flush(c);
+      } else {
+        struct exec *e = &execs[(w - MAX_CONNS) / 3];
+        int slot = (w - MAX_CONNS) % 3;
+        /* An earlier event of this round may have released the exec or closed this fd. */
+        if (!e->used) continue;
+        if (slot == 0 && e->ctl == pf[k].fd)
+          exec_ctl_readable(e);
+        else if (slot > 0 && e->fd[slot - 1] == pf[k].fd)
+          exec_output_readable(e, slot - 1);
+      }
+    }
+    now = now_ms();
+    for (int i = 0; i < MAX_EXECS; i++)
+      if (execs[i].used && execs[i].exited) exec_try_finish(&execs[i], now);
+    for (int i = 0; i < MAX_CONNS; i++) {
+      struct conn *c = &conns[i];
+      if (c->fd >= 0 && c->in_len > 0 && c->big == NULL) conn_consume(c);
+      if (c->fd >= 0) conn_flush(c);
+    }
+  }
+  close(listen_fd);
+  shutdown_all();
+  return 0;
+}

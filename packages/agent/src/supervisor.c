@@ -1,0 +1,305 @@
+/*
+ * The per-exec supervisor (see supervisor.h): fork, set up, exec, wait, time out, kill the tree.
+ */
+#define _GNU_SOURCE
+#include "supervisor.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static volatile sig_atomic_t got_chld, got_term;
+
+static void on_chld(int s) {
+  (void)s;
+  got_chld = 1;
+}
+
+static void on_term(int s) {
+  (void)s;
+  got_term = 1;
+}
+
+uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static pid_t parent_of(const char *pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%s/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  /* The command name is in parentheses and may itself contain ") ". */
+  char *p = strrchr(buf, ')');
+  if (p == NULL || p[1] != ' ' || p[2] == 0 || p[3] != ' ') return -1;
+  return (pid_t)strtol(p + 4, NULL, 10);
+}
+
+void signal_children(int signo) {
+  pid_t me = getpid();
+  DIR *d = opendir("/proc");
+  if (d == NULL) return;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
+    if (parent_of(de->d_name) == me) kill((pid_t)strtol(de->d_name, NULL, 10), signo);
+  }
+  closedir(d);
+}
+
+int kill_all_children(pid_t watch) {
+  int result = -1, st;
+  for (;;) {
+    signal_children(SIGKILL);
+    pid_t p = waitpid(-1, &st, 0);
+    if (p < 0) {
+      if (errno == EINTR) continue;
+      return result; /* ECHILD: nothing left */
+    }
+    if (p == watch) result = st;
+  }
+}
+
+/* The cgroup's OOM-kill counter as the sandbox sees it; 0 when there is none. */
+static uint64_t oom_kills(void) {
+  static const char *const files[] = {"/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"};
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    int fd = open(files[i], O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    char buf[1024];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) continue;
+    buf[n] = 0;
+    char *p = strstr(buf, "oom_kill ");
+    if (p != NULL) return strtoull(p + 9, NULL, 10);
+  }
+  return 0;
+}
+
+/* Copies an ARGV or ENV field list out of the request into a NULL-terminated vector. */
+static char **vector(const struct exec_req *req, uint16_t want, uint32_t count) {
+  char **v = calloc(count + 1, sizeof *v);
+  if (v == NULL) return NULL;
+  struct field_iter it = {req->payload, req->payload_len};
+  uint16_t tag;
+  struct bytes b;
+  uint32_t i = 0;
+  while (i < count && field_next(&it, &tag, &b) == 1) {
+    if (tag != want) continue;
+    if ((v[i] = strndup((const char *)b.ptr, b.len)) == NULL) return NULL;
+    i++;
+  }
+  return v;
+}
+
+static void send_msg(int ctl, const struct sup_msg *m) {
+  while (send(ctl, m, sizeof *m, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+  }
+}
+
+static void fail(int ctl, int err, int stage) {
+  struct sup_msg m = {.kind = SUP_FAILED, .err = err, .stage = stage};
+  send_msg(ctl, &m);
+  _exit(0);
+}
+
+/* In the command's process: never returns; reports a failure on status_w. */
+static void start_command(const struct exec_req *req, char **argv, char **envp, int in_r, int out_w, int err_w,
+                          int status_w) {
+  int32_t report[2] = {0, STAGE_SETUP};
+  sigset_t none;
+  sigemptyset(&none);
+  /* Dispositions the agent inherited (an ignored SIGHUP, say) must not reach the command. Signals
+     that cannot be reset (SIGKILL, SIGSTOP, libc-internal ones) just fail here. */
+  for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  if (setpgid(0, 0) < 0) goto failed;
+  if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0) goto failed;
+  report[1] = STAGE_CHDIR;
+  if (req->has_cwd) {
+    char *cwd = strndup((const char *)req->cwd.ptr, req->cwd.len);
+    if (cwd == NULL || chdir(cwd) < 0) goto failed;
+  } else if (chdir("/workspace") < 0 && chdir("/") < 0) {
+    goto failed;
+  }
+  report[1] = STAGE_SETGROUPS;
+  if (geteuid() == 0 && setgroups(0, NULL) < 0) goto failed;
+  report[1] = STAGE_SETGID;
+  if (setgid(req->gid) < 0) goto failed;
+  report[1] = STAGE_SETUID;
+  if (setuid(req->uid) < 0) goto failed;
+  report[1] = STAGE_EXEC;
+  environ = envp;
+  execvp(argv[0], argv);
+failed:
+  report[0] = errno;
+  while (write(status_w, report, sizeof report) < 0 && errno == EINTR) {
+  }
+  _exit(127);
+}
+
+void supervisor_main(const struct exec_req *req, int ctl, int out_w, int err_w) {
+  struct sigaction sa = {0};
+  sigset_t blocked, waiting;
+  sa.sa_handler = on_chld;
+  sigaction(SIGCHLD, &sa, NULL);
+  sa.sa_handler = on_term;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  sigemptyset(&blocked);
+  sigaddset(&blocked, SIGCHLD);
+  sigaddset(&blocked, SIGTERM);
+  sigaddset(&blocked, SIGINT);
+  sigprocmask(SIG_BLOCK, &blocked, &waiting);
+  sigdelset(&waiting, SIGCHLD);
+  sigdelset(&waiting, SIGTERM);
+  sigdelset(&waiting, SIGINT);
+
+  pid_t agent = getppid();
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != agent) _exit(1);
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) fail(ctl, errno, STAGE_SETUP);
+
+  char **argv, **envp = vector(req, F_ENV, req->envc);
+  if (req->has_shell) {
+    argv = calloc(4, sizeof *argv);
+    if (argv != NULL) {
+      argv[0] = "/bin/sh";
+      argv[1] = "-c";
+      argv[2] = strndup((const char *)req->shell.ptr, req->shell.len);
+      if (argv[2] == NULL) argv = NULL;
+    }
+  } else {
+    argv = vector(req, F_ARGV, req->argc);
+  }
+  if (argv == NULL || envp == NULL) fail(ctl, ENOMEM, STAGE_SETUP);
+
+  int in[2] = {-1, -1}, status[2];
+  if (req->has_stdin) {
+    if (pipe2(in, O_CLOEXEC) < 0) fail(ctl, errno, STAGE_SETUP);
+  } else if ((in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
+    fail(ctl, errno, STAGE_SETUP);
+  }
+  if (pipe2(status, O_CLOEXEC) < 0) fail(ctl, errno, STAGE_SETUP);
+
+  uint64_t oom_before = oom_kills();
+  uint64_t started = now_ms();
+  pid_t pid = fork();
+  if (pid < 0) fail(ctl, errno, STAGE_SETUP);
+  if (pid == 0) start_command(req, argv, envp, in[0], out_w, err_w, status[1]);
+  /* Both sides set the group so that a killpg right after fork cannot miss the child. */
+  setpgid(pid, pid);
+  close(in[0]);
+  close(out_w);
+  close(err_w);
+  close(status[1]);
+
+  int32_t report[2];
+  ssize_t n;
+  while ((n = read(status[0], report, sizeof report)) < 0 && errno == EINTR) {
+  }
+  close(status[0]);
+  if (n > 0) {
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    fail(ctl, n == (ssize_t)sizeof report ? report[0] : EIO, n == (ssize_t)sizeof report ? report[1] : STAGE_SETUP);
+  }
+  struct sup_msg m = {.kind = SUP_STARTED, .pid = pid};
+  send_msg(ctl, &m);
+
+  int in_w = in[1];
+  size_t in_off = 0;
+  if (in_w >= 0) {
+    if (fcntl(in_w, F_SETFL, O_NONBLOCK) < 0) fail(ctl, errno, STAGE_SETUP);
+    if (req->stdin_data.len == 0) {
+      close(in_w);
+      in_w = -1;
+    }
+  }
+  uint64_t deadline = req->timeout_ms ? started + req->timeout_ms : 0;
+  int st = 0, done = 0, timed_out = 0, killed = 0, ctl_open = 1;
+  while (!done) {
+    struct pollfd pf[2];
+    nfds_t nf = 0;
+    if (ctl_open) pf[nf++] = (struct pollfd){.fd = ctl, .events = POLLIN};
+    if (in_w >= 0) pf[nf++] = (struct pollfd){.fd = in_w, .events = POLLOUT};
+    struct timespec ts, *tsp = NULL;
+    if (deadline) {
+      uint64_t now = now_ms(), left = deadline > now ? deadline - now : 0;
+      ts.tv_sec = (time_t)(left / 1000);
+      ts.tv_nsec = (long)(left % 1000) * 1000000L;
+      tsp = &ts;
+    }
+    int r = ppoll(pf, nf, tsp, &waiting);
+    if (r < 0 && errno != EINTR) break;
+    if (got_chld) {
+      got_chld = 0;
+      pid_t p;
+      int s;
+      while ((p = waitpid(-1, &s, WNOHANG)) > 0)
+        if (p == pid) st = s, done = 1;
+      if (done) break;
+    }
+    if (got_term) {
+      got_term = 0;
+      killpg(pid, SIGTERM);
+    }
+    if (deadline && now_ms() >= deadline) {
+      timed_out = 1;
+      break;
+    }
+    for (nfds_t i = 0; r > 0 && i < nf; i++) {
+      if (pf[i].revents == 0) continue;
+      if (pf[i].fd == ctl) {
+        int32_t signo;
+        ssize_t got = recv(ctl, &signo, sizeof signo, 0);
+        if (got < 0 && errno == EINTR) continue;
+        if (got != (ssize_t)sizeof signo || signo == SIGKILL) {
+          killed = 1;
+          ctl_open = got == (ssize_t)sizeof signo;
+          break;
+        }
+        killpg(pid, signo);
+      } else {
+        ssize_t w = write(in_w, req->stdin_data.ptr + in_off, req->stdin_data.len - in_off);
+        if (w > 0) in_off += (size_t)w;
+        if ((w < 0 && errno != EAGAIN && errno != EINTR) || in_off == req->stdin_data.len) {
+          close(in_w);
+          in_w = -1;
+        }
+      }
+    }
+    if (killed) break;
+  }
+  if (in_w >= 0) close(in_w);
+  if (!done) {
+    killpg(pid, SIGKILL);
+    st = kill_all_children(pid);
+  }
+  m = (struct sup_msg){.kind = SUP_EXITED, .status = st, .timed_out = timed_out, .duration_ms = now_ms() - started};
+  if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL && !timed_out && !killed) m.oom = oom_kills() > oom_before;
+  if (ctl_open) send_msg(ctl, &m);
+  _exit(0);
+}
