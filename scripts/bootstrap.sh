@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Shoal needs on a Debian machine with Node.js 20: the Debian packages
-# (build tools for better-sqlite3, PostgreSQL for the test suite), then the npm dependencies.
+# (build tools for better-sqlite3 and shoal-agent, the sandbox runtime, PostgreSQL for the test
+# suite), then the npm dependencies, then builds shoal-agent.
 # Safe to run again; it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,12 @@ debian_packages=(
   ca-certificates
   python3 make g++ # better-sqlite3 compiles from source
   postgresql       # the store tests run on a throw-away PostgreSQL cluster
+  musl-tools       # shoal-agent is a static binary built with musl-gcc
+  crun             # the linux runtime runs one OCI bundle per sandbox
+  util-linux mount # nsenter, unshare, losetup, mount: the runtime's mount namespace and disks
+  e2fsprogs        # mkfs.ext4 formats each sandbox's disk image
+  iproute2         # the escape probes list the sandbox's network interfaces
+  afl++            # bench/fuzz-agent.ts fuzzes the agent's frame parser
   wrk              # the load generator of bench/api-throughput.ts
 )
 
@@ -37,3 +44,6 @@ node -e '
 # keeps the locked versions) rather than `npm ci`: npm 11 writes a lock without the other
 # platforms' optional packages (Biome's binaries) and then refuses it in `npm ci`.
 npm_config_build_from_source=true npm install --no-audit --no-fund --loglevel=error
+
+# shoal-agent, the PID 1 of every sandbox: a static binary, built from packages/agent.
+make -s -C packages/agent

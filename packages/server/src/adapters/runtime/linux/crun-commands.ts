@@ -1,0 +1,109 @@
+/**
+ * The host commands of a sandbox's lifecycle, as argument arrays for nsenter into the runtime's
+ * mount namespace. Steps that always run together (mounting the disk and the overlay, then crun
+ * run; crun delete, then the unmounts) are one `sh -c` script with its values as positional
+ * parameters, so each lifecycle step costs one spawn from Node.
+ *
+ * @example
+ *   spawn("nsenter", nsenterArgs(ns, startCommand({ crun, crunRoot, id, paths, lowerDir, mkfsArgs, mountedDisk })));
+ */
+
+import type { SandboxPaths } from "./layout.ts";
+
+/** What the start script prints once crun has started the container (the agent prints `ready`). */
+export const STARTED_LINE = "started\n";
+
+/**
+ * Mounts the sandbox's disk (unless the pool handed over one already mounted, or formats it first
+ * when there is no image), mounts the overlay (template below, the disk's upper above) and runs the
+ * container. Then it says `started` and unmounts the disk: the overlay keeps the ext4 and its loop
+ * device alive, so the namespace holds one mount per sandbox instead of two, and that unmount is
+ * off the path the caller waits on.
+ */
+const START_SCRIPT = `
+set -e
+dir=$1 lower=$2 crun=$3 root=$4 id=$5 disk=$6
+shift 6
+if [ -z "$disk" ]; then
+  disk=$dir/disk
+  if [ ! -e "$dir/disk.img" ]; then mkfs.ext4 "$@"; fi
+  mount -o loop,nosuid,nodev "$dir/disk.img" "$disk"
+fi
+release() { umount "$disk"; [ "$disk" = "$dir/disk" ] || rmdir "$disk"; }
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=$disk/upper,workdir=$disk/work" "$dir/rootfs" || { release; exit 1; }
+"$crun" --root "$root" run --detach --bundle "$dir" "$id" || { umount "$dir/rootfs"; release; exit 1; }
+echo ${STARTED_LINE.trim()}
+release
+`;
+
+/**
+ * Deletes the container (killing what is left) while unmounting the overlay, lazily when something
+ * still holds it, so the loop device goes once the last user does. The disk is mounted on its own
+ * only when a start died between its mounts; its `upper` directory shows that without a spawn.
+ */
+const TEARDOWN_SCRIPT = `
+dir=$1 crun=$2 root=$3 id=$4
+"$crun" --root "$root" delete --force "$id" 2>/dev/null &
+umount "$dir/rootfs" 2>/dev/null || umount -l "$dir/rootfs" 2>/dev/null
+if [ -e "$dir/disk/upper" ]; then umount "$dir/disk" 2>/dev/null || umount -l "$dir/disk"; fi
+wait
+exit 0
+`;
+
+export interface StartCommandInput {
+  readonly crun: string;
+  readonly crunRoot: string;
+  readonly id: string;
+  readonly paths: SandboxPaths;
+  readonly lowerDir: string;
+  /** mkfs.ext4's arguments, used when the sandbox has no disk image yet. */
+  readonly mkfsArgs: readonly string[];
+  /** Where the pool already mounted the sandbox's disk, if it did. */
+  readonly mountedDisk?: string | undefined;
+}
+
+export function startCommand(input: StartCommandInput): string[] {
+  return [
+    "sh",
+    "-c",
+    START_SCRIPT,
+    "sh",
+    input.paths.dir,
+    input.lowerDir,
+    input.crun,
+    input.crunRoot,
+    input.id,
+    input.mountedDisk ?? "",
+    ...input.mkfsArgs,
+  ];
+}
+
+export function teardownCommand(crun: string, crunRoot: string, id: string, paths: SandboxPaths): string[] {
+  return ["sh", "-c", TEARDOWN_SCRIPT, "sh", paths.dir, crun, crunRoot, id];
+}
+
+export function listCommand(crun: string, crunRoot: string): string[] {
+  return [crun, "--root", crunRoot, "list", "--format", "json"];
+}
+
+export interface CrunListEntry {
+  readonly id: string;
+  readonly pid: number;
+  readonly status: string;
+}
+
+export function parseCrunList(stdout: string): CrunListEntry[] {
+  const trimmed = stdout.trim();
+  if (trimmed === "") return [];
+  const parsed: unknown = JSON.parse(trimmed);
+  if (!Array.isArray(parsed)) return [];
+  const entries: CrunListEntry[] = [];
+  for (const item of parsed) {
+    if (typeof item !== "object" || item === null) continue;
+    const { id, pid, status } = item as Record<string, unknown>;
+    if (typeof id === "string" && typeof status === "string") {
+      entries.push({ id, pid: typeof pid === "number" ? pid : 0, status });
+    }
+  }
+  return entries;
+}

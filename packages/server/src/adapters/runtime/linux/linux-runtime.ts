@@ -1,0 +1,592 @@
+/**
+ * The linux runtime: each sandbox is an OCI bundle run by crun inside the runtime's persistent
+ * mount namespace, on an overlay of the read-only `system` template over a loop-mounted ext4 disk
+ * image, with the shoal-agent as PID 1 answering on a unix socket in the sandbox's directory.
+ * Everything on the host is named after the sandbox id (see layout.ts), which is all `list()` and
+ * `destroy()` need after a crash.
+ *
+ * @example
+ *   const runtime = createLinuxRuntime({ dataDir: "/var/lib/shoal", nodeId: "node1" });
+ *   await runtime.check();
+ *   await runtime.create({ id, template: "system", vcpuCount: 1, memSizeMib: 256, diskMib: 256, pidsLimit: 256, env: {} });
+ *   const result = await runtime.exec(id, { argv: ["node", "-v"], env: {}, timeoutMs: 60_000, outputLimitBytes: 1 << 20 });
+ */
+
+import { spawn } from "node:child_process";
+import { constants } from "node:fs";
+import {
+  access,
+  chmod,
+  chown,
+  copyFile,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  writeFile,
+} from "node:fs/promises";
+import { basename, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ShoalError } from "../../../errors/shoal-error.ts";
+import type {
+  ActualState,
+  ExecRequest,
+  ExecResult,
+  HostSandbox,
+  Runtime,
+  SandboxSpec,
+} from "../../../services/runtime-port.ts";
+import { AgentClient } from "../../agent/agent-client.ts";
+import { type AgentConnector, AgentLinks } from "./agent-links.ts";
+import { type CgroupLayout, hierarchyRoots, parseCgroupLayout } from "./cgroup-layout.ts";
+import { isErrno, listCgroupIds, SandboxCgroup } from "./cgroups.ts";
+import { listCommand, parseCrunList, STARTED_LINE, startCommand, teardownCommand } from "./crun-commands.ts";
+import { DiskPool, mkfsArgs } from "./disk-pool.ts";
+import {
+  cgroupParent,
+  cgroupPath,
+  type RuntimePaths,
+  runtimePaths,
+  SANDBOX_ID_PATTERN,
+  type SandboxPaths,
+  sandboxPaths,
+} from "./layout.ts";
+import { CRUN_ENV, ensureMountNamespace, nsenterArgs } from "./mount-namespace.ts";
+import { buildOCISpec, type IdMap, MAX_OPEN_FILES } from "./oci-spec.ts";
+import { runProcess } from "./run-process.ts";
+import { ensureDiskSkeleton, ensureSystemTemplate, SANDBOX_USER, SYSTEM_TEMPLATE } from "./system-template.ts";
+
+export type RuntimeLog = (level: "info" | "warn" | "error", message: string, fields?: Record<string, unknown>) => void;
+
+export interface LinuxRuntimeOptions {
+  readonly dataDir: string;
+  /** Names this server's cgroup parent (`shoal-<nodeId>`): `[0-9A-Za-z_-]{1,64}`. */
+  readonly nodeId: string;
+  readonly agentBinaryPath?: string;
+  readonly crunPath?: string;
+  readonly log?: RuntimeLog;
+  /**
+   * Runs every sandbox in a user namespace mapping its ids 0..65535 to this host range (default
+   * base 2,000,000,000); `false` runs sandbox root as host root (still without dangerous
+   * capabilities, under seccomp and no_new_privs). Default: on where the kernel allows user namespaces.
+   */
+  readonly userNamespace?: false | { readonly hostIdBase: number };
+  /** Formatted disk images kept ready per recently asked size (default 8; 0 formats on every create). */
+  readonly diskPoolSize?: number;
+  /** How long a start may take until the agent says ready (default 10 s). */
+  readonly readyTimeoutMs?: number;
+  /** How to reach an agent; default AgentClient over the sandbox's unix socket. */
+  readonly connectAgent?: AgentConnector;
+}
+
+const RUNTIME = "linux";
+const DEFAULT_HOST_ID_BASE = 2_000_000_000;
+const ID_MAP_SIZE = 65_536;
+/** What the agent writes to its stdout once its socket is bound. */
+const READY_LINE = "ready\n";
+const NODE_ID_PATTERN = /^[0-9A-Za-z_-]{1,64}$/;
+
+export const DEFAULT_AGENT_BINARY = fileURLToPath(new URL("../../../../../agent/build/shoal-agent", import.meta.url));
+
+function runtimeError(reason: string, cause?: unknown): ShoalError {
+  return new ShoalError("RUNTIME_ERROR", { details: { runtime: RUNTIME, reason }, cause });
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+async function isExecutable(path: string): Promise<boolean> {
+  try {
+    await access(path, constants.X_OK);
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+async function findInPath(name: string): Promise<string | undefined> {
+  for (const dir of (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {
+    if (dir !== "" && (await isExecutable(`${dir}/${name}`))) return `${dir}/${name}`;
+  }
+  return undefined;
+}
+
+interface Host {
+  readonly layout: CgroupLayout;
+  readonly namespace: string;
+  readonly lowerDir: string;
+  readonly skeleton: string;
+  readonly pool: DiskPool;
+  readonly openFilesLimit: number;
+}
+
+/** This process's hard limit on open files, which crun cannot raise inside a user namespace. */
+async function hardOpenFilesLimit(): Promise<number> {
+  const limits = await readFile("/proc/self/limits", "utf8");
+  const match = /^Max open files\s+\S+\s+(\S+)/m.exec(limits);
+  return match?.[1] === undefined || match[1] === "unlimited" ? MAX_OPEN_FILES : Number(match[1]);
+}
+
+class LinuxRuntime implements Runtime {
+  readonly name = RUNTIME;
+  readonly #paths: RuntimePaths;
+  readonly #nodeId: string;
+  readonly #agentBinary: string;
+  readonly #crun: string;
+  readonly #log: RuntimeLog;
+  readonly #options: LinuxRuntimeOptions;
+  readonly #links: AgentLinks;
+  #host: Promise<Host> | undefined;
+  #idMap: IdMap | undefined;
+  #agentStamp: string | undefined;
+  readonly #envs = new Map<string, Record<string, string>>();
+  readonly #crunEnv = { ...process.env, ...CRUN_ENV };
+
+  constructor(options: LinuxRuntimeOptions) {
+    if (!NODE_ID_PATTERN.test(options.nodeId)) {
+      throw runtimeError(`nodeId ${JSON.stringify(options.nodeId)} must match ${NODE_ID_PATTERN.source}`);
+    }
+    this.#options = options;
+    this.#paths = runtimePaths(options.dataDir);
+    this.#nodeId = options.nodeId;
+    this.#agentBinary = options.agentBinaryPath ?? DEFAULT_AGENT_BINARY;
+    this.#crun = options.crunPath ?? "/usr/bin/crun";
+    this.#log = options.log ?? (() => undefined);
+    this.#links = new AgentLinks(options.connectAgent ?? defaultConnector);
+  }
+
+  // --- host preparation ------------------------------------------------------------------------
+
+  /** Prepares the host once per runtime: namespace, template, pool. A failure is retried on the next call. */
+  #prepare(): Promise<Host> {
+    if (this.#host === undefined) {
+      this.#host = this.#prepareHost();
+      this.#host.catch(() => {
+        this.#host = undefined;
+      });
+    }
+    return this.#host;
+  }
+
+  async #prepareHost(): Promise<Host> {
+    if (!(await isExecutable(this.#crun))) {
+      throw runtimeError(`crun not found at ${this.#crun}: install it with \`apt-get install crun\``);
+    }
+    const layout = parseCgroupLayout(await readFile("/proc/self/mountinfo", "utf8"));
+    if (hierarchyRoots(layout).length === 0) {
+      throw runtimeError("no cgroup hierarchy is mounted: mount cgroup2 at /sys/fs/cgroup");
+    }
+    this.#idMap = await this.#chooseIdMap();
+    const paths = this.#paths;
+    await mkdir(paths.sandboxesDir, { recursive: true, mode: 0o711 });
+    for (const dir of [paths.runtimeDir, paths.crunRoot, paths.poolDir, paths.templatesDir]) {
+      await mkdir(dir, { recursive: true, mode: 0o711 });
+    }
+    let namespace: string;
+    try {
+      namespace = await ensureMountNamespace(paths, layout, this.#crun);
+    } catch (error) {
+      throw runtimeError(
+        `${errorText(error)}: the server must run as root on Linux with util-linux (mount, unshare, nsenter) installed`,
+        error,
+      );
+    }
+    const lowerDir = await ensureSystemTemplate(paths.templatesDir, this.#idMap);
+    const skeleton = await ensureDiskSkeleton(paths.templatesDir, this.#idMap);
+    const pool = new DiskPool({
+      dir: paths.poolDir,
+      namespace,
+      skeleton,
+      idMap: this.#idMap,
+      target: this.#options.diskPoolSize ?? 8,
+      onError: (error) => this.#log("warn", "refilling the disk pool failed", { error: errorText(error) }),
+    });
+    await pool.load();
+    this.#log("info", "linux runtime ready", { cgroups: layout.kind, userns: this.#idMap !== undefined });
+    return { layout, namespace, lowerDir, skeleton, pool, openFilesLimit: await hardOpenFilesLimit() };
+  }
+
+  async #chooseIdMap(): Promise<IdMap | undefined> {
+    const option = this.#options.userNamespace;
+    if (option === false) return undefined;
+    if (option === undefined) {
+      const max = await readFile("/proc/sys/user/max_user_namespaces", "utf8").catch(() => "0");
+      if (Number(max.trim()) <= 0) {
+        this.#log("warn", "user namespaces are disabled on this host; sandboxes run without one");
+        return undefined;
+      }
+    }
+    return { hostBase: option?.hostIdBase ?? DEFAULT_HOST_ID_BASE, size: ID_MAP_SIZE };
+  }
+
+  #sandbox(id: string): SandboxPaths {
+    // The id names directories and cgroups: anything else never reaches a path.
+    if (!SANDBOX_ID_PATTERN.test(id)) throw runtimeError(`invalid sandbox id ${JSON.stringify(id)}`);
+    return sandboxPaths(this.#paths.sandboxesDir, id);
+  }
+
+  /** The same sandbox as crun and the mounts in the runtime namespace see it. */
+  #inside(id: string): SandboxPaths {
+    return sandboxPaths(this.#paths.sandboxesAlias, id);
+  }
+
+  #cgroup(host: Host, id: string): SandboxCgroup {
+    return new SandboxCgroup(host.layout, cgroupPath(this.#nodeId, id));
+  }
+
+  // --- lifecycle -------------------------------------------------------------------------------
+
+  async check(): Promise<void> {
+    if (process.getuid?.() !== 0) {
+      throw runtimeError("the linux runtime needs root (it mounts disks and creates cgroups): run the server as root");
+    }
+    for (const tool of ["nsenter", "unshare", "mount", "umount", "mountpoint", "mkfs.ext4"]) {
+      if ((await findInPath(tool)) === undefined) {
+        const pkg = tool === "mkfs.ext4" ? "e2fsprogs" : "util-linux";
+        throw runtimeError(`${tool} not found in PATH: install it with \`apt-get install ${pkg}\``);
+      }
+    }
+    if (!(await isExecutable(this.#agentBinary))) {
+      throw runtimeError(
+        `the sandbox agent is missing at ${this.#agentBinary}: build it with \`make -C packages/agent\``,
+      );
+    }
+    const host = await this.#prepare();
+    const filesystems = await readFile("/proc/filesystems", "utf8");
+    if (!/\toverlay$/m.test(filesystems)) {
+      await runProcess("modprobe", ["overlay"]).catch(() => undefined);
+      if (!/\toverlay$/m.test(await readFile("/proc/filesystems", "utf8"))) {
+        throw runtimeError("the kernel has no overlay filesystem: load it with `modprobe overlay`");
+      }
+    }
+    if (!(await stat("/dev/loop-control").catch(() => undefined))) {
+      throw runtimeError("/dev/loop-control is missing: load the loop driver with `modprobe loop`");
+    }
+    const required = host.layout.kind === "unified" ? ["cpu", "memory", "pids"] : ["cpu", "memory", "pids", "freezer"];
+    const available =
+      host.layout.kind === "unified"
+        ? (await readFile(`${host.layout.v2}/cgroup.controllers`, "utf8")).trim().split(" ")
+        : [...host.layout.v1.keys()];
+    const missing = required.filter((controller) => !available.includes(controller));
+    if (missing.length > 0) {
+      throw runtimeError(`cgroup controllers missing: ${missing.join(", ")}: enable them in the kernel command line`);
+    }
+  }
+
+  async create(spec: SandboxSpec): Promise<void> {
+    if (spec.template !== SYSTEM_TEMPLATE) {
+      throw new ShoalError("TEMPLATE_NOT_FOUND", { details: { template: spec.template } });
+    }
+    const paths = this.#sandbox(spec.id);
+    const host = await this.#prepare();
+    if (!(await isExecutable(this.#agentBinary))) {
+      throw runtimeError(
+        `the sandbox agent is missing at ${this.#agentBinary}: build it with \`make -C packages/agent\``,
+      );
+    }
+    try {
+      await mkdir(paths.dir, { mode: 0o711 });
+    } catch (error) {
+      // Never clean up here: the directory belongs to a sandbox that exists.
+      if (isErrno(error, "EEXIST")) throw runtimeError(`sandbox ${spec.id} already exists on this host`, error);
+      throw runtimeError(`creating ${paths.dir} failed: ${errorText(error)}`, error);
+    }
+    let mountedDisk: string | undefined;
+    let handedOver = false;
+    try {
+      [mountedDisk] = await Promise.all([
+        host.pool.take(spec.diskMib, paths.diskImage),
+        mkdir(paths.diskMount, { mode: 0o700 }),
+        mkdir(paths.rootfs, { mode: 0o755 }),
+        mkdir(paths.agentDir, { mode: 0o700 }),
+        writeFile(paths.hostname, `${spec.id}\n`),
+        writeFile(
+          paths.hosts,
+          `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${spec.id}\n`,
+        ),
+      ]);
+      if (this.#idMap !== undefined) {
+        // The agent (root inside, hostBase outside) binds its socket here.
+        await chown(paths.agentDir, this.#idMap.hostBase, this.#idMap.hostBase);
+      }
+      // From here the start script owns the pooled disk's mount, and unmounts it on failure too.
+      handedOver = true;
+      await this.#launch(host, spec, paths, mountedDisk);
+      host.pool.refill();
+    } catch (error) {
+      if (mountedDisk !== undefined && !handedOver) await host.pool.discard(mountedDisk).catch(() => undefined);
+      host.pool.refill();
+      await this.#teardown(host, spec.id, paths, true).catch((cleanup: unknown) =>
+        this.#log("error", "cleaning up a failed create failed", { sandbox_id: spec.id, error: errorText(cleanup) }),
+      );
+      if (error instanceof ShoalError) throw error;
+      throw runtimeError(`creating sandbox ${spec.id} failed: ${errorText(error)}`, error);
+    }
+  }
+
+  async start(spec: SandboxSpec): Promise<void> {
+    const paths = this.#sandbox(spec.id);
+    const host = await this.#prepare();
+    if (!(await stat(paths.diskImage).catch(() => undefined))) {
+      throw runtimeError(`sandbox ${spec.id} has no disk on this host (${paths.diskImage})`);
+    }
+    // A start over a running sandbox would mount its disk twice.
+    await this.#stopProcesses(host, spec.id);
+    try {
+      await this.#launch(host, spec, paths);
+    } catch (error) {
+      await this.#stopProcesses(host, spec.id).catch(() => undefined);
+      if (error instanceof ShoalError) throw error;
+      throw runtimeError(`starting sandbox ${spec.id} failed: ${errorText(error)}`, error);
+    }
+  }
+
+  async stop(id: string): Promise<void> {
+    this.#sandbox(id);
+    const host = await this.#prepare();
+    await this.#wrap(`stopping sandbox ${id}`, () => this.#stopProcesses(host, id));
+  }
+
+  async pause(id: string): Promise<void> {
+    const cgroup = this.#cgroup(await this.#prepare(), id);
+    if (!(await cgroup.exists())) throw runtimeError(`sandbox ${id} is not running on this host`);
+    await this.#wrap(`pausing sandbox ${id}`, () => cgroup.freeze());
+  }
+
+  async resume(id: string): Promise<void> {
+    const cgroup = this.#cgroup(await this.#prepare(), id);
+    if (!(await cgroup.exists())) throw runtimeError(`sandbox ${id} is not running on this host`);
+    await this.#wrap(`resuming sandbox ${id}`, () => cgroup.thaw());
+  }
+
+  async destroy(id: string): Promise<void> {
+    const paths = this.#sandbox(id);
+    const host = await this.#prepare();
+    await this.#wrap(`destroying sandbox ${id}`, () => this.#teardown(host, id, paths, true));
+  }
+
+  async exec(id: string, request: ExecRequest): Promise<ExecResult> {
+    const paths = this.#sandbox(id);
+    const cgroup = this.#cgroup(await this.#prepare(), id);
+    const env = { ...(await this.#baseEnv(id, paths)), ...request.env };
+    if (request.uid === SANDBOX_USER.uid && request.env.HOME === undefined) env.HOME = SANDBOX_USER.home;
+    const before = cgroup.oomKills();
+    const result = await this.#links.use(id, paths.socket, (agent) => agent.exec({ ...request, env }));
+    // The agent sees a SIGKILL; only the cgroup knows the OOM killer sent it.
+    const oomKilled = result.oomKilled || cgroup.oomKills() > before;
+    return oomKilled === result.oomKilled ? result : { ...result, oomKilled };
+  }
+
+  async list(): Promise<HostSandbox[]> {
+    const host = await this.#prepare();
+    const ids = new Set<string>();
+    for (const name of await readdir(this.#paths.sandboxesDir).catch(() => [])) {
+      if (SANDBOX_ID_PATTERN.test(name)) ids.add(name);
+    }
+    const listed = await runProcess(
+      "nsenter",
+      nsenterArgs(host.namespace, listCommand(this.#crun, this.#paths.crunRoot)),
+    );
+    if (listed.code !== 0) throw runtimeError(`crun list failed: ${listed.stderr.trim()}`);
+    const containers = new Map(parseCrunList(listed.stdout).map((entry) => [entry.id, entry]));
+    for (const id of containers.keys()) if (SANDBOX_ID_PATTERN.test(id)) ids.add(id);
+    for (const id of await listCgroupIds(host.layout, cgroupParent(this.#nodeId))) {
+      if (SANDBOX_ID_PATTERN.test(id)) ids.add(id);
+    }
+    const sandboxes: HostSandbox[] = [];
+    for (const id of [...ids].sort()) {
+      const status = containers.get(id)?.status;
+      let state: ActualState = "stopped";
+      if (status === "running" || status === "paused") {
+        state = (await this.#cgroup(host, id).isFrozen()) ? "paused" : "running";
+      }
+      sandboxes.push({ id, state });
+    }
+    return sandboxes;
+  }
+
+  async close(): Promise<void> {
+    await this.#links.closeAll();
+    const host = await this.#host?.catch(() => undefined);
+    if (host === undefined) return;
+    await host.pool.close();
+    // The node's cgroup parent goes once it is empty; a sandbox still running keeps it.
+    for (const root of hierarchyRoots(host.layout)) {
+      await rmdir(`${root}/${cgroupParent(this.#nodeId)}`).catch(() => undefined);
+    }
+  }
+
+  // --- steps -----------------------------------------------------------------------------------
+
+  /**
+   * The environment every process of the sandbox gets under its exec's own: the agent passes each
+   * command exactly the env it is sent, so the runtime adds the sandbox's (from its bundle, which
+   * survives a server restart).
+   */
+  async #baseEnv(id: string, paths: SandboxPaths): Promise<Record<string, string>> {
+    let env = this.#envs.get(id);
+    if (env === undefined) {
+      const config: unknown = JSON.parse(await readFile(paths.config, "utf8").catch(() => "{}"));
+      env = parseEnv(config);
+      this.#envs.set(id, env);
+    }
+    return env;
+  }
+
+  /**
+   * Copies the agent binary once per runtime (and again when it was rebuilt) to where a sandbox's
+   * root in a user namespace can reach it; renamed into place, so a running copy is never rewritten.
+   */
+  async #copyAgent(): Promise<void> {
+    const source = await stat(this.#agentBinary);
+    const stamp = `${source.size}:${source.mtimeMs}`;
+    if (this.#agentStamp === stamp) return;
+    const scratch = `${this.#paths.agentCopy}.${process.pid}.tmp`;
+    await copyFile(this.#agentBinary, scratch);
+    await chmod(scratch, 0o755);
+    await rename(scratch, this.#paths.agentCopy);
+    this.#agentStamp = stamp;
+  }
+
+  async #wrap<T>(what: string, step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (error) {
+      if (error instanceof ShoalError) throw error;
+      throw runtimeError(`${what} failed: ${errorText(error)}`, error);
+    }
+  }
+
+  /** Writes the bundle, runs the start script, waits for the agent's `ready` line, connects. */
+  async #launch(host: Host, spec: SandboxSpec, paths: SandboxPaths, mountedDisk?: string): Promise<void> {
+    const inside = this.#inside(spec.id);
+    await this.#copyAgent();
+    const oci = buildOCISpec({
+      sandbox: spec,
+      rootfs: inside.rootfs,
+      agentBinary: join(this.#paths.sandboxesAlias, basename(this.#paths.agentCopy)),
+      agentDir: inside.agentDir,
+      hostsFile: inside.hosts,
+      hostnameFile: inside.hostname,
+      cgroupsPath: cgroupPath(this.#nodeId, spec.id),
+      idMap: this.#idMap,
+      hostOpenFilesLimit: host.openFilesLimit,
+    });
+    await writeFile(paths.config, JSON.stringify(oci));
+    this.#envs.set(spec.id, parseEnv(oci));
+    const command = startCommand({
+      crun: this.#crun,
+      crunRoot: this.#paths.crunRoot,
+      id: spec.id,
+      paths: inside,
+      lowerDir: host.lowerDir,
+      mkfsArgs: mkfsArgs(inside.diskImage, spec.diskMib, host.skeleton, this.#idMap),
+      mountedDisk,
+    });
+    // The agent inherits stderr: a file, so that nothing blocks on it and crun's errors are kept.
+    const log = await open(paths.log, "a", 0o600);
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn("nsenter", nsenterArgs(host.namespace, command), {
+        stdio: ["ignore", "pipe", log.fd],
+        env: this.#crunEnv,
+      });
+    } finally {
+      await log.close();
+    }
+    await this.#awaitReady(child, spec.id, paths);
+    await this.#links.get(spec.id, paths.socket).catch((error: unknown) => {
+      throw new ShoalError("AGENT_UNREACHABLE", { details: { sandbox_id: spec.id }, cause: error });
+    });
+  }
+
+  /**
+   * Resolves once crun has started the container (the script's `started` line) and the agent has
+   * bound its socket (its `ready` line, on the stdout the container inherited); rejects with the
+   * log (crun's stderr) when the script fails or the agent exits first.
+   */
+  #awaitReady(child: ReturnType<typeof spawn>, id: string, paths: SandboxPaths): Promise<void> {
+    const timeoutMs = this.#options.readyTimeoutMs ?? 10_000;
+    return new Promise<void>((resolve, reject) => {
+      let output = "";
+      let settled = false;
+      const finish = (error?: Error): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        child.stdout?.destroy();
+        if (error === undefined) resolve();
+        else {
+          void readFile(paths.log, "utf8")
+            .catch(() => "")
+            .then((log) =>
+              reject(runtimeError(`${error.message}${log.trim() === "" ? "" : `: ${log.trim().slice(-2000)}`}`)),
+            );
+        }
+      };
+      const timer = setTimeout(() => {
+        child.kill("SIGKILL");
+        finish(new Error(`sandbox ${id} was not ready within ${timeoutMs} ms`));
+      }, timeoutMs);
+      child.on("error", (error) => finish(error));
+      child.on("exit", (code, signal) => {
+        if (code !== 0) finish(new Error(`starting sandbox ${id} failed (exit ${code ?? signal})`));
+      });
+      child.stdout?.on("data", (chunk: Buffer) => {
+        output += chunk.toString("utf8");
+        if (output.includes(READY_LINE) && output.includes(STARTED_LINE)) finish();
+      });
+      child.stdout?.on("end", () => finish(new Error(`the agent of sandbox ${id} exited before it was ready`)));
+    });
+  }
+
+  /** Ends every process (freeze, kill, thaw), deletes the container, unmounts; the disk image stays. */
+  async #stopProcesses(host: Host, id: string): Promise<void> {
+    this.#envs.delete(id);
+    await this.#links.drop(id);
+    const cgroup = this.#cgroup(host, id);
+    await cgroup.kill();
+    // The unmounts need no dead processes (the container's own mount table holds its copy), so
+    // they run while the killed processes exit; the overlay and its loop device go with the last.
+    const [result] = await Promise.all([
+      runProcess(
+        "nsenter",
+        nsenterArgs(host.namespace, teardownCommand(this.#crun, this.#paths.crunRoot, id, this.#inside(id))),
+        CRUN_ENV,
+      ),
+      cgroup.drained(),
+    ]);
+    if (result.code !== 0) throw new Error(`teardown failed: ${result.stderr.trim()}`);
+    await cgroup.remove();
+  }
+
+  async #teardown(host: Host, id: string, paths: SandboxPaths, removeFiles: boolean): Promise<void> {
+    await this.#stopProcesses(host, id);
+    if (!removeFiles) return;
+    await host.pool.dispose(paths.diskImage);
+    await rm(paths.dir, { recursive: true, force: true });
+  }
+}
+
+function parseEnv(config: unknown): Record<string, string> {
+  const env: Record<string, string> = {};
+  const list = (config as { process?: { env?: unknown } } | null)?.process?.env;
+  if (!Array.isArray(list)) return env;
+  for (const entry of list) {
+    if (typeof entry !== "string") continue;
+    const equals = entry.indexOf("=");
+    if (equals > 0) env[entry.slice(0, equals)] = entry.slice(equals + 1);
+  }
+  return env;
+}
+
+const defaultConnector: AgentConnector = (socketPath, sandboxId) => AgentClient.connect(socketPath, { sandboxId });
+
+export function createLinuxRuntime(options: LinuxRuntimeOptions): Runtime {
+  return new LinuxRuntime(options);
+}

@@ -1,0 +1,92 @@
+/**
+ * The Runtime port: what the sandbox services need from whatever runs sandboxes on a host (the
+ * linux runtime with crun today; microVMs and Kubernetes pods later). Services speak only to this
+ * interface; they never see crun, cgroups, mounts or the agent's socket.
+ *
+ * A runtime names every host resource after the sandbox id, so that `list()` can tell which
+ * sandboxes exist on the host and `destroy()` can remove everything of one sandbox even after
+ * the server was killed.
+ *
+ * Failures are thrown as ShoalError: `RUNTIME_ERROR` (details.runtime, details.reason telling the
+ * operator what to install or fix) for a broken host, `AGENT_UNREACHABLE` (details.sandbox_id)
+ * when the sandbox's agent does not answer.
+ *
+ * @example
+ *   await runtime.create({ id: "sbx_…", template: "system", vcpuCount: 1, memSizeMib: 256, … });
+ *   const result = await runtime.exec("sbx_…", { argv: ["node", "-v"], timeoutMs: 60_000, … });
+ */
+
+export interface SandboxSpec {
+  readonly id: string;
+  readonly template: string;
+  readonly vcpuCount: number;
+  readonly memSizeMib: number;
+  readonly diskMib: number;
+  /** The most processes (and threads) the sandbox may hold at once. */
+  readonly pidsLimit: number;
+  /** The environment of every process the sandbox runs, under what an exec adds. */
+  readonly env: Readonly<Record<string, string>>;
+}
+
+export interface ExecRequest {
+  /** Exactly one of `argv` (run as is, looked up in PATH) and `shell` (run by `/bin/sh -c`). */
+  readonly argv?: readonly string[];
+  readonly shell?: string;
+  readonly env: Readonly<Record<string, string>>;
+  /** Absolute path inside the sandbox; the sandbox's default (`/workspace`) when absent. */
+  readonly cwd?: string;
+  readonly uid?: number;
+  readonly gid?: number;
+  /** Written to the process's stdin, which is then closed; stdin is /dev/null when absent. */
+  readonly stdin?: Uint8Array;
+  /** After this the whole process tree of the command is killed. */
+  readonly timeoutMs: number;
+  /** Bytes kept per stream; the rest is read and dropped, and the stream is flagged truncated. */
+  readonly outputLimitBytes: number;
+}
+
+export interface ExecResult {
+  /** null when the process was ended by a signal. */
+  readonly exitCode: number | null;
+  /** The signal's name (`SIGKILL`) when a signal ended it. */
+  readonly signal: string | null;
+  readonly stdout: Uint8Array;
+  readonly stderr: Uint8Array;
+  readonly stdoutTruncated: boolean;
+  readonly stderrTruncated: boolean;
+  readonly timedOut: boolean;
+  /** The kernel's OOM killer ended a process of this command. */
+  readonly oomKilled: boolean;
+  readonly durationMs: number;
+}
+
+/** What the host actually has for a sandbox. `stopped`: its disk is kept, no process runs. */
+export type ActualState = "running" | "paused" | "stopped";
+
+export interface HostSandbox {
+  readonly id: string;
+  readonly state: ActualState;
+}
+
+export interface Runtime {
+  /** `linux`, `gvisor`, `microvm`, … */
+  readonly name: string;
+  /** Checks that the host can run sandboxes; throws RUNTIME_ERROR saying what to install or fix. */
+  check(): Promise<void>;
+  /** Prepares the sandbox's disk and starts it; resolves once its agent answers. */
+  create(spec: SandboxSpec): Promise<void>;
+  /** Starts a stopped sandbox again on the disk it had; resolves once its agent answers. */
+  start(spec: SandboxSpec): Promise<void>;
+  /** Ends every process of the sandbox and keeps its disk. */
+  stop(id: string): Promise<void>;
+  /** Freezes every process of the sandbox. */
+  pause(id: string): Promise<void>;
+  resume(id: string): Promise<void>;
+  /** Removes everything the host holds for the sandbox: processes, cgroups, mounts, files. Idempotent. */
+  destroy(id: string): Promise<void>;
+  exec(id: string, request: ExecRequest): Promise<ExecResult>;
+  /** Every sandbox this runtime holds on the host, whether or not the store knows it. */
+  list(): Promise<HostSandbox[]>;
+  /** Lets go of connections and timers; sandboxes keep running. */
+  close(): Promise<void>;
+}
