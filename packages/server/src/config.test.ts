@@ -48,3 +48,50 @@ test("bad values are refused with the variable's name", () => {
       (error: Error) => error instanceof ConfigError && message.test(error.message),
     );
 });
+
+test("sandbox settings: defaults, documented forms and refusals", () => {
+  const defaults = loadConfig({});
+  assert.deepEqual(defaults.ownerLimits, { sandboxes: 100, vcpu: 128, memoryMib: 65_536, diskMib: 524_288 });
+  assert.equal(defaults.cpuOvercommit, 8);
+  assert.equal(defaults.memoryOvercommit, 1.5);
+  assert.equal(defaults.sandboxPidsLimit, 1024);
+  assert.equal(defaults.execOutputLimitBytes, 1024 * 1024);
+  assert.equal(defaults.reconcileIntervalMs, 10_000);
+  assert.equal(defaults.circuitFailureThreshold, 5);
+  assert.equal(defaults.circuitCooldownMs, 30_000);
+  assert.equal(defaults.nodeId, undefined);
+  assert.equal(defaults.crunPath, undefined);
+
+  const config = loadConfig({
+    SHOAL_OWNER_LIMITS: "sandboxes=5, vcpu=4",
+    SHOAL_CPU_OVERCOMMIT: "0.5",
+    SHOAL_MEMORY_OVERCOMMIT: "2",
+    SHOAL_NODE_ID: "node-a_1",
+    SHOAL_CRUN_PATH: "/nonexistent/crun",
+    SHOAL_CIRCUIT_FAILURES: "3",
+  });
+  assert.deepEqual(config.ownerLimits, { sandboxes: 5, vcpu: 4, memoryMib: 65_536, diskMib: 524_288 });
+  assert.equal(config.cpuOvercommit, 0.5);
+  assert.equal(config.memoryOvercommit, 2);
+  assert.equal(config.nodeId, "node-a_1");
+  assert.equal(config.crunPath, "/nonexistent/crun");
+  assert.equal(config.circuitFailureThreshold, 3);
+
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ SHOAL_OWNER_LIMITS: "sandboxes=-1" }, /SHOAL_OWNER_LIMITS/],
+    [{ SHOAL_OWNER_LIMITS: "gpus=1" }, /SHOAL_OWNER_LIMITS/],
+    [{ SHOAL_CPU_OVERCOMMIT: "0" }, /SHOAL_CPU_OVERCOMMIT/],
+    [{ SHOAL_MEMORY_OVERCOMMIT: "lots" }, /SHOAL_MEMORY_OVERCOMMIT/],
+    [{ SHOAL_NODE_ID: "a/b" }, /SHOAL_NODE_ID/],
+    [{ SHOAL_CRUN_PATH: "crun" }, /SHOAL_CRUN_PATH must be an absolute path/],
+    [{ SHOAL_SANDBOX_PIDS_LIMIT: "1" }, /SHOAL_SANDBOX_PIDS_LIMIT/],
+    [{ SHOAL_EXEC_OUTPUT_LIMIT_BYTES: "x" }, /SHOAL_EXEC_OUTPUT_LIMIT_BYTES/],
+    [{ SHOAL_RECONCILE_INTERVAL_MS: "5" }, /SHOAL_RECONCILE_INTERVAL_MS/],
+    [{ SHOAL_CIRCUIT_COOLDOWN_MS: "-1" }, /SHOAL_CIRCUIT_COOLDOWN_MS/],
+  ];
+  for (const [env, message] of cases)
+    assert.throws(
+      () => loadConfig(env),
+      (error: Error) => error instanceof ConfigError && message.test(error.message),
+    );
+});

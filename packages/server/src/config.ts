@@ -42,6 +42,26 @@ export interface Config {
   readonly databaseBusyTimeoutMs: number;
   /** How long an authenticated key is trusted from memory before the store is asked again. */
   readonly authCacheMs: number;
+  /** This server's id on rows it runs; undefined: a random id kept in `$SHOAL_DATA_DIR/node.id`. */
+  readonly nodeId: string | undefined;
+  /** Per owner: concurrent sandboxes, vCPU and memory of those not stopped, disk of all. */
+  readonly ownerLimits: OwnerLimitsConfig;
+  readonly cpuOvercommit: number;
+  readonly memoryOvercommit: number;
+  readonly sandboxPidsLimit: number;
+  readonly execOutputLimitBytes: number;
+  /** The crun binary; undefined: the runtime looks in PATH. */
+  readonly crunPath: string | undefined;
+  readonly reconcileIntervalMs: number;
+  readonly circuitFailureThreshold: number;
+  readonly circuitCooldownMs: number;
+}
+
+export interface OwnerLimitsConfig {
+  readonly sandboxes: number;
+  readonly vcpu: number;
+  readonly memoryMib: number;
+  readonly diskMib: number;
 }
 
 export class ConfigError extends Error {
@@ -66,6 +86,16 @@ export function loadConfig(env: Env): Config {
     shutdownGraceMs: integer(env, "SHOAL_SHUTDOWN_GRACE_MS", 0, 0, 600_000),
     databaseBusyTimeoutMs: integer(env, "SHOAL_DB_BUSY_TIMEOUT_MS", 5000, 0, 600_000),
     authCacheMs: integer(env, "SHOAL_AUTH_CACHE_MS", 2000, 0, 3_600_000),
+    nodeId: nodeId(env.SHOAL_NODE_ID),
+    ownerLimits: ownerLimits(env.SHOAL_OWNER_LIMITS),
+    cpuOvercommit: ratio(env, "SHOAL_CPU_OVERCOMMIT", 8),
+    memoryOvercommit: ratio(env, "SHOAL_MEMORY_OVERCOMMIT", 1.5),
+    sandboxPidsLimit: integer(env, "SHOAL_SANDBOX_PIDS_LIMIT", 1024, 16, 4_194_304),
+    execOutputLimitBytes: integer(env, "SHOAL_EXEC_OUTPUT_LIMIT_BYTES", 1024 * 1024, 1024, 256 * 1024 * 1024),
+    crunPath: absolutePath(env, "SHOAL_CRUN_PATH"),
+    reconcileIntervalMs: integer(env, "SHOAL_RECONCILE_INTERVAL_MS", 10_000, 100, 3_600_000),
+    circuitFailureThreshold: integer(env, "SHOAL_CIRCUIT_FAILURES", 5, 1, 1000),
+    circuitCooldownMs: integer(env, "SHOAL_CIRCUIT_COOLDOWN_MS", 30_000, 100, 3_600_000),
   };
 }
 
@@ -95,6 +125,58 @@ function rateLimits(spec: string | undefined): RateLimitConfig {
     write: parsed.write ?? defaultRateLimits.write,
     authFailures: parsed.auth_failures ?? defaultRateLimits.authFailures,
   };
+}
+
+export const defaultOwnerLimits: OwnerLimitsConfig = {
+  sandboxes: 100,
+  vcpu: 128,
+  memoryMib: 65_536,
+  diskMib: 524_288,
+};
+
+const ownerLimitNames = { sandboxes: "sandboxes", vcpu: "vcpu", memory_mib: "memoryMib", disk_mib: "diskMib" } as const;
+
+/** `sandboxes=100,vcpu=128,memory_mib=65536,disk_mib=524288`; names left out keep their default. */
+function ownerLimits(spec: string | undefined): OwnerLimitsConfig {
+  if (!spec) return defaultOwnerLimits;
+  const parsed: Record<string, number> = { ...defaultOwnerLimits };
+  for (const part of spec.split(",")) {
+    const match = /^\s*(sandboxes|vcpu|memory_mib|disk_mib)\s*=\s*(\d{1,12})\s*$/.exec(part);
+    if (!match) {
+      throw new ConfigError(
+        `SHOAL_OWNER_LIMITS: cannot read "${part}"; expected e.g. sandboxes=100,vcpu=128,memory_mib=65536,disk_mib=524288`,
+      );
+    }
+    const [, name, value] = match as unknown as [string, keyof typeof ownerLimitNames, string];
+    parsed[ownerLimitNames[name]] = Number(value);
+  }
+  return parsed as unknown as OwnerLimitsConfig;
+}
+
+function nodeId(raw: string | undefined): string | undefined {
+  if (raw === undefined || raw === "") return undefined;
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(raw)) {
+    throw new ConfigError(`SHOAL_NODE_ID must be 1 to 64 letters, digits, "_" or "-", not "${raw}"`);
+  }
+  return raw;
+}
+
+/** A positive factor such as `1.5`. */
+function ratio(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!/^\d+(\.\d+)?$/.test(raw.trim()) || !(value > 0) || value > 1000) {
+    throw new ConfigError(`${name} must be a number above 0 and at most 1000, not "${raw}"`);
+  }
+  return value;
+}
+
+function absolutePath(env: Env, name: string): string | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return undefined;
+  if (!path.isAbsolute(raw)) throw new ConfigError(`${name} must be an absolute path, not "${raw}"`);
+  return raw;
 }
 
 function features(spec: string | undefined): ReadonlySet<FeatureName> {

@@ -7,21 +7,32 @@
  *   await server.app.listen({ host: server.config.host, port: server.config.port });
  *   await server.close();
  */
-import { mkdirSync } from "node:fs";
-import type { FastifyInstance } from "fastify";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { FastifyBaseLogger, FastifyInstance } from "fastify";
+import { createLinuxRuntime } from "./adapters/runtime/linux/linux-runtime.ts";
 import { KyselyApiKeyRepository } from "./adapters/store/api-key-repository.ts";
 import { type Database, openDatabase } from "./adapters/store/database.ts";
 import { KyselyIdempotencyRepository } from "./adapters/store/idempotency-repository.ts";
+import { KyselySandboxRepository } from "./adapters/store/sandbox-repository.ts";
 import { KyselySettingsRepository } from "./adapters/store/settings-repository.ts";
 import type { Config } from "./config.ts";
 import { buildApp } from "./faces/http/app.ts";
 import { sealedBox } from "./security/sealed-box.ts";
 import { loadSecretKey, tokenDigester } from "./security/secret-key.ts";
 import { ApiKeyService } from "./services/api-keys.ts";
+import { CircuitBreaker } from "./services/circuit-breaker.ts";
+import { ExecService } from "./services/exec.ts";
 import { IdempotencyService } from "./services/idempotency.ts";
 import { MaintenanceService } from "./services/maintenance.ts";
-import type { Clock } from "./services/ports.ts";
+import type { Clock, Log } from "./services/ports.ts";
 import { RateLimiter } from "./services/rate-limiter.ts";
+import { Reconciler } from "./services/reconciler.ts";
+import type { Runtime } from "./services/runtime-port.ts";
+import { SandboxEvents } from "./services/sandbox-events.ts";
+import { SandboxService } from "./services/sandboxes.ts";
 
 export const version = "0.1.0";
 
@@ -30,6 +41,9 @@ export interface Server {
   readonly app: FastifyInstance;
   readonly database: Database;
   readonly apiKeys: ApiKeyService;
+  readonly sandboxes: SandboxService;
+  readonly runtime: Runtime;
+  readonly nodeId: string;
   /** From now on `/readyz` answers 503 while requests are still served. */
   startDraining(): void;
   /** Stops listening, finishes open requests, writes pending state and closes the store. */
@@ -42,6 +56,7 @@ export interface ServerOptions {
 }
 
 const usageFlushMs = 5000;
+const deadlineCheckMs = 1000;
 const idempotencyPurgeMs = 60 * 60 * 1000;
 
 export async function createServer(config: Config, options: ServerOptions = {}): Promise<Server> {
@@ -62,19 +77,68 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     clock,
   });
   const maintenance = new MaintenanceService(new KyselySettingsRepository(database.db), clock);
+
+  // Services log through the app's logger, which exists only once the app is built.
+  let logger: FastifyBaseLogger | undefined;
+  const log: Log = (level, message, fields) => logger?.[level]({ ...fields }, message);
+  const nodeId = config.nodeId ?? loadNodeId(config.dataDir);
+  const runtime = openRuntime(config, nodeId, log);
+  const breaker = new CircuitBreaker({
+    clock,
+    failureThreshold: config.circuitFailureThreshold,
+    cooldownMs: config.circuitCooldownMs,
+  });
+  const sandboxRepository = new KyselySandboxRepository(database, sealedBox(secret, "sandbox-env"));
+  const sandboxes = new SandboxService({
+    repository: sandboxRepository,
+    runtime,
+    breaker,
+    events: new SandboxEvents(),
+    clock,
+    log,
+    nodeId,
+    limits: config.ownerLimits,
+    capacity: {
+      vcpu: Math.floor(os.availableParallelism() * config.cpuOvercommit),
+      memoryMib: Math.floor((os.totalmem() / 1024 ** 2) * config.memoryOvercommit),
+    },
+    pidsLimit: config.sandboxPidsLimit,
+  });
+  const exec = new ExecService({ sandboxes, runtime, breaker, outputLimitBytes: config.execOutputLimitBytes });
+  const reconciler = new Reconciler({ repository: sandboxRepository, runtime, sandboxes, nodeId, clock, log });
+
   let draining = false;
   const app = await buildApp({
     config,
     apiKeys,
     idempotency,
     maintenance,
+    sandboxes,
+    exec,
     limiter: new RateLimiter(clock),
     readiness: { draining: () => draining, pingStore: () => database.ping() },
     version,
     ...(options.logStream ? { logStream: options.logStream } : {}),
   });
 
+  logger = app.log;
+  try {
+    await runtime.check();
+  } catch (error) {
+    // The API (keys, reads) stays up; sandbox operations answer RUNTIME_ERROR naming the fix.
+    const reason = reasonOf(error);
+    app.log.warn({ runtime: runtime.name, reason }, `the sandbox runtime cannot run sandboxes: ${reason}`);
+  }
+  const reconcile = () =>
+    reconciler.run().catch((error) => app.log.warn({ err: error }, "could not reconcile sandboxes with the host"));
+  await reconcile();
+  app.log.info({ node_id: nodeId, runtime: runtime.name }, "sandboxes reconciled");
+
   const chores = [
+    setInterval(() => void reconcile(), config.reconcileIntervalMs),
+    setInterval(() => {
+      sandboxes.applyDeadlines().catch((error) => app.log.warn({ err: error }, "could not apply sandbox timeouts"));
+    }, deadlineCheckMs),
     setInterval(() => {
       apiKeys.flushUsage().catch((error) => app.log.warn({ err: error }, "could not record key usage"));
     }, usageFlushMs),
@@ -89,6 +153,9 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     app,
     database,
     apiKeys,
+    sandboxes,
+    runtime,
+    nodeId,
     startDraining: () => {
       draining = true;
     },
@@ -96,8 +163,39 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       draining = true;
       for (const chore of chores) clearInterval(chore);
       await app.close();
+      await runtime.close().catch((error) => app.log.warn({ err: error }, "could not close the runtime"));
       await apiKeys.flushUsage().catch((error) => app.log.warn({ err: error }, "could not record key usage"));
       await database.close();
     },
   };
+}
+
+/** This server's node id: made once, then read from `$SHOAL_DATA_DIR/node.id` on every start. */
+function loadNodeId(dataDir: string): string {
+  const file = path.join(dataDir, "node.id");
+  if (existsSync(file)) {
+    const stored = readFileSync(file, "utf8").trim();
+    if (/^[A-Za-z0-9_-]{1,64}$/.test(stored)) return stored;
+  }
+  const id = `node_${randomBytes(6).toString("hex")}`;
+  writeFileSync(file, `${id}\n`, { mode: 0o600 });
+  return id;
+}
+
+/** The linux runtime (crun): the embedded default. */
+function openRuntime(config: Config, nodeId: string, log: Log): Runtime {
+  return createLinuxRuntime({
+    dataDir: config.dataDir,
+    nodeId,
+    ...(config.crunPath === undefined ? {} : { crunPath: config.crunPath }),
+    log,
+  });
+}
+
+function reasonOf(error: unknown): string {
+  if (error instanceof Error && "details" in error) {
+    const reason = (error as { details: Record<string, unknown> }).details.reason;
+    if (typeof reason === "string") return reason;
+  }
+  return error instanceof Error ? error.message : String(error);
 }

@@ -4,6 +4,9 @@
  */
 import type { ApiKey } from "../domain/api-key.ts";
 import type { CursorPosition } from "../domain/cursor.ts";
+import type { HostCapacity, OwnerLimits, QuotaViolation, ResourceAmounts } from "../domain/quota.ts";
+import type { Sandbox, SandboxChange } from "../domain/sandbox.ts";
+import type { SandboxState } from "../domain/sandbox-state.ts";
 
 export interface ApiKeyRepository {
   insert(key: ApiKey, secretDigest: string): Promise<void>;
@@ -45,3 +48,55 @@ export interface SettingsRepository {
 }
 
 export type Clock = () => Date;
+
+/** A structured log line; the composition root binds it to the server's logger. */
+export type Log = (
+  level: "debug" | "info" | "warn" | "error",
+  message: string,
+  fields?: Readonly<Record<string, unknown>>,
+) => void;
+
+export interface SandboxFilter {
+  readonly states?: readonly SandboxState[] | undefined;
+  /** Every pair must be in the sandbox's metadata. */
+  readonly metadata?: Readonly<Record<string, string>> | undefined;
+}
+
+/** A quota to hold while a change is written: the change applies only if the request fits. */
+export interface QuotaRequest {
+  readonly request: ResourceAmounts;
+  readonly limits: OwnerLimits;
+  readonly capacity: HostCapacity;
+}
+
+export type UpdateOutcome =
+  | { readonly kind: "updated"; readonly sandbox: Sandbox }
+  /** The row no longer has the expected version (or is gone): someone else changed it first. */
+  | { readonly kind: "stale" }
+  | { readonly kind: "quota"; readonly violation: QuotaViolation };
+
+export interface SandboxRepository {
+  /**
+   * Inserts the sandbox if it fits the owner's limits and the node's capacity. The check and the
+   * insert are one atomic step: concurrent reservations (on any server of the store) never overshoot.
+   */
+  reserve(sandbox: Sandbox, quota: QuotaRequest): Promise<QuotaViolation | undefined>;
+  /** The owner's sandbox, deleted ones included. */
+  find(ownerId: string, id: string): Promise<Sandbox | undefined>;
+  /** Any owner's sandbox: for the reconciler, which answers to the host, not to a client. */
+  findById(id: string): Promise<Sandbox | undefined>;
+  /** Newest first, strictly after `after`; deleted sandboxes are left out. */
+  list(ownerId: string, filter: SandboxFilter, limit: number, after: CursorPosition | undefined): Promise<Sandbox[]>;
+  /** Compare-and-set on `version`; with `quota`, also only if the request fits (atomically). */
+  update(
+    id: string,
+    expectedVersion: number,
+    change: SandboxChange,
+    at: string,
+    quota?: QuotaRequest,
+  ): Promise<UpdateOutcome>;
+  /** This node's sandboxes that may still hold host resources (everything but finished deletions). */
+  listByNode(nodeId: string): Promise<Sandbox[]>;
+  /** This node's resting running sandboxes whose deadline is at or before `now`. */
+  listExpired(nodeId: string, now: string): Promise<Sandbox[]>;
+}

@@ -12,6 +12,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { releaseRuntime } from "./runtime-cleanup.ts";
 
 const serverRoot = fileURLToPath(new URL("../..", import.meta.url));
 const mainModule = path.join(serverRoot, "src", "main.ts");
@@ -144,7 +145,9 @@ export async function startServer(
     stop,
     dispose: async ({ keepData = false } = {}) => {
       await stop("SIGKILL");
-      if (!keepData) rmSync(dataDir, { recursive: true, force: true });
+      if (keepData) return;
+      await releaseRuntime(dataDir);
+      rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

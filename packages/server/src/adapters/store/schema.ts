@@ -33,8 +33,34 @@ export interface SettingsTable {
   updated_at: string;
 }
 
+export interface SandboxesTable {
+  id: string;
+  owner_id: string;
+  node_id: string;
+  name: string | null;
+  template: string;
+  state: string;
+  transition: string | null;
+  state_reason: string | null;
+  vcpu_count: number;
+  mem_size_mib: number;
+  disk_mib: number;
+  /** JSON object, sealed (encrypted): env values may be secrets. */
+  env: string;
+  /** JSON object. */
+  metadata: string;
+  timeout_seconds: number;
+  on_timeout: string;
+  expires_at: string | null;
+  created_at: string;
+  updated_at: string;
+  started_at: string | null;
+  version: number;
+}
+
 export interface StoreSchema {
   api_keys: ApiKeysTable;
+  sandboxes: SandboxesTable;
   idempotency_records: IdempotencyRecordsTable;
   settings: SettingsTable;
 }

@@ -13,13 +13,17 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController
 import type { Config } from "../../config.ts";
 import { ShoalError } from "../../errors/shoal-error.ts";
 import type { ApiKeyService } from "../../services/api-keys.ts";
+import type { ExecService } from "../../services/exec.ts";
 import type { IdempotencyService } from "../../services/idempotency.ts";
 import type { MaintenanceService } from "../../services/maintenance.ts";
 import type { RateLimiter } from "../../services/rate-limiter.ts";
+import type { SandboxService } from "../../services/sandboxes.ts";
 import { healthRoutes, type Readiness } from "../health.routes.ts";
 import { apiKeyRoutes } from "../v1/api-keys.routes.ts";
 import { errorRoutes } from "../v1/errors.routes.ts";
 import { maintenanceRoutes } from "../v1/maintenance.routes.ts";
+import { sandboxExecRoutes } from "../v1/sandbox-exec.routes.ts";
+import { sandboxRoutes } from "../v1/sandboxes.routes.ts";
 import { envelope, sendError, toShoalError } from "./error-response.ts";
 import { registerGuard } from "./guard.ts";
 import { idempotencyHooks } from "./idempotency.ts";
@@ -34,6 +38,8 @@ export interface AppDependencies {
   apiKeys: ApiKeyService;
   idempotency: IdempotencyService;
   maintenance: MaintenanceService;
+  sandboxes: SandboxService;
+  exec: ExecService;
   limiter: RateLimiter;
   readiness: Readiness;
   version: string;
@@ -61,6 +67,7 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   const app = Fastify(options);
   configureValidation(app);
   app.removeContentTypeParser("text/plain");
+  registerFormAsJSON(app);
 
   const routeIndex = new RouteIndex();
   const idempotency = idempotencyHooks(deps.idempotency);
@@ -130,7 +137,35 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   await errorRoutes(app);
   await apiKeyRoutes(app, deps.apiKeys);
   await maintenanceRoutes(app, deps.maintenance);
+  await sandboxRoutes(app, deps.sandboxes);
+  await sandboxExecRoutes(app, deps.exec);
   return app;
+}
+
+/**
+ * `curl -d '{…}'` labels a JSON body `application/x-www-form-urlencoded`. Such a body is read as
+ * JSON when it is a JSON object document; real form data is refused as UNSUPPORTED_MEDIA_TYPE.
+ */
+function registerFormAsJSON(app: FastifyInstance): void {
+  app.addContentTypeParser("application/x-www-form-urlencoded", { parseAs: "string" }, (request, body, done) => {
+    const text = String(body).trim();
+    if (text === "") return done(null, undefined);
+    if (text.startsWith("{")) {
+      try {
+        const value: unknown = JSON.parse(text);
+        if (value !== null && typeof value === "object" && !Array.isArray(value)) return done(null, value);
+      } catch {
+        // not JSON: refused below like any other form body
+      }
+    }
+    done(
+      new ShoalError("UNSUPPORTED_MEDIA_TYPE", {
+        message: "Unsupported Content-Type: send application/json (a form body is read only if it is a JSON object)",
+        details: { content_type: String(request.headers["content-type"] ?? "none") },
+      }),
+      undefined,
+    );
+  });
 }
 
 function translationContext(config: Config, headers: Record<string, string | string[] | undefined>) {

@@ -4,9 +4,11 @@
  */
 import type { Migration, MigrationProvider } from "kysely";
 import { initial } from "./001-initial.ts";
+import { sandboxes } from "./002-sandboxes.ts";
 
 const migrations: Record<string, Migration> = {
   "001-initial": initial,
+  "002-sandboxes": sandboxes,
 };
 
 export const migrationProvider: MigrationProvider = {

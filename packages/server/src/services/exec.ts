@@ -1,0 +1,101 @@
+/**
+ * Running one command in a sandbox and waiting for it: checks that the sandbox can run it,
+ * merges the environment (defaults, then the sandbox's, then the command's), calls the runtime
+ * through the circuit breaker and turns the result into what a client reads.
+ *
+ * @example
+ *   const result = await exec.run(principal, "sbx_…", { cmd: ["node", "-v"], timeoutMs: 60_000, user: "root" });
+ *   result.stdout // "v20.…\n"
+ */
+import type { Principal } from "../domain/api-key.ts";
+import { ShoalError } from "../errors/shoal-error.ts";
+import type { CircuitBreaker } from "./circuit-breaker.ts";
+import type { ExecRequest, Runtime } from "./runtime-port.ts";
+import type { SandboxService } from "./sandboxes.ts";
+
+export interface ExecCommand {
+  /** A string runs under `/bin/sh -c`; an array is the argv. */
+  cmd: string | readonly string[];
+  env?: Readonly<Record<string, string>> | undefined;
+  cwd?: string | undefined;
+  stdin?: string | undefined;
+  timeoutMs: number;
+  user: "root" | "user";
+}
+
+export interface ExecOutcome {
+  exitCode: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  oomKilled: boolean;
+  durationMs: number;
+}
+
+export interface ExecServiceOptions {
+  sandboxes: SandboxService;
+  runtime: Runtime;
+  breaker: CircuitBreaker;
+  outputLimitBytes: number;
+}
+
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/** The unprivileged user of every sandbox. */
+const userIds = { uid: 1000, gid: 1000 };
+
+export class ExecService {
+  private readonly decoder = new TextDecoder("utf-8");
+
+  constructor(private readonly options: ExecServiceOptions) {}
+
+  async run(principal: Principal, id: string, command: ExecCommand): Promise<ExecOutcome> {
+    const sandbox = await this.options.sandboxes.get(principal, id);
+    if (
+      sandbox.state === "pending" ||
+      sandbox.state === "starting" ||
+      (sandbox.state === "running" && sandbox.transition !== null)
+    ) {
+      throw new ShoalError("SANDBOX_NOT_READY", { details: { sandbox_id: id, current_state: sandbox.state } });
+    }
+    if (sandbox.state !== "running") {
+      throw new ShoalError("STATE_CONFLICT", {
+        message: `Cannot run a command in a sandbox in state ${sandbox.state}`,
+        details: { resource_type: "sandbox", current_state: sandbox.state, action: "exec" },
+      });
+    }
+    const root = command.user === "root";
+    const request: ExecRequest = {
+      ...(typeof command.cmd === "string" ? { shell: command.cmd } : { argv: command.cmd }),
+      env: {
+        PATH: defaultPath,
+        HOME: root ? "/root" : "/home/user",
+        LANG: "C.UTF-8",
+        ...sandbox.env,
+        ...command.env,
+      },
+      ...(command.cwd === undefined ? {} : { cwd: command.cwd }),
+      ...(root ? {} : userIds),
+      ...(command.stdin === undefined ? {} : { stdin: new TextEncoder().encode(command.stdin) }),
+      timeoutMs: command.timeoutMs,
+      outputLimitBytes: this.options.outputLimitBytes,
+    };
+    const result = await this.options.breaker.run(() => this.options.runtime.exec(id, request));
+    const stdout = this.decoder.decode(result.stdout);
+    const stderr = this.decoder.decode(result.stderr);
+    if (result.timedOut) {
+      throw new ShoalError("EXEC_TIMEOUT", { details: { timeout_ms: command.timeoutMs, stdout, stderr } });
+    }
+    return {
+      exitCode: result.exitCode,
+      signal: result.signal,
+      stdout,
+      stderr,
+      stdoutTruncated: result.stdoutTruncated,
+      stderrTruncated: result.stderrTruncated,
+      oomKilled: result.oomKilled,
+      durationMs: result.durationMs,
+    };
+  }
+}

@@ -1,0 +1,492 @@
+/**
+ * The sandbox lifecycle: create (reserve quota, start on the runtime), show, list, the actions
+ * (start, stop, restart, pause, resume, delete), deadlines and waiting for a state. The store
+ * holds the desired state and the transition under way; every change is a compare-and-set, so
+ * the loser of a race answers the right 409 from what it reads.
+ *
+ * @example
+ *   const { sandbox, done } = await sandboxes.create(principal, { template: "system", ... });
+ *   await done; // running, or failed with state_reason
+ */
+import type { Principal } from "../domain/api-key.ts";
+import { decodeCursor, encodeCursor } from "../domain/cursor.ts";
+import { newId } from "../domain/ids.ts";
+import type { HostCapacity, OwnerLimits, QuotaViolation, ResourceAmounts } from "../domain/quota.ts";
+import type { OnTimeout, Sandbox, SandboxChange } from "../domain/sandbox.ts";
+import {
+  type ClientAction,
+  canReach,
+  decide,
+  outcomeOf,
+  type SandboxAction,
+  type SandboxState,
+} from "../domain/sandbox-state.ts";
+import { ShoalError } from "../errors/shoal-error.ts";
+import type { Page } from "./api-keys.ts";
+import type { CircuitBreaker } from "./circuit-breaker.ts";
+import type { Clock, Log, QuotaRequest, SandboxFilter, SandboxRepository } from "./ports.ts";
+import type { Runtime, SandboxSpec } from "./runtime-port.ts";
+import type { SandboxEvents } from "./sandbox-events.ts";
+
+export interface NewSandbox {
+  template: string;
+  name?: string | undefined;
+  vcpuCount: number;
+  memSizeMib: number;
+  diskMib: number;
+  env: Readonly<Record<string, string>>;
+  metadata: Readonly<Record<string, string>>;
+  timeoutSeconds: number;
+  onTimeout: OnTimeout;
+}
+
+export interface SandboxServiceOptions {
+  repository: SandboxRepository;
+  runtime: Runtime;
+  breaker: CircuitBreaker;
+  events: SandboxEvents;
+  clock: Clock;
+  log: Log;
+  nodeId: string;
+  limits: OwnerLimits;
+  capacity: HostCapacity;
+  pidsLimit: number;
+  /** How often `wait` re-reads the store, for changes made by another server. */
+  waitPollMs?: number;
+}
+
+export interface CreatedSandbox {
+  /** As reserved (`pending`). */
+  sandbox: Sandbox;
+  /** Settles when the start is over: running, or the error that failed it. */
+  done: Promise<Sandbox>;
+}
+
+export class SandboxService {
+  /** Sandboxes with a transition run by this process; the reconciler leaves them alone. */
+  readonly busy = new Set<string>();
+
+  constructor(private readonly options: SandboxServiceOptions) {}
+
+  get runtimeName(): string {
+    return this.options.runtime.name;
+  }
+
+  async create(principal: Principal, request: NewSandbox): Promise<CreatedSandbox> {
+    // A broken host refuses at once instead of leaving a failed sandbox per attempt.
+    this.options.breaker.check();
+    const now = this.now();
+    const sandbox: Sandbox = {
+      id: newId("sbx"),
+      ownerId: principal.ownerId,
+      nodeId: this.options.nodeId,
+      name: request.name ?? null,
+      template: request.template,
+      state: "pending",
+      transition: "create",
+      stateReason: null,
+      vcpuCount: request.vcpuCount,
+      memSizeMib: request.memSizeMib,
+      diskMib: request.diskMib,
+      env: request.env,
+      metadata: request.metadata,
+      timeoutSeconds: request.timeoutSeconds,
+      onTimeout: request.onTimeout,
+      expiresAt: null,
+      createdAt: now,
+      updatedAt: now,
+      startedAt: null,
+      version: 1,
+    };
+    this.busy.add(sandbox.id);
+    let violation: QuotaViolation | undefined;
+    try {
+      violation = await this.options.repository.reserve(
+        sandbox,
+        this.quota({ sandboxes: 1, vcpu: request.vcpuCount, memoryMib: request.memSizeMib, diskMib: request.diskMib }),
+      );
+    } catch (error) {
+      this.busy.delete(sandbox.id);
+      throw error;
+    }
+    if (violation) {
+      this.busy.delete(sandbox.id);
+      throw quotaError(violation);
+    }
+    this.options.log("info", "sandbox reserved", { sandbox_id: sandbox.id, owner_id: sandbox.ownerId });
+    const done = this.perform(sandbox, "create");
+    // The caller may not wait for `done` (wait=false); its failure is already recorded and logged.
+    done.catch(() => {});
+    return { sandbox, done };
+  }
+
+  async get(principal: Principal, id: string): Promise<Sandbox> {
+    const sandbox = await this.options.repository.find(principal.ownerId, id);
+    if (!sandbox || sandbox.state === "deleted") throw notFound(id);
+    return sandbox;
+  }
+
+  async list(
+    principal: Principal,
+    filter: SandboxFilter,
+    limit: number,
+    cursor: string | undefined,
+  ): Promise<Page<Sandbox>> {
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    if (cursor !== undefined && after === undefined) {
+      throw new ShoalError("VALIDATION_ERROR", {
+        message: "cursor is not a cursor from this API",
+        details: { fields: { cursor: "is not a cursor from this API" } },
+      });
+    }
+    const rows = await this.options.repository.list(principal.ownerId, filter, limit + 1, after);
+    const items = rows.slice(0, limit);
+    const last = items.at(-1);
+    return {
+      items,
+      nextCursor: rows.length > limit && last ? encodeCursor({ createdAt: last.createdAt, id: last.id }) : null,
+    };
+  }
+
+  /** Runs a client action to its end and answers the sandbox as it is then. */
+  async act(principal: Principal, id: string, action: ClientAction): Promise<Sandbox> {
+    const begun = await this.begin(await this.get(principal, id), action);
+    return this.perform(begun, action);
+  }
+
+  /** Marks the sandbox deleted at once; its host resources are removed before this resolves. */
+  async delete(principal: Principal, id: string): Promise<void> {
+    const sandbox = await this.get(principal, id);
+    const begun = await this.begin(sandbox, "delete");
+    // An action under way in this process sees the deletion when it ends and cleans up then.
+    if (this.busy.has(id)) return;
+    await this.perform(begun, "delete").catch((error: unknown) => {
+      // The sandbox is deleted for the client; the reconciler retries the host's cleanup.
+      this.options.log("warn", "could not remove a deleted sandbox from the host", { sandbox_id: id, err: error });
+    });
+  }
+
+  /** Sets the deadline to now + `seconds` (when running) and the timeout used from now on. */
+  async setTimeout(principal: Principal, id: string, seconds: number): Promise<Sandbox> {
+    for (;;) {
+      const sandbox = await this.get(principal, id);
+      if (sandbox.state === "failed") {
+        throw new ShoalError("STATE_CONFLICT", {
+          details: { resource_type: "sandbox", current_state: sandbox.state, action: "set the timeout of" },
+        });
+      }
+      const now = this.options.clock();
+      const outcome = await this.options.repository.update(
+        sandbox.id,
+        sandbox.version,
+        {
+          state: sandbox.state,
+          transition: sandbox.transition,
+          timeoutSeconds: seconds,
+          // Only a resting running sandbox has a deadline; the others get one when they next run.
+          ...(sandbox.state === "running" && sandbox.transition === null
+            ? { expiresAt: new Date(now.getTime() + seconds * 1000).toISOString() }
+            : {}),
+        },
+        now.toISOString(),
+      );
+      if (outcome.kind === "updated") {
+        this.options.events.publish(outcome.sandbox);
+        return outcome.sandbox;
+      }
+    }
+  }
+
+  /** Resolves with the sandbox once it is in `wanted`; OPERATION_TIMEOUT after `timeoutMs`. */
+  async wait(principal: Principal, id: string, wanted: SandboxState, timeoutMs: number): Promise<Sandbox> {
+    const { events, repository } = this.options;
+    return new Promise<Sandbox>((resolve, reject) => {
+      let settled = false;
+      const timers: ReturnType<typeof setTimeout>[] = [];
+      let unsubscribe = () => {};
+      const finish = (outcome: () => void) => {
+        if (settled) return;
+        settled = true;
+        unsubscribe();
+        for (const timer of timers) clearTimeout(timer);
+        outcome();
+      };
+      const consider = (sandbox: Sandbox | undefined) => {
+        if (!sandbox || (sandbox.state === "deleted" && wanted !== "deleted")) {
+          finish(() => reject(notFound(id)));
+        } else if (sandbox.state === wanted && (sandbox.transition === null || wanted === "deleted")) {
+          finish(() => resolve(sandbox));
+        } else if (!canReach(sandbox.state, wanted)) {
+          finish(() =>
+            reject(
+              new ShoalError("STATE_CONFLICT", {
+                message: `Sandbox ${id} is ${sandbox.state} and cannot become ${wanted}`,
+                details: { resource_type: "sandbox", current_state: sandbox.state, action: `wait for ${wanted}` },
+              }),
+            ),
+          );
+        }
+      };
+      const read = () =>
+        repository.find(principal.ownerId, id).then(consider, (error: unknown) => finish(() => reject(error)));
+      // Subscribed before the first read, so that no change between the read and the wait is missed.
+      unsubscribe = events.subscribe(id, (sandbox) => {
+        if (sandbox.ownerId === principal.ownerId) consider(sandbox);
+      });
+      const poll = () => {
+        if (settled) return;
+        timers.push(
+          setTimeout(() => {
+            void read().then(poll);
+          }, this.options.waitPollMs ?? 1000),
+        );
+      };
+      // The clock starts after the first read, so that `timeout=0` answers from what the store has.
+      void read().then(() => {
+        if (settled) return;
+        poll();
+        timers.push(
+          setTimeout(() => {
+            finish(() =>
+              reject(
+                new ShoalError("OPERATION_TIMEOUT", {
+                  message: `Sandbox ${id} did not become ${wanted} within ${timeoutMs} ms`,
+                  details: { operation: `wait for ${wanted}`, timeout_ms: timeoutMs },
+                }),
+              ),
+            );
+          }, timeoutMs),
+        );
+      });
+    });
+  }
+
+  /** Applies `on_timeout` to this node's sandboxes past their deadline. */
+  async applyDeadlines(): Promise<void> {
+    const expired = await this.options.repository.listExpired(this.options.nodeId, this.now());
+    for (const sandbox of expired) {
+      if (this.busy.has(sandbox.id)) continue;
+      const action = sandbox.onTimeout === "pause" ? "pause" : "delete";
+      this.options.log("info", "sandbox timed out", { sandbox_id: sandbox.id, on_timeout: sandbox.onTimeout });
+      try {
+        const begun = await this.begin(sandbox, action);
+        await this.perform(begun, action);
+      } catch (error) {
+        this.options.log("warn", "could not apply a sandbox's timeout", { sandbox_id: sandbox.id, err: error });
+      }
+    }
+  }
+
+  /** The spec the runtime starts a sandbox from. */
+  specOf(sandbox: Sandbox): SandboxSpec {
+    return {
+      id: sandbox.id,
+      template: sandbox.template,
+      vcpuCount: sandbox.vcpuCount,
+      memSizeMib: sandbox.memSizeMib,
+      diskMib: sandbox.diskMib,
+      pidsLimit: this.options.pidsLimit,
+      env: sandbox.env,
+    };
+  }
+
+  /** Writes a change decided on `sandbox`; undefined when someone else changed it first. */
+  async write(sandbox: Sandbox, change: SandboxChange, quota?: QuotaRequest): Promise<Sandbox | undefined> {
+    const outcome = await this.options.repository.update(sandbox.id, sandbox.version, change, this.now(), quota);
+    if (outcome.kind === "quota") throw quotaError(outcome.violation);
+    if (outcome.kind === "stale") return undefined;
+    this.options.events.publish(outcome.sandbox);
+    return outcome.sandbox;
+  }
+
+  /** Claims the sandbox for `action` with a compare-and-set, or throws the 409 that applies. */
+  private async begin(initial: Sandbox, action: Exclude<SandboxAction, "create">): Promise<Sandbox> {
+    let sandbox = initial;
+    for (;;) {
+      const decision = decide(sandbox, action);
+      if (decision.kind === "in_progress") {
+        throw new ShoalError("TRANSITION_IN_PROGRESS", {
+          details: { resource_type: "sandbox", current_state: decision.underWay, action },
+        });
+      }
+      if (decision.kind === "conflict") {
+        if (sandbox.state === "deleted") throw notFound(sandbox.id);
+        throw new ShoalError("STATE_CONFLICT", {
+          details: { resource_type: "sandbox", current_state: sandbox.state, action },
+        });
+      }
+      // Starting again takes compute back, so it must fit the owner's limits and the host.
+      const needsCompute = (action === "start" || action === "restart") && sandbox.state === "stopped";
+      const quota = needsCompute
+        ? this.quota({ sandboxes: 1, vcpu: sandbox.vcpuCount, memoryMib: sandbox.memSizeMib, diskMib: 0 })
+        : undefined;
+      const change: SandboxChange = {
+        state: needsCompute && action === "restart" ? "starting" : decision.state,
+        transition: action,
+        ...(action === "delete" ? { expiresAt: null } : {}),
+      };
+      const written = await this.write(sandbox, change, quota);
+      if (written) return written;
+      const fresh = await this.options.repository.findById(sandbox.id);
+      if (!fresh) throw notFound(sandbox.id);
+      sandbox = fresh;
+    }
+  }
+
+  /** Carries out an action already claimed, and records where it ended. */
+  private async perform(claimed: Sandbox, action: SandboxAction): Promise<Sandbox> {
+    const { runtime, breaker, log } = this.options;
+    const id = claimed.id;
+    this.busy.add(id);
+    let sandbox = claimed;
+    try {
+      try {
+        switch (action) {
+          case "create":
+            sandbox = (await this.advance(sandbox, action, { state: "starting", transition: action })) ?? sandbox;
+            await breaker.run(() => runtime.create(this.specOf(sandbox)));
+            break;
+          case "start":
+            await breaker.run(() => runtime.start(this.specOf(sandbox)));
+            break;
+          case "restart":
+            if (sandbox.state !== "starting") {
+              await breaker.run(() => runtime.stop(id));
+              sandbox = (await this.advance(sandbox, action, { state: "starting", transition: action })) ?? sandbox;
+            }
+            await breaker.run(() => runtime.start(this.specOf(sandbox)));
+            break;
+          case "stop":
+            await breaker.run(() => runtime.stop(id));
+            break;
+          case "pause":
+            await breaker.run(() => runtime.pause(id));
+            break;
+          case "resume":
+            await breaker.run(() => runtime.resume(id));
+            break;
+          case "delete":
+            await runtime.destroy(id);
+            break;
+        }
+      } catch (error) {
+        if (error instanceof LostClaim) throw error;
+        await this.failed(sandbox, action, error);
+        throw error;
+      }
+      const outcome = outcomeOf(action);
+      const now = this.options.clock();
+      const change: SandboxChange =
+        outcome === "running"
+          ? {
+              state: outcome,
+              transition: null,
+              stateReason: null,
+              startedAt: now.toISOString(),
+              expiresAt: new Date(now.getTime() + sandbox.timeoutSeconds * 1000).toISOString(),
+            }
+          : { state: outcome, transition: null, ...(outcome === "deleted" ? {} : { expiresAt: null }) };
+      const finished = await this.advance(sandbox, action, change);
+      if (!finished) throw new LostClaim();
+      log("info", `sandbox ${action} finished`, { sandbox_id: id, state: finished.state });
+      return finished;
+    } catch (error) {
+      if (!(error instanceof LostClaim)) throw error;
+      // Deleted while the action ran: the action's host resources go too.
+      const current = await this.options.repository.findById(id);
+      if (current?.state === "deleted" && current.transition === "delete") {
+        await runtime.destroy(id);
+        const done = await this.advance(current, "delete", { state: "deleted", transition: null });
+        log("info", "sandbox deleted while an action ran; host resources removed", { sandbox_id: id, action });
+        return done ?? current;
+      }
+      if (current) return current;
+      throw notFound(id);
+    } finally {
+      this.busy.delete(id);
+    }
+  }
+
+  /**
+   * Writes a step of `action`; when the row changed under it (a timeout update), retries on the
+   * fresh row as long as the row still carries this action. Throws LostClaim otherwise.
+   */
+  private async advance(sandbox: Sandbox, action: SandboxAction, change: SandboxChange): Promise<Sandbox | undefined> {
+    let current = sandbox;
+    for (;;) {
+      const written = await this.write(current, change);
+      if (written) return written;
+      const fresh = await this.options.repository.findById(sandbox.id);
+      if (!fresh || fresh.transition !== action) throw new LostClaim();
+      current = fresh;
+    }
+  }
+
+  /** Records a failed action: a failed start frees the host and fails the sandbox; others roll back. */
+  private async failed(sandbox: Sandbox, action: SandboxAction, error: unknown): Promise<void> {
+    const { runtime, log } = this.options;
+    const reason = reasonOf(error);
+    log("warn", `sandbox ${action} failed`, { sandbox_id: sandbox.id, reason, err: error });
+    if (action === "delete") return; // stays marked; the reconciler retries
+    const starting = action === "create" || action === "start" || action === "restart";
+    if (starting) {
+      await runtime.destroy(sandbox.id).catch((cleanup: unknown) => {
+        log("warn", "could not clean up a sandbox that failed to start", { sandbox_id: sandbox.id, err: cleanup });
+      });
+    }
+    const change: SandboxChange = starting
+      ? { state: "failed", transition: null, stateReason: reason, expiresAt: null }
+      : { state: action === "resume" ? "paused" : "running", transition: null };
+    await this.advance(sandbox, action, change);
+  }
+
+  private quota(request: ResourceAmounts): QuotaRequest {
+    return { request, limits: this.options.limits, capacity: this.options.capacity };
+  }
+
+  private now(): string {
+    return this.options.clock().toISOString();
+  }
+}
+
+/** The row no longer carries this process's action (deleted or taken over): stop writing to it. */
+class LostClaim extends Error {}
+
+function notFound(id: string): ShoalError {
+  return new ShoalError("SANDBOX_NOT_FOUND", { details: { sandbox_id: id } });
+}
+
+function reasonOf(error: unknown): string {
+  if (error instanceof ShoalError) {
+    const reason = error.details.reason;
+    return typeof reason === "string" ? `${error.code}: ${reason}` : `${error.code}: ${error.message}`;
+  }
+  return "the runtime failed unexpectedly";
+}
+
+const quotaCodes = {
+  sandboxes: "QUOTA_SANDBOXES_EXCEEDED",
+  vcpu: "QUOTA_CPU_EXCEEDED",
+  memoryMib: "QUOTA_MEMORY_EXCEEDED",
+  diskMib: "QUOTA_STORAGE_EXCEEDED",
+} as const;
+
+const capacityNames = { vcpu: "vcpu", memoryMib: "memory_mib" } as const;
+
+export function quotaError(violation: QuotaViolation): ShoalError {
+  const available = Math.max(0, violation.limit - violation.current);
+  if (violation.kind === "capacity") {
+    return new ShoalError("CAPACITY_EXCEEDED", {
+      details: {
+        resource: capacityNames[violation.resource],
+        requested: violation.requested,
+        available,
+        limit: violation.limit,
+      },
+      retryAfterSeconds: 10,
+    });
+  }
+  return new ShoalError(quotaCodes[violation.resource], {
+    details: { requested: violation.requested, available, limit: violation.limit, current_usage: violation.current },
+  });
+}

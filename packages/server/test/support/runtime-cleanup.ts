@@ -1,0 +1,26 @@
+/**
+ * Frees what the linux runtime holds on the host for a test's data directory: destroys every
+ * sandbox it still has (processes, cgroups, mounts, loop devices) and releases its persistent
+ * mount namespace, so that the directory can be removed and nothing of the test stays behind.
+ *
+ * @example
+ *   await releaseRuntime(dataDir); rmSync(dataDir, { recursive: true, force: true });
+ */
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { runtimePaths } from "../../src/adapters/runtime/linux/layout.ts";
+import { createLinuxRuntime } from "../../src/adapters/runtime/linux/linux-runtime.ts";
+import { releaseMountNamespace } from "../../src/adapters/runtime/linux/mount-namespace.ts";
+
+export async function releaseRuntime(dataDir: string): Promise<void> {
+  const paths = runtimePaths(dataDir);
+  const nodeFile = path.join(dataDir, "node.id");
+  if (!existsSync(paths.runtimeDir) || !existsSync(nodeFile)) return;
+  const runtime = createLinuxRuntime({ dataDir, nodeId: readFileSync(nodeFile, "utf8").trim() });
+  try {
+    for (const sandbox of await runtime.list()) await runtime.destroy(sandbox.id);
+  } finally {
+    await runtime.close();
+  }
+  await releaseMountNamespace(paths);
+}
