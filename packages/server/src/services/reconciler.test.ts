@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Sandbox } from "../domain/sandbox.ts";
-import { plan, vanishedReason } from "./reconciler.ts";
+import { plan, settleMs, vanishedReason } from "./reconciler.ts";
 
 function row(id: string, fields: Partial<Sandbox> = {}): Sandbox {
   return {
@@ -29,6 +29,8 @@ function row(id: string, fields: Partial<Sandbox> = {}): Sandbox {
   };
 }
 
+const listedAt = new Date("2026-01-01T01:00:00.000Z");
+
 test("matching rows and host need nothing", () => {
   assert.deepEqual(
     plan(
@@ -38,6 +40,7 @@ test("matching rows and host need nothing", () => {
         { id: "b", state: "paused" },
       ],
       new Set(),
+      listedAt,
     ),
     [],
   );
@@ -63,6 +66,7 @@ test("each disagreement gets its step", () => {
       { id: "orphan", state: "running" },
     ],
     new Set(["busy"]),
+    listedAt,
   );
   const byId = new Map(steps.map((step) => [step.kind === "check_orphan" ? step.id : step.sandbox.id, step]));
   assert.deepEqual(byId.get("vanished"), { kind: "mark_failed", sandbox: row("vanished"), reason: vanishedReason });
@@ -83,4 +87,13 @@ test("each disagreement gets its step", () => {
   assert.equal(byId.get("gone")?.kind, "finish_delete");
   assert.deepEqual(byId.get("orphan"), { kind: "check_orphan", id: "orphan" });
   assert.equal(byId.has("busy"), false, "a transition run by this process is left alone");
+});
+
+test("a row changed while the host was being listed waits for the next pass", () => {
+  // A create that finished after the listing began: the host listed it as not yet running.
+  const justCreated = row("fresh", { updatedAt: new Date(listedAt.getTime() + 5).toISOString() });
+  const justBefore = row("recent", { updatedAt: new Date(listedAt.getTime() - settleMs + 1).toISOString() });
+  assert.deepEqual(plan([justCreated, justBefore], [{ id: "fresh", state: "stopped" }], new Set(), listedAt), []);
+  const settled = row("settled", { updatedAt: new Date(listedAt.getTime() - settleMs).toISOString() });
+  assert.equal(plan([settled], [], new Set(), listedAt)[0]?.kind, "mark_failed");
 });

@@ -27,17 +27,25 @@ export type ReconcileStep =
   /** A host sandbox whose id has no row on this node (or only a failed one). */
   | { readonly kind: "check_orphan"; readonly id: string };
 
+/**
+ * A row changed this close to (or after) the moment the host was listed may describe a change the
+ * listing did not see yet, such as a create that finished meanwhile: it waits for the next pass.
+ */
+export const settleMs = 1000;
+
 export function plan(
   rows: readonly Sandbox[],
   host: readonly HostSandbox[],
   busy: ReadonlySet<string>,
+  listedAt: Date,
 ): ReconcileStep[] {
   const onHost = new Map(host.map((entry) => [entry.id, entry.state]));
   const steps: ReconcileStep[] = [];
   const known = new Set<string>();
+  const settledBefore = listedAt.getTime() - settleMs;
   for (const sandbox of rows) {
     known.add(sandbox.id);
-    if (busy.has(sandbox.id)) continue;
+    if (busy.has(sandbox.id) || Date.parse(sandbox.updatedAt) > settledBefore) continue;
     const actual = onHost.get(sandbox.id);
     if (sandbox.state === "deleted") {
       steps.push({ kind: "finish_delete", sandbox });
@@ -103,17 +111,29 @@ export class Reconciler {
   private async pass(): Promise<void> {
     const { repository, runtime, sandboxes, nodeId, log } = this.options;
     // The host first: a row is written before its host sandbox exists, so every host sandbox
-    // listed here has its row in the read that follows.
+    // listed here has its row in the read that follows. What was busy during the listing stays
+    // out of this pass even if its action ended before the rows were read.
+    const busy = new Set(sandboxes.busy);
+    const listedAt = this.options.clock();
     const host = await runtime.list();
     const rows = await repository.listByNode(nodeId);
-    for (const step of plan(rows, host, sandboxes.busy)) {
+    for (const id of sandboxes.busy) busy.add(id);
+    for (const step of plan(rows, host, busy, listedAt)) {
       try {
+        if (step.kind !== "check_orphan" && !(await this.stillAsPlanned(step.sandbox))) continue;
         await this.apply(step);
       } catch (error) {
         log("warn", "reconciler step failed", { step: step.kind, sandbox_id: idOf(step), err: error });
       }
     }
     await sandboxes.applyDeadlines();
+  }
+
+  /** Steps run one after another: a row that a client changed meanwhile is left to the next pass. */
+  private async stillAsPlanned(planned: Sandbox): Promise<boolean> {
+    if (this.options.sandboxes.busy.has(planned.id)) return false;
+    const current = await this.options.repository.findById(planned.id);
+    return current?.version === planned.version;
   }
 
   private async apply(step: ReconcileStep): Promise<void> {
