@@ -188,6 +188,7 @@ function openRuntime(config: Config, nodeId: string, log: Log): Runtime {
     dataDir: config.dataDir,
     nodeId,
     ...(config.crunPath === undefined ? {} : { crunPath: config.crunPath }),
+    warmPoolSize: config.warmPoolSize,
     log,
   });
 }

@@ -73,6 +73,12 @@ export interface Runtime {
   readonly name: string;
   /** Checks that the host can run sandboxes; throws RUNTIME_ERROR saying what to install or fix. */
   check(): Promise<void>;
+  /**
+   * A sandbox of this shape already started, if the runtime keeps any: its id, which the caller
+   * then gives the new sandbox and passes to `create()` (which only applies the spec's limits and
+   * env) or, when the create does not go ahead, to `destroy()`. Optional; undefined: none ready.
+   */
+  takeWarm?(shape: { readonly template: string; readonly diskMib: number }): string | undefined;
   /** Prepares the sandbox's disk and starts it; resolves once its agent answers. */
   create(spec: SandboxSpec): Promise<void>;
   /** Starts a stopped sandbox again on the disk it had; resolves once its agent answers. */
@@ -82,11 +88,15 @@ export interface Runtime {
   /** Freezes every process of the sandbox. */
   pause(id: string): Promise<void>;
   resume(id: string): Promise<void>;
-  /** Removes everything the host holds for the sandbox: processes, cgroups, mounts, files. Idempotent. */
+  /**
+   * Removes everything the host holds for the sandbox: processes, cgroups, mounts, files. Idempotent.
+   * Resolves once no process of it runs; a runtime may remove the rest afterwards (then `close()`
+   * waits for it, and after a crash `list()` still shows what is left).
+   */
   destroy(id: string): Promise<void>;
   exec(id: string, request: ExecRequest): Promise<ExecResult>;
   /** Every sandbox this runtime holds on the host, whether or not the store knows it. */
   list(): Promise<HostSandbox[]>;
-  /** Lets go of connections and timers; sandboxes keep running. */
+  /** Lets go of connections and timers and finishes pending removals; sandboxes keep running. */
   close(): Promise<void>;
 }

@@ -76,8 +76,9 @@ export class SandboxService {
     // A broken host refuses at once instead of leaving a failed sandbox per attempt.
     this.options.breaker.check();
     const now = this.now();
+    const warmId = this.options.runtime.takeWarm?.({ template: request.template, diskMib: request.diskMib });
     const sandbox: Sandbox = {
-      id: newId("sbx"),
+      id: warmId ?? newId("sbx"),
       ownerId: principal.ownerId,
       nodeId: this.options.nodeId,
       name: request.name ?? null,
@@ -107,10 +108,12 @@ export class SandboxService {
       );
     } catch (error) {
       this.busy.delete(sandbox.id);
+      this.dropWarm(warmId);
       throw error;
     }
     if (violation) {
       this.busy.delete(sandbox.id);
+      this.dropWarm(warmId);
       throw quotaError(violation);
     }
     this.options.log("info", "sandbox reserved", { sandbox_id: sandbox.id, owner_id: sandbox.ownerId });
@@ -118,6 +121,14 @@ export class SandboxService {
     // The caller may not wait for `done` (wait=false); its failure is already recorded and logged.
     done.catch(() => {});
     return { sandbox, done };
+  }
+
+  /** A warm sandbox taken for a create that did not go ahead is nobody's: the runtime removes it. */
+  private dropWarm(id: string | undefined): void {
+    if (id === undefined) return;
+    this.options.runtime.destroy(id).catch((error: unknown) => {
+      this.options.log("warn", "could not remove an unused warm sandbox", { sandbox_id: id, err: error });
+    });
   }
 
   async get(principal: Principal, id: string): Promise<Sandbox> {

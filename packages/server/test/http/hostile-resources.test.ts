@@ -113,6 +113,8 @@ describe("hostile workloads: resources", () => {
       t.diagnostic(
         `peak pids.current ${peakInCgroup}/${limit}, host processes ${hostBaseline} → ${peakOnHost}, DELETE ${Math.round(elapsedMs)} ms`,
       );
+      // DELETE answers once every process is dead; the cgroups go right after, in the background.
+      await server.waitForLog((line) => line.sandbox_id === sandbox.id && line.msg === "sandbox removed from the host");
       assert.deepEqual(hostPidsOf(sandbox.id), [], "no host process is left in the sandbox's cgroups");
       assert.deepEqual(cgroupDirsOf(sandbox.id), [], "the sandbox's cgroups are removed");
       assert.equal((await request(server, key, "GET", `/v1/sandboxes/${sandbox.id}`)).status, 404);

@@ -17,7 +17,8 @@ const generous = { SHOAL_RATE_LIMITS: "read=100000/60,write=100000/60" };
 describe("sandbox lifecycle on the linux runtime", () => {
   const started: ServerProcess[] = [];
   after(async () => {
-    for (const server of started) await server.dispose();
+    // Newest first: a restarted server shares its data dir with the one before it.
+    for (const server of started.reverse()) await server.dispose();
   });
   const start = async (env: Record<string, string> = {}, dataDir?: string) => {
     const server = await startServer({ ...generous, ...env }, dataDir ? { dataDir } : {});
@@ -94,6 +95,7 @@ describe("sandbox lifecycle on the linux runtime", () => {
       assert.equal((await call(server, "DELETE", `/v1/sandboxes/${id}`, { key })).status, 204);
       assert.equal(errorOf(await call(server, "GET", `/v1/sandboxes/${id}`, { key })).code, "SANDBOX_NOT_FOUND");
     }
+    await removedFromHost(server, [sandbox.id, other.id]);
     assertNoHostTraces(server, [sandbox.id, other.id]);
   });
 
@@ -174,9 +176,20 @@ describe("sandbox lifecycle on the linux runtime", () => {
     for (const sandbox of sandboxes) {
       assert.equal((await call(second, "DELETE", `/v1/sandboxes/${sandbox.id}`, { key })).status, 204);
     }
+    await removedFromHost(second, [...sandboxes.map((sandbox) => sandbox.id), orphan.id]);
     assertNoHostTraces(second, [...sandboxes.map((sandbox) => sandbox.id), orphan.id]);
   });
 });
+
+/**
+ * Waits for the runtime's word that each sandbox is gone from the host: DELETE answers once its
+ * processes are dead, and the container, mounts and cgroups go right after, in the background.
+ */
+async function removedFromHost(server: ServerProcess, ids: readonly string[]): Promise<void> {
+  for (const id of ids) {
+    await server.waitForLog((line) => line.sandbox_id === id && line.msg === "sandbox removed from the host");
+  }
+}
 
 /** No mount (in the runtime's mount namespace), cgroup or process is named after these ids. */
 function assertNoHostTraces(server: ServerProcess, ids: readonly string[]): void {

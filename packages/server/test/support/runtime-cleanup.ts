@@ -12,11 +12,17 @@ import { runtimePaths } from "../../src/adapters/runtime/linux/layout.ts";
 import { createLinuxRuntime } from "../../src/adapters/runtime/linux/linux-runtime.ts";
 import { releaseMountNamespace } from "../../src/adapters/runtime/linux/mount-namespace.ts";
 
-export async function releaseRuntime(dataDir: string): Promise<void> {
+export async function releaseRuntime(dataDir: string, nodeId?: string): Promise<void> {
   const paths = runtimePaths(dataDir);
   const nodeFile = path.join(dataDir, "node.id");
-  if (!existsSync(paths.runtimeDir) || !existsSync(nodeFile)) return;
-  const runtime = createLinuxRuntime({ dataDir, nodeId: readFileSync(nodeFile, "utf8").trim() });
+  // A server given SHOAL_NODE_ID writes no node.id: its caller passes the id instead.
+  if (!existsSync(paths.runtimeDir) || (nodeId === undefined && !existsSync(nodeFile))) return;
+  const runtime = createLinuxRuntime({
+    dataDir,
+    nodeId: nodeId ?? readFileSync(nodeFile, "utf8").trim(),
+    // A runtime that only cleans up starts no warm sandboxes.
+    warmPoolSize: 0,
+  });
   try {
     for (const sandbox of await runtime.list()) await runtime.destroy(sandbox.id);
   } finally {

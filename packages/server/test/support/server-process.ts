@@ -146,7 +146,7 @@ export async function startServer(
     dispose: async ({ keepData = false } = {}) => {
       await stop("SIGKILL");
       if (keepData) return;
-      await releaseRuntime(dataDir);
+      await releaseRuntime(dataDir, fullEnv.SHOAL_NODE_ID);
       rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -25,6 +25,34 @@ export function hierarchyRoots(layout: CgroupLayout): string[] {
   return [...roots];
 }
 
+/**
+ * The v1 controllers a sandbox's limits and lifecycle need: memory, cpu (the quota), pids, and
+ * freezer (pause, and the kill sweep that a fork bomb cannot outrun), and cpuset, which crun on v1
+ * fills for every cgroup it makes (from the parent's cpus and mems) and fails without.
+ */
+export const SANDBOX_CONTROLLERS: readonly string[] = ["memory", "cpu", "pids", "freezer", "cpuset"];
+
+/**
+ * The layout reduced to the hierarchies that serve one of `controllers`: crun joins every v1
+ * hierarchy mounted in the runtime namespace, and each join is a task migration that waits on the
+ * kernel's RCU, so the namespace mounts only these, and the runtime looks only at these. A mount
+ * serving several controllers (`cpu,cpuacct`) stays whole. The cgroup2 mount of a hybrid host is
+ * not in use (the namespace hides it); a unified host is returned as it is.
+ */
+export function restrictLayout(layout: CgroupLayout, controllers: readonly string[]): CgroupLayout {
+  if (layout.kind === "unified") return layout;
+  const kept = new Set<string>();
+  for (const [controller, point] of layout.v1) if (controllers.includes(controller)) kept.add(point);
+  const v1 = new Map([...layout.v1].filter(([, point]) => kept.has(point)));
+  return { kind: "legacy", v1, v2: undefined };
+}
+
+/** The cgroup mount points of `layout` that `used` does not have: what the runtime namespace unmounts. */
+export function unusedMounts(layout: CgroupLayout, used: CgroupLayout): string[] {
+  const keep = new Set(hierarchyRoots(used));
+  return hierarchyRoots(layout).filter((point) => !keep.has(point));
+}
+
 function unescapeMountPath(path: string): string {
   return path.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
 }

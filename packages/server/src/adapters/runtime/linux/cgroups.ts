@@ -9,7 +9,7 @@
  *   await cgroup.remove();
  */
 
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { readdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -26,6 +26,13 @@ async function readOptional(path: string): Promise<string | undefined> {
     if (isErrno(error, "ENOENT", "ENODEV")) return undefined;
     throw error;
   }
+}
+
+export interface CgroupLimits {
+  readonly memoryBytes: number;
+  readonly cpuQuotaUs: number;
+  readonly cpuPeriodUs: number;
+  readonly pids: number;
 }
 
 /** How long the kill sweep and the removal wait for dying processes to leave the cgroup. */
@@ -126,15 +133,60 @@ export class SandboxCgroup {
         if (!isErrno(error, "ENOENT", "EINVAL", "EACCES")) throw error;
       }
     }
-    await this.freeze();
-    for (const pid of await this.pids()) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch (error) {
-        if (!isErrno(error, "ESRCH")) throw error;
+    try {
+      await this.freeze();
+      for (const pid of await this.pids()) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch (error) {
+          if (!isErrno(error, "ESRCH")) throw error;
+        }
       }
+      await this.thaw();
+    } catch (error) {
+      // Removed meanwhile (a teardown left running by a killed server): nothing is left to kill.
+      if (!isErrno(error, "ENOENT") || (await this.exists())) throw error;
     }
-    await this.thaw();
+  }
+
+  /**
+   * Sets the memory (without swap), cpu and pids limits of a running sandbox, as crun would have at
+   * its start: a claimed warm sandbox gets its creator's limits this way. Written synchronously,
+   * like oomKills(): each write takes microseconds, a thread-pool round trip per file (three per
+   * write) takes longer, and on a busy pool much longer.
+   */
+  setLimits(limits: CgroupLimits): void {
+    const optional = (path: string, value: string): void => {
+      try {
+        writeFileSync(path, value);
+      } catch (error) {
+        // No swap accounting on this kernel: there is no swap limit to set.
+        if (!isErrno(error, "ENOENT")) throw error;
+      }
+    };
+    if (this.#layout.kind === "unified") {
+      const dir = this.#dir("") ?? "";
+      writeFileSync(join(dir, "memory.max"), String(limits.memoryBytes));
+      optional(join(dir, "memory.swap.max"), "0");
+      writeFileSync(join(dir, "cpu.max"), `${limits.cpuQuotaUs} ${limits.cpuPeriodUs}`);
+      writeFileSync(join(dir, "pids.max"), String(limits.pids));
+      return;
+    }
+    const memory = this.#dir("memory") ?? "";
+    const limit = join(memory, "memory.limit_in_bytes");
+    const memsw = join(memory, "memory.memsw.limit_in_bytes");
+    // v1 refuses a memory limit above memory+swap's: when raising, memory+swap goes first.
+    if (limits.memoryBytes > Number(readFileSync(limit, "utf8").trim())) {
+      optional(memsw, String(limits.memoryBytes));
+      writeFileSync(limit, String(limits.memoryBytes));
+    } else {
+      writeFileSync(limit, String(limits.memoryBytes));
+      optional(memsw, String(limits.memoryBytes));
+    }
+    const cpu = this.#dir("cpu") ?? "";
+    writeFileSync(join(cpu, "cpu.cfs_period_us"), String(limits.cpuPeriodUs));
+    writeFileSync(join(cpu, "cpu.cfs_quota_us"), String(limits.cpuQuotaUs));
+    writeFileSync(join(this.#dir("pids") ?? "", "pids.max"), String(limits.pids));
   }
 
   /**

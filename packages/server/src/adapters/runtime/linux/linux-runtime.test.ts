@@ -9,7 +9,7 @@ import { ShoalError } from "../../../errors/shoal-error.ts";
 import type { ExecRequest, Runtime, SandboxSpec } from "../../../services/runtime-port.ts";
 import { hierarchyRoots, parseCgroupLayout } from "./cgroup-layout.ts";
 import { cgroupParent, runtimePaths, sandboxPaths } from "./layout.ts";
-import { createLinuxRuntime, DEFAULT_AGENT_BINARY } from "./linux-runtime.ts";
+import { createLinuxRuntime, DEFAULT_AGENT_BINARY, type LinuxRuntime } from "./linux-runtime.ts";
 import { releaseMountNamespace } from "./mount-namespace.ts";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/bin/crun") && existsSync(DEFAULT_AGENT_BINARY);
@@ -49,7 +49,7 @@ describe("the linux runtime", {
   const dataDir = canRun ? mkdtempSync(join(tmpdir(), "shoal-rt-")) : "";
   const nodeId = `t${randomBytes(4).toString("hex")}`;
   const paths = runtimePaths(dataDir);
-  let runtime: Runtime;
+  let runtime: LinuxRuntime;
 
   /** What the host still holds for a sandbox id, for the leak checks. */
   function leftovers(id: string): string[] {
@@ -75,7 +75,7 @@ describe("the linux runtime", {
   }
 
   before(() => {
-    runtime = createLinuxRuntime({ dataDir, nodeId, diskPoolSize: 2 });
+    runtime = createLinuxRuntime({ dataDir, nodeId, diskPoolSize: 2, warmPoolSize: 0 });
   });
 
   after(async () => {
@@ -113,6 +113,7 @@ describe("the linux runtime", {
     // Nothing of the host but /usr (and what the symlinks reach through it).
     assert.ok(!inside.out.includes("work\n") && !inside.out.includes("farm\n"), inside.out);
     await runtime.destroy(id);
+    await runtime.settle();
     assert.deepEqual(leftovers(id), []);
     assert.deepEqual(await runtime.list(), []);
     await runtime.destroy(id);
@@ -207,6 +208,7 @@ describe("the linux runtime", {
     } finally {
       await runtime.destroy(id);
     }
+    await runtime.settle();
     assert.deepEqual(leftovers(id), []);
   });
 
@@ -246,6 +248,7 @@ describe("the linux runtime", {
     } finally {
       await runtime.destroy(id);
     }
+    await runtime.settle();
     assert.deepEqual(leftovers(id), []);
   });
 
@@ -273,18 +276,19 @@ describe("the linux runtime", {
     await runtime.create(specFor(id));
     await run(runtime, id, "echo before > /workspace/mark");
     await runtime.close();
-    runtime = createLinuxRuntime({ dataDir, nodeId, diskPoolSize: 2 });
+    runtime = createLinuxRuntime({ dataDir, nodeId, diskPoolSize: 2, warmPoolSize: 0 });
     assert.deepEqual(await runtime.list(), [{ id, state: "running" }]);
     const read = await run(runtime, id, "cat /workspace/mark");
     assert.equal(read.out, "before\n");
     await runtime.destroy(id);
+    await runtime.settle();
     assert.deepEqual(leftovers(id), []);
   });
 
   it("destroys orphans: a sandbox another instance created, and a half-created directory", async () => {
     const id = newId();
     await runtime.create(specFor(id));
-    const other = createLinuxRuntime({ dataDir, nodeId, diskPoolSize: 0 });
+    const other = createLinuxRuntime({ dataDir, nodeId, diskPoolSize: 0, warmPoolSize: 0 });
     await other.destroy(id);
     await other.close();
     assert.deepEqual(leftovers(id), []);
@@ -295,6 +299,7 @@ describe("the linux runtime", {
     writeFileSync(dir.diskImage, "");
     assert.deepEqual(await runtime.list(), [{ id: half, state: "stopped" }]);
     await runtime.destroy(half);
+    await runtime.settle();
     assert.deepEqual(leftovers(half), []);
     assert.deepEqual(
       readdirSync(paths.sandboxesDir).filter((name) => name.startsWith("sbx_")),
@@ -302,10 +307,101 @@ describe("the linux runtime", {
     );
   });
 
+  /** A process's state letter from /proc (`R`, `S`, `Z`, …), or `gone`. */
+  function processState(pid: number): string {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0] ?? "";
+    } catch {
+      return "gone";
+    }
+  }
+
+  /** The ids of this data dir's sandboxes that are still warm (unclaimed). */
+  function warmIds(): string[] {
+    return readdirSync(paths.sandboxesDir).filter(
+      (name) => name.startsWith("sbx_") && existsSync(join(paths.sandboxesDir, name, "warm")),
+    );
+  }
+
+  function cgroupFile(id: string, controller: string, v1File: string, v2File: string): string {
+    const base = layout.kind === "unified" ? (layout.v2 ?? "") : (layout.v1.get(controller) ?? "");
+    return join(base, cgroupParent(nodeId), id, layout.kind === "unified" ? v2File : v1File);
+  }
+
+  it("hands out a warm sandbox named after its id, with the creator's limits and env", async () => {
+    const warm = createLinuxRuntime({ dataDir, nodeId, diskPoolSize: 0, warmPoolSize: 1, warmDiskMib: 64 });
+    let id: string | undefined;
+    try {
+      await warm.fillWarm();
+      assert.equal(warmIds().length, 1);
+      // Unclaimed, it is nobody's: the reconciler must not see it as an orphan.
+      assert.deepEqual(await warm.list(), []);
+      assert.equal(warm.takeWarm({ template: "system", diskMib: 128 }), undefined);
+      id = warm.takeWarm({ template: "system", diskMib: 64 });
+      assert.ok(id !== undefined && warmIds().includes(id));
+      await warm.create(specFor(id, { memSizeMib: 200, pidsLimit: 77, diskMib: 64 }));
+      assert.ok(!warmIds().includes(id));
+      assert.deepEqual(
+        (await warm.list()).filter((sandbox) => sandbox.id === id),
+        [{ id, state: "running" }],
+      );
+      const memoryLimit = readFileSync(cgroupFile(id, "memory", "memory.limit_in_bytes", "memory.max"), "utf8");
+      assert.equal(Number(memoryLimit), 200 * 1024 * 1024);
+      assert.equal(readFileSync(cgroupFile(id, "pids", "pids.max", "pids.max"), "utf8").trim(), "77");
+      const inside = await run(warm, id, "hostname; echo $SHOAL_TEST");
+      assert.equal(inside.out, `${id}\n1\n`);
+      await warm.destroy(id);
+    } finally {
+      await warm.close();
+    }
+    assert.deepEqual(leftovers(id), []);
+    // close() took the refilled warm sandbox with it.
+    assert.deepEqual(warmIds(), []);
+  });
+
+  it("leaves no orphan when a server restarts with warm sandboxes in its pool", async () => {
+    const before = createLinuxRuntime({ dataDir, nodeId, diskPoolSize: 0, warmPoolSize: 2, warmDiskMib: 64 });
+    await before.fillWarm();
+    const ids = warmIds();
+    assert.equal(ids.length, 2);
+    // The next server starts while the old one's warm sandboxes still run (as after a SIGKILL).
+    const after = createLinuxRuntime({ dataDir, nodeId, diskPoolSize: 0, warmPoolSize: 0 });
+    try {
+      assert.deepEqual(await after.list(), []);
+      for (const id of ids) assert.deepEqual(leftovers(id), []);
+    } finally {
+      await after.close();
+      await before.close();
+    }
+  });
+
+  it("kills every process at destroy, and close() finishes the removal", async () => {
+    const other = createLinuxRuntime({ dataDir, nodeId, diskPoolSize: 0, warmPoolSize: 0 });
+    const id = newId();
+    const procs = cgroupFile(id, "pids", "cgroup.procs", "cgroup.procs");
+    try {
+      await other.create(specFor(id));
+      await run(other, id, "for i in 1 2 3; do sleep 1000 & done");
+      const pids = readFileSync(procs, "utf8").trim().split("\n").map(Number);
+      assert.ok(pids.length >= 4, `agent and three sleeps, got ${pids.join(",")}`);
+      await other.destroy(id);
+      // Nothing of it runs any more, at once; the removal of the rest may still be under way.
+      assert.equal(existsSync(procs) ? readFileSync(procs, "utf8") : "", "");
+      // Gone, or dead and waiting for its (host side) parent to reap it.
+      for (const pid of pids) assert.match(processState(pid), /^(gone|Z)$/, `pid ${pid}`);
+      assert.deepEqual(await other.list(), []);
+      await other.destroy(id);
+    } finally {
+      await other.close();
+    }
+    assert.deepEqual(leftovers(id), []);
+  });
+
   it("never touches another node's sandboxes", async () => {
     const id = newId();
     const otherDir = mkdtempSync(join(tmpdir(), "shoal-rt-other-"));
-    const other = createLinuxRuntime({ dataDir: otherDir, nodeId: `${nodeId}x`, diskPoolSize: 0 });
+    const other = createLinuxRuntime({ dataDir: otherDir, nodeId: `${nodeId}x`, diskPoolSize: 0, warmPoolSize: 0 });
     try {
       await other.create(specFor(id));
       assert.deepEqual(await runtime.list(), []);
@@ -332,7 +428,7 @@ describe("the linux runtime's host check", { skip: process.getuid?.() === 0 ? fa
       const runtime = createLinuxRuntime({ dataDir, nodeId: "check", crunPath: "/nonexistent/crun" });
       await assert.rejects(
         runtime.check(),
-        isReason(/crun not found at \/nonexistent\/crun: install it with `apt-get install crun`/),
+        isReason(/crun is not installed .*SHOAL_CRUN_PATH.*: install it with `apt-get install crun`/),
       );
     } finally {
       rmSync(dataDir, { recursive: true, force: true });

@@ -13,7 +13,8 @@
  */
 
 import { spawn } from "node:child_process";
-import { constants } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { constants, rmSync, writeFileSync } from "node:fs";
 import {
   access,
   chmod,
@@ -42,7 +43,13 @@ import type {
 } from "../../../services/runtime-port.ts";
 import { AgentClient } from "../../agent/agent-client.ts";
 import { type AgentConnector, AgentLinks } from "./agent-links.ts";
-import { type CgroupLayout, hierarchyRoots, parseCgroupLayout } from "./cgroup-layout.ts";
+import {
+  type CgroupLayout,
+  hierarchyRoots,
+  parseCgroupLayout,
+  restrictLayout,
+  SANDBOX_CONTROLLERS,
+} from "./cgroup-layout.ts";
 import { isErrno, listCgroupIds, SandboxCgroup } from "./cgroups.ts";
 import { listCommand, parseCrunList, STARTED_LINE, startCommand, teardownCommand } from "./crun-commands.ts";
 import { DiskPool, mkfsArgs } from "./disk-pool.ts";
@@ -59,6 +66,7 @@ import { CRUN_ENV, ensureMountNamespace, nsenterArgs } from "./mount-namespace.t
 import { buildOCISpec, type IdMap, MAX_OPEN_FILES } from "./oci-spec.ts";
 import { runProcess } from "./run-process.ts";
 import { ensureDiskSkeleton, ensureSystemTemplate, SANDBOX_USER, SYSTEM_TEMPLATE } from "./system-template.ts";
+import { WarmPool } from "./warm-pool.ts";
 
 export type RuntimeLog = (level: "info" | "warn" | "error", message: string, fields?: Record<string, unknown>) => void;
 
@@ -77,6 +85,13 @@ export interface LinuxRuntimeOptions {
   readonly userNamespace?: false | { readonly hostIdBase: number };
   /** Formatted disk images kept ready per recently asked size (default 8; 0 formats on every create). */
   readonly diskPoolSize?: number;
+  /**
+   * Sandboxes of the default shape (template `system`, `warmDiskMib`) kept started for creates to
+   * claim (default 4; 0 disables). Each idle one holds about 1.5 MiB of host memory.
+   */
+  readonly warmPoolSize?: number;
+  /** The disk size of the warm sandboxes, the service's default (1024 MiB). */
+  readonly warmDiskMib?: number;
   /** How long a start may take until the agent says ready (default 10 s). */
   readonly readyTimeoutMs?: number;
   /** How to reach an agent; default AgentClient over the sandbox's unix socket. */
@@ -89,6 +104,10 @@ const ID_MAP_SIZE = 65_536;
 /** What the agent writes to its stdout once its socket is bound. */
 const READY_LINE = "ready\n";
 const NODE_ID_PATTERN = /^[0-9A-Za-z_-]{1,64}$/;
+/** In a sandbox's directory while it is a warm sandbox nobody claimed: list() leaves it out. */
+const WARM_MARKER = "warm";
+/** What a warm sandbox runs with until a create claims it and sets its own. */
+const WARM_LIMITS = { vcpuCount: 1, memSizeMib: 512, pidsLimit: 512 } as const;
 
 export const DEFAULT_AGENT_BINARY = fileURLToPath(new URL("../../../../../agent/build/shoal-agent", import.meta.url));
 
@@ -117,11 +136,13 @@ async function findInPath(name: string): Promise<string | undefined> {
 }
 
 interface Host {
+  /** The cgroup hierarchies in use (see restrictLayout): the only ones crun joins and the runtime reads. */
   readonly layout: CgroupLayout;
   readonly namespace: string;
   readonly lowerDir: string;
   readonly skeleton: string;
   readonly pool: DiskPool;
+  readonly warm: WarmPool;
   readonly openFilesLimit: number;
 }
 
@@ -132,7 +153,14 @@ async function hardOpenFilesLimit(): Promise<number> {
   return match?.[1] === undefined || match[1] === "unlimited" ? MAX_OPEN_FILES : Number(match[1]);
 }
 
-class LinuxRuntime implements Runtime {
+/** The Runtime port, and what the linux runtime offers besides (for its tests and tools). */
+export interface LinuxRuntime extends Runtime {
+  takeWarm(shape: { readonly template: string; readonly diskMib: number }): string | undefined;
+  fillWarm(): Promise<void>;
+  settle(): Promise<void>;
+}
+
+class LinuxRuntimeImpl implements LinuxRuntime {
   readonly name = RUNTIME;
   readonly #paths: RuntimePaths;
   readonly #nodeId: string;
@@ -142,6 +170,14 @@ class LinuxRuntime implements Runtime {
   readonly #options: LinuxRuntimeOptions;
   readonly #links: AgentLinks;
   #host: Promise<Host> | undefined;
+  /** The host once prepared, for takeWarm(), which answers at once or not at all. */
+  #ready: Host | undefined;
+  /** Warm sandboxes taken and not yet created or destroyed, each holding the refill. */
+  readonly #claims = new Map<string, () => void>();
+  /** Warm sandboxes being started: not listed, whether or not their marker is written yet. */
+  readonly #launching = new Set<string>();
+  /** Destroyed sandboxes whose container, mounts, cgroups and files are still being removed. */
+  readonly #teardowns = new Map<string, Promise<void>>();
   #idMap: IdMap | undefined;
   #agentStamp: string | undefined;
   readonly #envs = new Map<string, Record<string, string>>();
@@ -166,22 +202,40 @@ class LinuxRuntime implements Runtime {
   #prepare(): Promise<Host> {
     if (this.#host === undefined) {
       this.#host = this.#prepareHost();
-      this.#host.catch(() => {
-        this.#host = undefined;
-      });
+      this.#host.then(
+        (host) => {
+          this.#ready = host;
+          host.warm.refill();
+        },
+        () => {
+          this.#host = undefined;
+        },
+      );
     }
     return this.#host;
   }
 
   async #prepareHost(): Promise<Host> {
     if (!(await isExecutable(this.#crun))) {
-      throw runtimeError(`crun not found at ${this.#crun}: install it with \`apt-get install crun\``);
+      // The reason reaches API clients, so it names the setting rather than the host path.
+      throw runtimeError(
+        "crun is not installed or not executable (SHOAL_CRUN_PATH, or `crun` in PATH): install it with `apt-get install crun`",
+      );
     }
-    const layout = parseCgroupLayout(await readFile("/proc/self/mountinfo", "utf8"));
-    if (hierarchyRoots(layout).length === 0) {
+    const hostLayout = parseCgroupLayout(await readFile("/proc/self/mountinfo", "utf8"));
+    if (hierarchyRoots(hostLayout).length === 0) {
       throw runtimeError("no cgroup hierarchy is mounted: mount cgroup2 at /sys/fs/cgroup");
     }
     this.#idMap = await this.#chooseIdMap();
+    // The devices hierarchy only backs up what the kernel already enforces in a user namespace:
+    // mknod of a device needs CAP_MKNOD in the initial user namespace (which sandbox root never
+    // has, and which the spec drops anyway), and mounts made in it are nodev, so the only device
+    // nodes a sandbox can open are the ones crun binds in. Without a user namespace sandbox root is
+    // host root minus capabilities, and the devices cgroup stays as a second wall.
+    const layout = restrictLayout(
+      hostLayout,
+      this.#idMap === undefined ? [...SANDBOX_CONTROLLERS, "devices"] : SANDBOX_CONTROLLERS,
+    );
     const paths = this.#paths;
     await mkdir(paths.sandboxesDir, { recursive: true, mode: 0o711 });
     for (const dir of [paths.runtimeDir, paths.crunRoot, paths.poolDir, paths.templatesDir]) {
@@ -189,7 +243,7 @@ class LinuxRuntime implements Runtime {
     }
     let namespace: string;
     try {
-      namespace = await ensureMountNamespace(paths, layout, this.#crun);
+      namespace = await ensureMountNamespace(paths, hostLayout, layout, this.#crun);
     } catch (error) {
       throw runtimeError(
         `${errorText(error)}: the server must run as root on Linux with util-linux (mount, unshare, nsenter) installed`,
@@ -207,8 +261,27 @@ class LinuxRuntime implements Runtime {
       onError: (error) => this.#log("warn", "refilling the disk pool failed", { error: errorText(error) }),
     });
     await pool.load();
+    const host: Host = {
+      layout,
+      namespace,
+      lowerDir,
+      skeleton,
+      pool,
+      openFilesLimit: await hardOpenFilesLimit(),
+      warm: new WarmPool({
+        target: this.#options.warmPoolSize ?? 4,
+        launch: (id) => this.#launchWarm(id),
+        discard: (id) => this.destroy(id),
+        onError: (error, id) =>
+          this.#log("warn", "starting a warm sandbox failed", { sandbox_id: id, error: errorText(error) }),
+      }),
+    };
+    // Warm sandboxes of a previous server were never handed out: they go, and the pool refills.
+    for (const id of await this.#warmLeftovers()) {
+      await this.#teardown(host, id, this.#sandbox(id), true);
+    }
     this.#log("info", "linux runtime ready", { cgroups: layout.kind, userns: this.#idMap !== undefined });
-    return { layout, namespace, lowerDir, skeleton, pool, openFilesLimit: await hardOpenFilesLimit() };
+    return host;
   }
 
   async #chooseIdMap(): Promise<IdMap | undefined> {
@@ -267,7 +340,7 @@ class LinuxRuntime implements Runtime {
     if (!(await stat("/dev/loop-control").catch(() => undefined))) {
       throw runtimeError("/dev/loop-control is missing: load the loop driver with `modprobe loop`");
     }
-    const required = host.layout.kind === "unified" ? ["cpu", "memory", "pids"] : ["cpu", "memory", "pids", "freezer"];
+    const required = host.layout.kind === "unified" ? ["cpu", "memory", "pids"] : SANDBOX_CONTROLLERS;
     const available =
       host.layout.kind === "unified"
         ? (await readFile(`${host.layout.v2}/cgroup.controllers`, "utf8")).trim().split(" ")
@@ -278,12 +351,89 @@ class LinuxRuntime implements Runtime {
     }
   }
 
+  takeWarm(shape: { readonly template: string; readonly diskMib: number }): string | undefined {
+    const host = this.#ready;
+    if (host === undefined || shape.template !== SYSTEM_TEMPLATE || shape.diskMib !== this.#warmDiskMib()) {
+      return undefined;
+    }
+    // Held before the take, whose refill would otherwise start a launch beside this claim.
+    const release = host.warm.hold();
+    const id = host.warm.take();
+    if (id === undefined) release();
+    else this.#claims.set(id, release);
+    return id;
+  }
+
   async create(spec: SandboxSpec): Promise<void> {
     if (spec.template !== SYSTEM_TEMPLATE) {
       throw new ShoalError("TEMPLATE_NOT_FOUND", { details: { template: spec.template } });
     }
     const paths = this.#sandbox(spec.id);
     const host = await this.#prepare();
+    const claim = this.#claims.get(spec.id);
+    if (claim !== undefined) {
+      try {
+        await this.#wrap(`claiming warm sandbox ${spec.id}`, () => this.#claim(host, spec, paths));
+      } finally {
+        this.#claims.delete(spec.id);
+        claim();
+      }
+      return;
+    }
+    // A cold create pauses the warm pool's refill: a burst does not compete with it.
+    const release = host.warm.hold();
+    try {
+      await this.#createSandbox(host, spec, paths, false);
+    } finally {
+      release();
+    }
+  }
+
+  #warmDiskMib(): number {
+    return this.#options.warmDiskMib ?? 1024;
+  }
+
+  /** Starts a warm sandbox: a create of the default shape, marked so that list() leaves it out. */
+  async #launchWarm(id: string): Promise<void> {
+    const host = await this.#prepare();
+    this.#launching.add(id);
+    try {
+      const spec: SandboxSpec = {
+        id,
+        template: SYSTEM_TEMPLATE,
+        diskMib: this.#warmDiskMib(),
+        env: {},
+        ...WARM_LIMITS,
+      };
+      await this.#createSandbox(host, spec, this.#sandbox(id), true);
+    } finally {
+      this.#launching.delete(id);
+    }
+  }
+
+  /**
+   * Makes a started warm sandbox the one `spec` asks for: its limits (written to its cgroup), its
+   * env (in the bundle, which is where exec and a restarted server read it), then the marker goes.
+   */
+  async #claim(host: Host, spec: SandboxSpec, paths: SandboxPaths): Promise<void> {
+    if (spec.diskMib !== this.#warmDiskMib()) {
+      throw runtimeError(`warm sandbox ${spec.id} has a ${this.#warmDiskMib()} MiB disk, not ${spec.diskMib} MiB`);
+    }
+    const oci = this.#ociSpec(host, spec);
+    const { memory, cpu, pids } = oci.linux.resources;
+    this.#cgroup(host, spec.id).setLimits({
+      memoryBytes: memory.limit,
+      cpuQuotaUs: cpu.quota,
+      cpuPeriodUs: cpu.period,
+      pids: pids.limit,
+    });
+    // Synchronous for the reason setLimits is: a small file, on the path a create waits on.
+    writeFileSync(paths.config, JSON.stringify(oci));
+    this.#envs.set(spec.id, parseEnv(oci));
+    rmSync(join(paths.dir, WARM_MARKER));
+  }
+
+  async #createSandbox(host: Host, spec: SandboxSpec, paths: SandboxPaths, warm: boolean): Promise<void> {
     if (!(await isExecutable(this.#agentBinary))) {
       throw runtimeError(
         `the sandbox agent is missing at ${this.#agentBinary}: build it with \`make -C packages/agent\``,
@@ -296,6 +446,7 @@ class LinuxRuntime implements Runtime {
       if (isErrno(error, "EEXIST")) throw runtimeError(`sandbox ${spec.id} already exists on this host`, error);
       throw runtimeError(`creating ${paths.dir} failed: ${errorText(error)}`, error);
     }
+    if (warm) await writeFile(join(paths.dir, WARM_MARKER), "");
     let mountedDisk: string | undefined;
     let handedOver = false;
     try {
@@ -364,10 +515,32 @@ class LinuxRuntime implements Runtime {
     await this.#wrap(`resuming sandbox ${id}`, () => cgroup.thaw());
   }
 
+  /**
+   * Kills every process of the sandbox and waits until they are gone; the container, mounts,
+   * cgroups and files are removed in the background (close() waits for that; after a crash the
+   * leftovers are listed, and the reconciler destroys them again).
+   */
   async destroy(id: string): Promise<void> {
     const paths = this.#sandbox(id);
     const host = await this.#prepare();
-    await this.#wrap(`destroying sandbox ${id}`, () => this.#teardown(host, id, paths, true));
+    const claim = this.#claims.get(id);
+    if (claim !== undefined) {
+      this.#claims.delete(id);
+      claim();
+    }
+    if (this.#teardowns.has(id)) return;
+    await this.#wrap(`destroying sandbox ${id}`, async () => {
+      this.#envs.delete(id);
+      await this.#links.drop(id);
+      await this.#cgroup(host, id).killAll();
+    });
+    const teardown = this.#teardown(host, id, paths, true)
+      .then(() => this.#log("info", "sandbox removed from the host", { sandbox_id: id }))
+      .catch((error: unknown) =>
+        this.#log("error", "removing a destroyed sandbox failed", { sandbox_id: id, error: errorText(error) }),
+      )
+      .finally(() => this.#teardowns.delete(id));
+    this.#teardowns.set(id, teardown);
   }
 
   async exec(id: string, request: ExecRequest): Promise<ExecResult> {
@@ -400,6 +573,9 @@ class LinuxRuntime implements Runtime {
     }
     const sandboxes: HostSandbox[] = [];
     for (const id of [...ids].sort()) {
+      // Warm sandboxes belong to nobody yet, and destroyed ones are on their way out.
+      if (this.#teardowns.has(id) || this.#launching.has(id)) continue;
+      if (await stat(join(this.#paths.sandboxesDir, id, WARM_MARKER)).catch(() => undefined)) continue;
       const status = containers.get(id)?.status;
       let state: ActualState = "stopped";
       if (status === "running" || status === "paused") {
@@ -410,9 +586,22 @@ class LinuxRuntime implements Runtime {
     return sandboxes;
   }
 
+  /** Resolves once the warm pool holds its target (for a tool or a test that measures a claim). */
+  async fillWarm(): Promise<void> {
+    await (await this.#prepare()).warm.filled();
+  }
+
+  /** Resolves once every sandbox destroyed so far is gone from the host, not only its processes. */
+  async settle(): Promise<void> {
+    while (this.#teardowns.size > 0) await Promise.all(this.#teardowns.values());
+  }
+
   async close(): Promise<void> {
-    await this.#links.closeAll();
     const host = await this.#host?.catch(() => undefined);
+    // Nobody claimed the warm sandboxes: they go with the server instead of idling until its next start.
+    await host?.warm.close();
+    await this.#links.closeAll();
+    await this.settle();
     if (host === undefined) return;
     await host.pool.close();
     // The node's cgroup parent goes once it is empty; a sandbox still running keeps it.
@@ -422,6 +611,31 @@ class LinuxRuntime implements Runtime {
   }
 
   // --- steps -----------------------------------------------------------------------------------
+
+  /** Sandboxes of this data dir still marked warm: what a previous server left in its pool. */
+  async #warmLeftovers(): Promise<string[]> {
+    const found: string[] = [];
+    for (const name of await readdir(this.#paths.sandboxesDir).catch(() => [])) {
+      if (!SANDBOX_ID_PATTERN.test(name)) continue;
+      if (await stat(join(this.#paths.sandboxesDir, name, WARM_MARKER)).catch(() => undefined)) found.push(name);
+    }
+    return found;
+  }
+
+  #ociSpec(host: Host, spec: SandboxSpec): ReturnType<typeof buildOCISpec> {
+    const inside = this.#inside(spec.id);
+    return buildOCISpec({
+      sandbox: spec,
+      rootfs: inside.rootfs,
+      agentBinary: join(this.#paths.sandboxesAlias, basename(this.#paths.agentCopy)),
+      agentDir: inside.agentDir,
+      hostsFile: inside.hosts,
+      hostnameFile: inside.hostname,
+      cgroupsPath: cgroupPath(this.#nodeId, spec.id),
+      idMap: this.#idMap,
+      hostOpenFilesLimit: host.openFilesLimit,
+    });
+  }
 
   /**
    * The environment every process of the sandbox gets under its exec's own: the agent passes each
@@ -446,7 +660,8 @@ class LinuxRuntime implements Runtime {
     const source = await stat(this.#agentBinary);
     const stamp = `${source.size}:${source.mtimeMs}`;
     if (this.#agentStamp === stamp) return;
-    const scratch = `${this.#paths.agentCopy}.${process.pid}.tmp`;
+    // Creates running at once each copy to a scratch file of their own.
+    const scratch = `${this.#paths.agentCopy}.${randomBytes(6).toString("hex")}.tmp`;
     await copyFile(this.#agentBinary, scratch);
     await chmod(scratch, 0o755);
     await rename(scratch, this.#paths.agentCopy);
@@ -466,18 +681,10 @@ class LinuxRuntime implements Runtime {
   async #launch(host: Host, spec: SandboxSpec, paths: SandboxPaths, mountedDisk?: string): Promise<void> {
     const inside = this.#inside(spec.id);
     await this.#copyAgent();
-    const oci = buildOCISpec({
-      sandbox: spec,
-      rootfs: inside.rootfs,
-      agentBinary: join(this.#paths.sandboxesAlias, basename(this.#paths.agentCopy)),
-      agentDir: inside.agentDir,
-      hostsFile: inside.hosts,
-      hostnameFile: inside.hostname,
-      cgroupsPath: cgroupPath(this.#nodeId, spec.id),
-      idMap: this.#idMap,
-      hostOpenFilesLimit: host.openFilesLimit,
-    });
-    await writeFile(paths.config, JSON.stringify(oci));
+    const oci = this.#ociSpec(host, spec);
+    // Renamed into place: an exec reading the env back never sees a half-written file.
+    await writeFile(`${paths.config}.tmp`, JSON.stringify(oci));
+    await rename(`${paths.config}.tmp`, paths.config);
     this.#envs.set(spec.id, parseEnv(oci));
     const command = startCommand({
       crun: this.#crun,
@@ -587,6 +794,6 @@ function parseEnv(config: unknown): Record<string, string> {
 
 const defaultConnector: AgentConnector = (socketPath, sandboxId) => AgentClient.connect(socketPath, { sandboxId });
 
-export function createLinuxRuntime(options: LinuxRuntimeOptions): Runtime {
-  return new LinuxRuntime(options);
+export function createLinuxRuntime(options: LinuxRuntimeOptions): LinuxRuntime {
+  return new LinuxRuntimeImpl(options);
 }

@@ -1,17 +1,18 @@
 /**
  * The runtime's persistent mount namespace: every sandbox mount (disk image, overlay) and every
  * crun call lives in it, so the host's mount table never shows them, and on a hybrid cgroup host
- * it is where the cgroup2 mount crun refuses is absent. The namespace is bound to a file under the
- * data dir, so it outlives the server: after a restart (even a SIGKILL) the runtime enters the
- * same namespace and still sees the mounts of running sandboxes.
+ * it is where the cgroup2 mount crun refuses is absent, and so is every v1 hierarchy a sandbox does
+ * not use. The namespace is bound to a file under the data dir, so it outlives the server: after a
+ * restart (even a SIGKILL) the runtime enters the same namespace and still sees the mounts of
+ * running sandboxes.
  *
  * @example
- *   const ns = await ensureMountNamespace(paths, layout);
+ *   const ns = await ensureMountNamespace(paths, hostLayout, usedLayout, crun);
  *   await runProcess("nsenter", nsenterArgs(ns, ["crun", "list"]));
  */
 
 import { mkdir, readFile, rmdir } from "node:fs/promises";
-import type { CgroupLayout } from "./cgroup-layout.ts";
+import { type CgroupLayout, hierarchyRoots, unusedMounts } from "./cgroup-layout.ts";
 import type { RuntimePaths } from "./layout.ts";
 import { runProcess } from "./run-process.ts";
 
@@ -37,7 +38,7 @@ export async function isMountNamespaceValid(paths: RuntimePaths): Promise<boolea
  * Binds the namespace file on a private mount of its own directory (a namespace cannot be bound on
  * a shared mount), then creates the namespace with private propagation, so that nothing mounted in
  * it reaches the host and nothing mounted on the host later reaches every container. Inside it:
- * the sandboxes directory is bound at its alias and the hidden cgroup mounts are unmounted.
+ * the sandboxes directory is bound at its alias and the cgroup mounts not in use are unmounted.
  */
 const CREATE_SCRIPT = `
 set -e
@@ -54,34 +55,65 @@ exec unshare --mount="$dir/mnt" --propagation private sh -c '
 `;
 
 /**
- * Binds crun read-only onto itself in the namespace, afresh at every start so that an upgraded crun
- * is the one used. crun re-executes a copy of itself on every call (so that a container cannot
- * overwrite the host's binary through /proc/self/exe) unless it runs from a read-only mount and
- * CRUN_ENV is set: the bind gives the same protection without the second exec.
+ * Run at every start, against a namespace that may be older than this server: binds crun read-only
+ * onto itself afresh, so that an upgraded crun is the one used (crun re-executes a copy of itself
+ * on every call, so that a container cannot overwrite the host's binary through /proc/self/exe,
+ * unless it runs from a read-only mount and CRUN_ENV is set: the bind gives the same protection
+ * without the second exec). Then it makes the namespace's cgroup mounts the ones in use: mounts a
+ * hierarchy in use that is missing (`$n` pairs of mount point and options) and unmounts the rest.
  */
-const BIND_CRUN_SCRIPT = `
-crun=$1
+const SYNC_SCRIPT = `
+crun=$1 n=$2; shift 2
 while umount "$crun" 2>/dev/null; do :; done
-mount --bind "$crun" "$crun" && mount -o remount,bind,ro "$crun"
+mount --bind "$crun" "$crun" && mount -o remount,bind,ro "$crun" || exit 1
+while [ "$n" -gt 0 ]; do
+  mountpoint -q "$1" || mount -t cgroup -o "$2" cgroup "$1" || exit 1
+  shift 2; n=$((n - 1))
+done
+for m in "$@"; do if mountpoint -q "$m"; then umount "$m" || exit 1; fi; done
 `;
 
-/** The environment crun runs with inside the namespace (see BIND_CRUN_SCRIPT). */
+/** The environment crun runs with inside the namespace (see SYNC_SCRIPT). */
 export const CRUN_ENV: Readonly<Record<string, string>> = { _LIBCONTAINER_CLONED_BINARY: "1" };
 
-export async function ensureMountNamespace(paths: RuntimePaths, layout: CgroupLayout, crun: string): Promise<string> {
-  await createMountNamespace(paths, layout);
-  const bound = await runProcess(
+/**
+ * Enters (creating it when missing) the runtime namespace with exactly the cgroup hierarchies of
+ * `used` mounted, the rest of the host's `layout` unmounted.
+ */
+export async function ensureMountNamespace(
+  paths: RuntimePaths,
+  layout: CgroupLayout,
+  used: CgroupLayout,
+  crun: string,
+): Promise<string> {
+  const hide = unusedMounts(layout, used);
+  await createMountNamespace(paths, hide);
+  const mounted: string[] = [];
+  for (const point of hierarchyRoots(used)) {
+    if (used.kind === "unified") continue;
+    const options = [...used.v1].filter(([, at]) => at === point).map(([controller]) => controller);
+    mounted.push(point, options.join(","));
+  }
+  const synced = await runProcess(
     "nsenter",
-    nsenterArgs(paths.namespaceFile, ["sh", "-c", BIND_CRUN_SCRIPT, "sh", crun]),
+    nsenterArgs(paths.namespaceFile, [
+      "sh",
+      "-c",
+      SYNC_SCRIPT,
+      "sh",
+      crun,
+      String(mounted.length / 2),
+      ...mounted,
+      ...hide,
+    ]),
   );
-  if (bound.code !== 0) throw new Error(`binding ${crun} read-only failed: ${bound.stderr.trim()}`);
+  if (synced.code !== 0) throw new Error(`preparing the runtime namespace failed: ${synced.stderr.trim()}`);
   return paths.namespaceFile;
 }
 
-async function createMountNamespace(paths: RuntimePaths, layout: CgroupLayout): Promise<void> {
+async function createMountNamespace(paths: RuntimePaths, hide: readonly string[]): Promise<void> {
   if (await isMountNamespaceValid(paths)) return;
   await mkdir(paths.namespaceDir, { recursive: true, mode: 0o700 });
-  const hide = layout.kind === "hybrid" && layout.v2 !== undefined ? [layout.v2] : [];
   const result = await runProcess("sh", [
     "-c",
     CREATE_SCRIPT,

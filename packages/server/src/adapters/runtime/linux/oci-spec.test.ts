@@ -39,6 +39,11 @@ describe("the OCI spec", () => {
     assert.deepEqual(resources.devices, [{ allow: false, access: "rwm" }]);
   });
 
+  it("leaves the device rules to the kernel in a user namespace", () => {
+    const { resources } = spec({ hostBase: 2_000_000_000, size: 65_536 }).linux;
+    assert.equal(resources.devices, undefined);
+  });
+
   it("creates every namespace, the user namespace only with an id map", () => {
     const types = (s: ReturnType<typeof spec>) => s.linux.namespaces.map((n) => n.type).sort();
     assert.deepEqual(types(spec()), ["cgroup", "ipc", "mount", "network", "pid", "uts"]);

@@ -61,7 +61,8 @@ export interface OCISpec {
     readonly gidMappings?: readonly OCIIdMapping[];
     readonly cgroupsPath: string;
     readonly resources: {
-      readonly devices: readonly { readonly allow: boolean; readonly access: string }[];
+      /** Only without a user namespace: with one the runtime does not mount the devices hierarchy (linux-runtime.ts says why). */
+      readonly devices?: readonly { readonly allow: boolean; readonly access: string }[];
       readonly memory: { readonly limit: number; readonly swap: number };
       readonly cpu: { readonly quota: number; readonly period: number };
       readonly pids: { readonly limit: number };
@@ -257,7 +258,7 @@ export function buildOCISpec(input: OCISpecInput): OCISpec {
       ...(userns ? { uidMappings: mapping, gidMappings: mapping } : {}),
       cgroupsPath: input.cgroupsPath,
       resources: {
-        devices: [{ allow: false, access: "rwm" }],
+        ...(userns ? {} : { devices: [{ allow: false, access: "rwm" }] }),
         // swap equal to the limit: memory+swap may not exceed memory, so nothing is swapped.
         memory: { limit: memoryBytes, swap: memoryBytes },
         cpu: { quota: Math.round(sandbox.vcpuCount * CPU_PERIOD_US), period: CPU_PERIOD_US },
