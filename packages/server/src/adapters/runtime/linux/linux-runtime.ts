@@ -111,6 +111,13 @@ const WARM_LIMITS = { vcpuCount: 1, memSizeMib: 512, pidsLimit: 512 } as const;
 
 export const DEFAULT_AGENT_BINARY = fileURLToPath(new URL("../../../../../agent/build/shoal-agent", import.meta.url));
 
+/** The reason reaches API clients, so it names the setting rather than the host path. */
+function crunMissing(): ShoalError {
+  return runtimeError(
+    "crun is not installed or not executable (SHOAL_CRUN_PATH, or `crun` in PATH): install it with `apt-get install crun`",
+  );
+}
+
 function runtimeError(reason: string, cause?: unknown): ShoalError {
   return new ShoalError("RUNTIME_ERROR", { details: { runtime: RUNTIME, reason }, cause });
 }
@@ -216,12 +223,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   }
 
   async #prepareHost(): Promise<Host> {
-    if (!(await isExecutable(this.#crun))) {
-      // The reason reaches API clients, so it names the setting rather than the host path.
-      throw runtimeError(
-        "crun is not installed or not executable (SHOAL_CRUN_PATH, or `crun` in PATH): install it with `apt-get install crun`",
-      );
-    }
+    if (!(await isExecutable(this.#crun))) throw crunMissing();
     const hostLayout = parseCgroupLayout(await readFile("/proc/self/mountinfo", "utf8"));
     if (hierarchyRoots(hostLayout).length === 0) {
       throw runtimeError("no cgroup hierarchy is mounted: mount cgroup2 at /sys/fs/cgroup");
@@ -329,7 +331,13 @@ class LinuxRuntimeImpl implements LinuxRuntime {
         `the sandbox agent is missing at ${this.#agentBinary}: build it with \`make -C packages/agent\``,
       );
     }
-    const host = await this.#prepare();
+    // Only looks: the namespace, template and disk pool are made by the first sandbox, so that a
+    // server that never runs one leaves nothing mounted in its data dir.
+    if (!(await isExecutable(this.#crun))) throw crunMissing();
+    const layout = parseCgroupLayout(await readFile("/proc/self/mountinfo", "utf8"));
+    if (hierarchyRoots(layout).length === 0) {
+      throw runtimeError("no cgroup hierarchy is mounted: mount cgroup2 at /sys/fs/cgroup");
+    }
     const filesystems = await readFile("/proc/filesystems", "utf8");
     if (!/\toverlay$/m.test(filesystems)) {
       await runProcess("modprobe", ["overlay"]).catch(() => undefined);
@@ -340,11 +348,11 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     if (!(await stat("/dev/loop-control").catch(() => undefined))) {
       throw runtimeError("/dev/loop-control is missing: load the loop driver with `modprobe loop`");
     }
-    const required = host.layout.kind === "unified" ? ["cpu", "memory", "pids"] : SANDBOX_CONTROLLERS;
+    const required = layout.kind === "unified" ? ["cpu", "memory", "pids"] : SANDBOX_CONTROLLERS;
     const available =
-      host.layout.kind === "unified"
-        ? (await readFile(`${host.layout.v2}/cgroup.controllers`, "utf8")).trim().split(" ")
-        : [...host.layout.v1.keys()];
+      layout.kind === "unified"
+        ? (await readFile(`${layout.v2}/cgroup.controllers`, "utf8")).trim().split(" ")
+        : [...layout.v1.keys()];
     const missing = required.filter((controller) => !available.includes(controller));
     if (missing.length > 0) {
       throw runtimeError(`cgroup controllers missing: ${missing.join(", ")}: enable them in the kernel command line`);
@@ -556,11 +564,13 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   }
 
   async list(): Promise<HostSandbox[]> {
+    const sandboxDirs = async () =>
+      (await readdir(this.#paths.sandboxesDir).catch(() => [])).filter((name) => SANDBOX_ID_PATTERN.test(name));
+    // Every sandbox has its directory from the first step of its create to the last of its removal.
+    if (this.#host === undefined && (await sandboxDirs()).length === 0) return [];
+    // Preparing removes what a previous server left in its warm pool: list after it.
     const host = await this.#prepare();
-    const ids = new Set<string>();
-    for (const name of await readdir(this.#paths.sandboxesDir).catch(() => [])) {
-      if (SANDBOX_ID_PATTERN.test(name)) ids.add(name);
-    }
+    const ids = new Set(await sandboxDirs());
     const listed = await runProcess(
       "nsenter",
       nsenterArgs(host.namespace, listCommand(this.#crun, this.#paths.crunRoot)),
@@ -576,11 +586,11 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       // Warm sandboxes belong to nobody yet, and destroyed ones are on their way out.
       if (this.#teardowns.has(id) || this.#launching.has(id)) continue;
       if (await stat(join(this.#paths.sandboxesDir, id, WARM_MARKER)).catch(() => undefined)) continue;
-      const status = containers.get(id)?.status;
-      let state: ActualState = "stopped";
-      if (status === "running" || status === "paused") {
-        state = (await this.#cgroup(host, id).isFrozen()) ? "paused" : "running";
-      }
+      // The cgroup's processes, not crun's listing, tell whether a sandbox lives: `crun list`
+      // misreports a container whose state another crun is writing at that moment.
+      const cgroup = this.#cgroup(host, id);
+      const live = containers.get(id)?.status !== "stopped" && (await cgroup.pids()).length > 0;
+      const state: ActualState = !live ? "stopped" : (await cgroup.isFrozen()) ? "paused" : "running";
       sandboxes.push({ id, state });
     }
     return sandboxes;
