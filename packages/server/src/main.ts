@@ -31,8 +31,7 @@ async function main(): Promise<void> {
     lines.push(`Admin API key: in ${keyFile} (written on first start)`);
   }
   lines.push(`API docs: http://${host}:${port}/docs`);
-  process.stdout.write(`${lines.join("\n")}\n`);
-
+  // Installed before the banner: whoever reads it may signal at once.
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) {
@@ -49,6 +48,7 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+  process.stdout.write(`${lines.join("\n")}\n`);
 }
 
 main().catch((error: unknown) => {
