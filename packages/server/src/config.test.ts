@@ -52,7 +52,7 @@ test("bad values are refused with the variable's name", () => {
 test("sandbox settings: defaults, documented forms and refusals", () => {
   const defaults = loadConfig({});
   assert.deepEqual(defaults.ownerLimits, { sandboxes: 100, vcpu: 128, memoryMib: 65_536, diskMib: 524_288 });
-  assert.equal(defaults.cpuOvercommit, 8);
+  assert.equal(defaults.cpuOvercommit, 32);
   assert.equal(defaults.memoryOvercommit, 1.5);
   assert.equal(defaults.sandboxPidsLimit, 1024);
   assert.equal(defaults.execOutputLimitBytes, 1024 * 1024);

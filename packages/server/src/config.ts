@@ -90,7 +90,7 @@ export function loadConfig(env: Env): Config {
     authCacheMs: integer(env, "SHOAL_AUTH_CACHE_MS", 2000, 0, 3_600_000),
     nodeId: nodeId(env.SHOAL_NODE_ID),
     ownerLimits: ownerLimits(env.SHOAL_OWNER_LIMITS),
-    cpuOvercommit: ratio(env, "SHOAL_CPU_OVERCOMMIT", 8),
+    cpuOvercommit: ratio(env, "SHOAL_CPU_OVERCOMMIT", 32),
     memoryOvercommit: ratio(env, "SHOAL_MEMORY_OVERCOMMIT", 1.5),
     sandboxPidsLimit: integer(env, "SHOAL_SANDBOX_PIDS_LIMIT", 1024, 16, 4_194_304),
     execOutputLimitBytes: integer(env, "SHOAL_EXEC_OUTPUT_LIMIT_BYTES", 1024 * 1024, 1024, 256 * 1024 * 1024),
