@@ -11,23 +11,15 @@
  */
 import { type Dirent, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
+import type { ExecView, SandboxView } from "./sandbox-api.ts";
+
+export type { SandboxView } from "./sandbox-api.ts";
 
 /** Limits high enough that neither rate limits nor quotas shape what a test or a benchmark sees. */
 export const sandboxServerEnv: Readonly<Record<string, string>> = {
   SHOAL_RATE_LIMITS: "read=1000000/60,write=1000000/60,auth_failures=1000/60",
   SHOAL_OWNER_LIMITS: "sandboxes=2000,vcpu=4000,memory_mib=1000000,disk_mib=10000000",
 };
-
-export interface SandboxView {
-  id: string;
-  state: string;
-  vcpu_count: number;
-  mem_size_mib: number;
-  disk_mib: number;
-  metadata: Record<string, string>;
-  state_reason?: string | null;
-  [field: string]: unknown;
-}
 
 export interface CreateSandboxBody {
   template?: string;
@@ -51,16 +43,8 @@ export interface ExecBody {
   user?: "root" | "user";
 }
 
-export interface ExecReply {
-  exit_code: number | null;
-  signal: string | null;
-  stdout: string;
-  stderr: string;
-  stdout_truncated: boolean;
-  stderr_truncated: boolean;
-  oom_killed: boolean;
-  duration_ms: number;
-}
+/** The API's answer to an exec. */
+export type ExecReply = ExecView;
 
 /** `details` of a 408 `EXEC_TIMEOUT`. */
 export interface ExecTimeoutDetails {
