@@ -67,8 +67,12 @@ describe("hostile workloads: resources", () => {
       const hostBaseline = hostPids().length;
 
       // The shell itself keeps the exec open with a builtin loop: once the bomb holds every pid,
-      // nothing that needs a fork (such as `sleep`) could do it.
-      const bomb = exec(server, key, sandbox.id, { cmd: "b() { b | b & }; b; while :; do :; done", timeout_ms: 3000 });
+      // nothing that needs a fork (such as `sleep`) could do it. The bomb starts in a subshell,
+      // because a shell that cannot fork gives up, and the loop must outlive that.
+      const bomb = exec(server, key, sandbox.id, {
+        cmd: "(b() { b | b & }; b); while :; do :; done",
+        timeout_ms: 3000,
+      });
       // Sampling while the exec runs measures the peak; the exec's reply is the event waited on.
       let peakInCgroup = 0;
       let peakOnHost = 0;
