@@ -95,7 +95,7 @@ export function loadConfig(env: Env): Config {
     sandboxPidsLimit: integer(env, "SHOAL_SANDBOX_PIDS_LIMIT", 1024, 16, 4_194_304),
     execOutputLimitBytes: integer(env, "SHOAL_EXEC_OUTPUT_LIMIT_BYTES", 1024 * 1024, 1024, 256 * 1024 * 1024),
     crunPath: absolutePath(env, "SHOAL_CRUN_PATH"),
-    warmPoolSize: integer(env, "SHOAL_WARM_POOL_SIZE", 0, 0, 1000),
+    warmPoolSize: integer(env, "SHOAL_WARM_POOL_SIZE", 2, 0, 1000),
     reconcileIntervalMs: integer(env, "SHOAL_RECONCILE_INTERVAL_MS", 10_000, 100, 3_600_000),
     circuitFailureThreshold: integer(env, "SHOAL_CIRCUIT_FAILURES", 5, 1, 1000),
     circuitCooldownMs: integer(env, "SHOAL_CIRCUIT_COOLDOWN_MS", 30_000, 100, 3_600_000),
