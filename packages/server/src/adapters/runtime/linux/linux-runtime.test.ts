@@ -413,6 +413,27 @@ describe("the linux runtime", {
       rmSync(otherDir, { recursive: true, force: true });
     }
   });
+
+  it("removes its node's cgroup parent at close, even when it never prepared the host", async () => {
+    const otherDir = mkdtempSync(join(tmpdir(), "shoal-rt-parent-"));
+    const otherNode = `${nodeId}p`;
+    const parents = () => hierarchyRoots(layout).filter((root) => existsSync(join(root, cgroupParent(otherNode))));
+    const crashed = createLinuxRuntime({ dataDir: otherDir, nodeId: otherNode, diskPoolSize: 0, warmPoolSize: 0 });
+    try {
+      const id = newId();
+      await crashed.create(specFor(id));
+      await crashed.destroy(id);
+      await crashed.settle();
+      // `crashed` is never closed, as after a SIGKILL: its node's cgroup parent stays behind.
+      assert.ok(parents().length > 0, "the node's cgroup parent exists before the next close");
+      const next = createLinuxRuntime({ dataDir: otherDir, nodeId: otherNode, diskPoolSize: 0, warmPoolSize: 0 });
+      await next.close();
+      assert.deepEqual(parents(), []);
+    } finally {
+      await releaseMountNamespace(runtimePaths(otherDir));
+      rmSync(otherDir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("the linux runtime's host check", { skip: process.getuid?.() === 0 ? false : "needs root" }, () => {

@@ -612,10 +612,11 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     await host?.warm.close();
     await this.#links.closeAll();
     await this.settle();
-    if (host === undefined) return;
-    await host.pool.close();
-    // The node's cgroup parent goes once it is empty; a sandbox still running keeps it.
-    for (const root of hierarchyRoots(host.layout)) {
+    await host?.pool.close();
+    // The node's cgroup parent goes once it is empty (a sandbox still running keeps it), also when
+    // this runtime never prepared the host: a previous server of this node may have made it.
+    const hostLayout = parseCgroupLayout(await readFile("/proc/self/mountinfo", "utf8"));
+    for (const root of hierarchyRoots(hostLayout)) {
       await rmdir(`${root}/${cgroupParent(this.#nodeId)}`).catch(() => undefined);
     }
   }
