@@ -11,6 +11,8 @@ export interface CallOptions {
   /** Sent as is, instead of JSON of `body`. */
   rawBody?: string | Buffer;
   headers?: Record<string, string>;
+  /** Abort the request when no answer came in this many ms. */
+  deadlineMs?: number;
 }
 
 /** A JSON object read without a schema; tests that go deeper name the shape they expect. */
@@ -54,7 +56,12 @@ export async function call<T = Loose>(
     body = JSON.stringify(options.body);
     headers["content-type"] ??= "application/json";
   }
-  const response = await fetch(base + path, { method, headers, ...(body === undefined ? {} : { body }) });
+  const response = await fetch(base + path, {
+    method,
+    headers,
+    ...(body === undefined ? {} : { body }),
+    ...(options.deadlineMs === undefined ? {} : { signal: AbortSignal.timeout(options.deadlineMs) }),
+  });
   const text = await response.text();
   let json: unknown;
   try {

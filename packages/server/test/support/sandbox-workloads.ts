@@ -11,6 +11,7 @@
  */
 import { type Dirent, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { type CallResult, call } from "./http.ts";
 import type { ExecView, SandboxView } from "./sandbox-api.ts";
 
 export type { SandboxView } from "./sandbox-api.ts";
@@ -82,29 +83,15 @@ export async function request<T>(
   body?: unknown,
   deadlineMs = 120_000,
 ): Promise<Reply<T>> {
-  const headers: Record<string, string> = { authorization: `Bearer ${key}` };
-  if (body !== undefined) headers["content-type"] = "application/json";
-  let response: Response;
+  let reply: CallResult<T | undefined>;
   try {
-    response = await fetch(target.url + route, {
-      method,
-      headers,
-      signal: AbortSignal.timeout(deadlineMs),
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
+    reply = await call<T | undefined>(target, method, route, { key, body, deadlineMs });
   } catch (error) {
     throw new Error(`${method} ${route}: no answer within ${deadlineMs} ms (${String(error)})`);
   }
-  const text = await response.text();
-  let json: unknown;
-  try {
-    json = text === "" ? undefined : JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  const envelope = (json as { error?: ApiError } | undefined)?.error;
+  const envelope = (reply.json as { error?: ApiError } | undefined)?.error;
   const error = envelope && typeof envelope.code === "string" ? envelope : undefined;
-  return { status: response.status, text, json: json as T | undefined, error };
+  return { status: reply.status, text: reply.text, json: reply.json, error };
 }
 
 /** Creates a sandbox and waits until it runs; throws with the answer unless it is 201 `running`. */
