@@ -3,6 +3,7 @@ import type { ApiKey } from "../../domain/api-key.ts";
 import type { CursorPosition } from "../../domain/cursor.ts";
 import type { Scope } from "../../domain/scopes.ts";
 import type { ApiKeyRepository } from "../../services/ports.ts";
+import { olderThan } from "./older-than.ts";
 import { reusableQuery } from "./reusable-query.ts";
 import type { ApiKeysTable, StoreSchema } from "./schema.ts";
 
@@ -81,12 +82,7 @@ export class KyselyApiKeyRepository implements ApiKeyRepository {
   async list(ownerId: string, limit: number, after: CursorPosition | undefined): Promise<ApiKey[]> {
     let query = this.db.selectFrom("api_keys").select(columns).where("owner_id", "=", ownerId);
     if (after) {
-      query = query.where((eb) =>
-        eb.or([
-          eb("created_at", "<", after.createdAt),
-          eb.and([eb("created_at", "=", after.createdAt), eb("id", "<", after.id)]),
-        ]),
-      );
+      query = query.where(olderThan(after));
     }
     const rows = await query.orderBy("created_at", "desc").orderBy("id", "desc").limit(limit).execute();
     return rows.map(toApiKey);

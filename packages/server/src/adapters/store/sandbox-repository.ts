@@ -17,6 +17,7 @@ import type { SandboxAction, SandboxState } from "../../domain/sandbox-state.ts"
 import type { SealedBox } from "../../security/sealed-box.ts";
 import type { QuotaRequest, SandboxFilter, SandboxRepository, UpdateOutcome } from "../../services/ports.ts";
 import type { Database, DatabaseKind } from "./database.ts";
+import { olderThan } from "./older-than.ts";
 import type { SandboxesTable, StoreSchema } from "./schema.ts";
 
 type Row = Selectable<SandboxesTable>;
@@ -79,12 +80,7 @@ export class KyselySandboxRepository implements SandboxRepository {
           : query.where(sql<boolean>`(metadata::jsonb ->> ${name}) = ${value}`);
     }
     if (after) {
-      query = query.where((eb) =>
-        eb.or([
-          eb("created_at", "<", after.createdAt),
-          eb.and([eb("created_at", "=", after.createdAt), eb("id", "<", after.id)]),
-        ]),
-      );
+      query = query.where(olderThan(after));
     }
     const rows = await query.orderBy("created_at", "desc").orderBy("id", "desc").limit(limit).execute();
     return rows.map((row) => this.toSandbox(row));
