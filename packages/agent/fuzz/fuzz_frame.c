@@ -63,6 +63,7 @@ static void one_input(const uint8_t *data, size_t size) {
     struct hello_req hello;
     struct exec_req exec;
     struct signal_req sig;
+    struct stdin_req in;
     switch (h.type) {
     case T_HELLO:
       hello_parse(p, h.length, &hello);
@@ -76,6 +77,10 @@ static void one_input(const uint8_t *data, size_t size) {
     case T_SIGNAL:
       r = signal_parse(p, h.length, &sig, &why);
       if (r == FRAME_OK) check(sig.signo >= 1 && sig.signo <= 64);
+      break;
+    case T_STDIN:
+      r = stdin_parse(p, h.length, &in, &why);
+      if (r == FRAME_OK) check(in.data.len == 0 || (in.data.ptr >= p && in.data.ptr + in.data.len <= p + h.length));
       break;
     default:
       break;

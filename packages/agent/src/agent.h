@@ -18,6 +18,8 @@
 #define CONN_IN_CAP 4096
 #define CONN_OUT_CAP (256u * 1024u)
 #define OUTPUT_CHUNK (64u * 1024u)
+/* Asked of the pipes to and from a command (F_SETPIPE_SZ), for bulk transfers. */
+#define PIPE_SIZE (1024 * 1024)
 /* Room kept free in a connection's output buffer for replies, so that output never starves them. */
 #define CONTROL_ROOM 4096u
 /* An exited command's output is awaited this long when a leftover child still holds its pipes. */
@@ -46,6 +48,13 @@ struct exec {
   int exited;
   struct sup_msg result;
   uint64_t exited_at;
+  /* Streamed stdin (STDIN_STREAM): the pipe's write end, what is queued for it, and whether EOF
+     was asked for once the queue drains. `in_buf` is STDIN_WINDOW bytes, allocated on first use. */
+  int in_fd; /* -1: no streamed stdin, or closed */
+  uint8_t *in_buf;
+  size_t in_off, in_len;
+  uint64_t in_delivered, in_acked;
+  int in_eof;
 };
 
 extern struct conn conns[MAX_CONNS];
@@ -68,6 +77,11 @@ void conn_error(struct conn *c, uint32_t id, int code, const char *message, int 
 /* exec.c */
 void exec_start(struct conn *c, uint32_t id, const uint8_t *payload, size_t len);
 void exec_signal(struct conn *c, uint32_t id, const uint8_t *payload, size_t len);
+void exec_stdin(struct conn *c, uint32_t id, const uint8_t *payload, size_t len);
+/* Writes queued stdin into the process's pipe; acknowledges what went through. */
+void exec_stdin_writable(struct exec *e);
+/* Sends STDIN_ACK when bytes were delivered since the last one and the connection has room. */
+void exec_stdin_ack(struct exec *e);
 void exec_ctl_readable(struct exec *e);
 void exec_output_readable(struct exec *e, int stream);
 /* Sends EXIT when the command has exited and its output is drained or DRAIN_MS passed. */

@@ -1,6 +1,6 @@
 /*
  * Host connections: accepting, reading frames out of the byte stream, answering HELLO and PING,
- * handing EXEC and SIGNAL to exec.c, and the bounded output buffer each connection writes from.
+ * handing EXEC, STDIN and SIGNAL to exec.c, and the bounded output buffer each connection writes from.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -135,6 +135,9 @@ static void dispatch(struct conn *c, const struct frame_header *h, const uint8_t
     break;
   case T_SIGNAL:
     exec_signal(c, h->id, p, h->length);
+    break;
+  case T_STDIN:
+    exec_stdin(c, h->id, p, h->length);
     break;
   default:
     conn_error(c, h->id, E_UNSUPPORTED_TYPE, "frame type not supported by this agent", 0);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -33,6 +34,9 @@ static void release(struct exec *e) {
   close_fd(&e->ctl);
   close_fd(&e->fd[0]);
   close_fd(&e->fd[1]);
+  close_fd(&e->in_fd);
+  free(e->in_buf);
+  e->in_buf = NULL;
   e->used = 0;
 }
 
@@ -57,6 +61,7 @@ static void close_agent_fds(void) {
     if (e->ctl >= 0) close(e->ctl);
     if (e->fd[0] >= 0) close(e->fd[0]);
     if (e->fd[1] >= 0) close(e->fd[1]);
+    if (e->in_fd >= 0) close(e->in_fd);
   }
 }
 
@@ -87,10 +92,18 @@ void exec_start(struct conn *c, uint32_t id, const uint8_t *payload, size_t len)
     conn_error(c, id, E_TOO_MANY, "too many running execs", 0);
     return;
   }
-  int out[2] = {-1, -1}, err[2] = {-1, -1}, ctl[2] = {-1, -1};
+  if (req.stream_stdin && req.has_stdin && req.stdin_data.len > STDIN_WINDOW) {
+    conn_error(c, id, E_BAD_REQUEST, "STDIN larger than the stdin window", 0);
+    return;
+  }
+  int out[2] = {-1, -1}, err[2] = {-1, -1}, ctl[2] = {-1, -1}, in[2] = {-1, -1};
   if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
-      socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0)
+      socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0 || (req.stream_stdin && pipe2(in, O_CLOEXEC) < 0))
     goto failed;
+  /* Bulk transfers (file uploads and downloads run through a tool's pipes) move in fewer wakeups
+     with larger pipes; an unprivileged limit just leaves the default. */
+  fcntl(out[0], F_SETPIPE_SZ, PIPE_SIZE);
+  if (in[1] >= 0) fcntl(in[1], F_SETPIPE_SZ, PIPE_SIZE);
   pid_t pid = fork();
   if (pid < 0) goto failed;
   if (pid == 0) {
@@ -98,17 +111,20 @@ void exec_start(struct conn *c, uint32_t id, const uint8_t *payload, size_t len)
     close(out[0]);
     close(err[0]);
     close(ctl[0]);
-    supervisor_main(&req, ctl[1], out[1], err[1]);
+    if (in[1] >= 0) close(in[1]);
+    supervisor_main(&req, ctl[1], out[1], err[1], in[0]);
   }
   close(out[1]);
   close(err[1]);
   close(ctl[1]);
+  if (in[0] >= 0) close(in[0]);
   if (fcntl(out[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(err[0], F_SETFL, O_NONBLOCK) < 0 ||
-      fcntl(ctl[0], F_SETFL, O_NONBLOCK) < 0) {
+      fcntl(ctl[0], F_SETFL, O_NONBLOCK) < 0 || (in[1] >= 0 && fcntl(in[1], F_SETFL, O_NONBLOCK) < 0)) {
     /* The supervisor sees its control socket closed and kills what it started. */
     close(out[0]);
     close(err[0]);
     close(ctl[0]);
+    if (in[1] >= 0) close(in[1]);
     conn_error(c, id, E_INTERNAL, strerror(errno), 0);
     return;
   }
@@ -122,10 +138,21 @@ void exec_start(struct conn *c, uint32_t id, const uint8_t *payload, size_t len)
   e->fd[0] = out[0];
   e->fd[1] = err[0];
   e->limit = req.output_limit;
+  e->in_fd = in[1];
+  if (in[1] >= 0 && req.has_stdin && req.stdin_data.len > 0) {
+    if ((e->in_buf = malloc(STDIN_WINDOW)) == NULL) {
+      exec_abandon(e);
+      conn_error(c, id, E_INTERNAL, "out of memory", 0);
+      return;
+    }
+    memcpy(e->in_buf, req.stdin_data.ptr, req.stdin_data.len);
+    e->in_len = req.stdin_data.len;
+    /* The host counts the EXEC's STDIN bytes as sent on the stream, so they are acknowledged too. */
+  }
   return;
 failed:;
   int saved = errno;
-  int fds[] = {out[0], out[1], err[0], err[1], ctl[0], ctl[1]};
+  int fds[] = {out[0], out[1], err[0], err[1], ctl[0], ctl[1], in[0], in[1]};
   for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
     if (fds[i] >= 0) close(fds[i]);
   conn_error(c, id, E_INTERNAL, strerror(saved), 0);
@@ -146,6 +173,81 @@ void exec_signal(struct conn *c, uint32_t id, const uint8_t *payload, size_t len
   }
   int32_t signo = (int32_t)s.signo;
   if (!e->exited && e->ctl >= 0) send(e->ctl, &signo, sizeof signo, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+void exec_stdin(struct conn *c, uint32_t id, const uint8_t *payload, size_t len) {
+  struct stdin_req req;
+  const char *why;
+  int r = stdin_parse(payload, len, &req, &why);
+  if (r != FRAME_OK) {
+    conn_error(c, id, r, why, r == E_MALFORMED_FRAME);
+    return;
+  }
+  struct exec *e = find(c, id);
+  if (e == NULL) {
+    conn_error(c, id, E_NO_SUCH_ID, "no running exec with this id", 0);
+    return;
+  }
+  /* After EOF, or once the process stopped reading (EPIPE), further input is dropped: the host
+     learns of it from EXIT, and the bytes still count as delivered so that its window moves. */
+  if (e->in_fd < 0 || e->in_eof) {
+    e->in_delivered += req.data.len;
+    exec_stdin_ack(e);
+    return;
+  }
+  if (req.data.len == 0) {
+    e->in_eof = 1;
+    exec_stdin_writable(e);
+    return;
+  }
+  if (e->in_len + req.data.len > STDIN_WINDOW) {
+    conn_error(c, id, E_BAD_REQUEST, "STDIN beyond the stdin window (wait for STDIN_ACK)", 0);
+    return;
+  }
+  if (e->in_buf == NULL && (e->in_buf = malloc(STDIN_WINDOW)) == NULL) {
+    conn_error(c, id, E_INTERNAL, "out of memory", 0);
+    return;
+  }
+  if (e->in_off + e->in_len + req.data.len > STDIN_WINDOW) {
+    memmove(e->in_buf, e->in_buf + e->in_off, e->in_len);
+    e->in_off = 0;
+  }
+  memcpy(e->in_buf + e->in_off + e->in_len, req.data.ptr, req.data.len);
+  e->in_len += req.data.len;
+  exec_stdin_writable(e);
+}
+
+void exec_stdin_writable(struct exec *e) {
+  while (e->in_fd >= 0 && e->in_len > 0) {
+    ssize_t n = write(e->in_fd, e->in_buf + e->in_off, e->in_len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    if (n <= 0) {
+      /* The process closed its stdin: what is queued can never be delivered. */
+      e->in_delivered += e->in_len;
+      e->in_len = 0;
+      close_fd(&e->in_fd);
+      break;
+    }
+    e->in_off += (size_t)n;
+    e->in_len -= (size_t)n;
+    e->in_delivered += (uint64_t)n;
+  }
+  if (e->in_len == 0) e->in_off = 0;
+  if (e->in_fd >= 0 && e->in_len == 0 && e->in_eof) close_fd(&e->in_fd);
+  exec_stdin_ack(e);
+}
+
+void exec_stdin_ack(struct exec *e) {
+  struct conn *c = exec_conn(e);
+  if (c == NULL || e->in_acked == e->in_delivered || conn_room(c) < CONTROL_ROOM) return;
+  struct writer w = conn_writer(c);
+  frame_begin(&w, T_STDIN_ACK, e->id);
+  put_u64(&w, F_OFFSET, e->in_delivered);
+  if (frame_end(&w)) {
+    conn_commit(c, &w);
+    e->in_acked = e->in_delivered;
+  }
 }
 
 void exec_ctl_readable(struct exec *e) {

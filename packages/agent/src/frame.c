@@ -130,12 +130,35 @@ int exec_parse(const uint8_t *payload, size_t len, struct exec_req *out, const c
       if (field_u64(v, &out->output_limit) != 0) return E_MALFORMED_FRAME;
       if (once(&seen, 6)) return *why = "duplicate output limit", E_BAD_REQUEST;
       break;
+    case F_STDIN_STREAM:
+      if (field_u64(v, &n) != 0) return E_MALFORMED_FRAME;
+      if (once(&seen, 7) || n > 1) return *why = "stdin stream must be 0 or 1", E_BAD_REQUEST;
+      out->stream_stdin = (int)n;
+      break;
     default:
       break; /* unknown fields are ignored: newer hosts may add some */
     }
   }
   if (r < 0) return E_MALFORMED_FRAME;
   if ((out->argc > 0) == (out->has_shell != 0)) return *why = "exactly one of argv and shell", E_BAD_REQUEST;
+  return FRAME_OK;
+}
+
+int stdin_parse(const uint8_t *payload, size_t len, struct stdin_req *out, const char **why) {
+  struct field_iter it = {payload, len};
+  uint16_t tag;
+  struct bytes v;
+  int r, have = 0;
+  *why = "malformed field";
+  out->data = (struct bytes){0};
+  while ((r = field_next(&it, &tag, &v)) == 1) {
+    if (tag != F_DATA) continue;
+    if (have) return *why = "duplicate data", E_BAD_REQUEST;
+    have = 1;
+    out->data = v;
+  }
+  if (r < 0) return E_MALFORMED_FRAME;
+  if (!have) return *why = "STDIN needs DATA (empty for EOF)", E_BAD_REQUEST;
   return FRAME_OK;
 }
 

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define PROTO_MAJOR 1
-#define PROTO_MINOR 0
+#define PROTO_MINOR 1
 
 #define FRAME_HEADER_SIZE 12u
 #define FRAME_MAX_SIZE (1024u * 1024u) /* header included */
@@ -19,6 +19,8 @@
 /* Limits on an EXEC request, so that a supervisor's allocations stay bounded. */
 #define EXEC_MAX_ARGV 4096u
 #define EXEC_MAX_ENV 4096u
+/* Streamed stdin the host may have sent and the agent not yet delivered (STDIN_ACK tells). */
+#define STDIN_WINDOW (1024u * 1024u)
 
 enum frame_type {
   T_HELLO = 0x0001,
@@ -28,10 +30,11 @@ enum frame_type {
   T_EXEC = 0x0010,
   T_EXEC_STARTED = 0x0011,
   T_OUTPUT = 0x0012,
-  T_STDIN = 0x0013, /* reserved: streamed stdin */
+  T_STDIN = 0x0013, /* streamed stdin: DATA, empty = EOF (EXEC with STDIN_STREAM) */
   T_SIGNAL = 0x0014,
   T_EXIT = 0x0015,
   T_EXEC_FAILED = 0x0016,
+  T_STDIN_ACK = 0x0017, /* OFFSET: stdin bytes delivered to the process so far */
   /* 0x0020-0x002F background processes, 0x0030-0x003F PTY, 0x0040-0x005F files,
      0x0060-0x006F tar, 0x0070-0x007F watch: reserved, answered with E_UNSUPPORTED_TYPE. */
 };
@@ -56,6 +59,7 @@ enum field_tag {
   F_STDIN = 26,
   F_TIMEOUT_MS = 27,
   F_OUTPUT_LIMIT = 28,
+  F_STDIN_STREAM = 29,
   F_STREAM = 30,
   F_OFFSET = 31,
   F_DATA = 32,
@@ -119,7 +123,7 @@ int hello_parse(const uint8_t *payload, size_t len, struct hello_req *out);
 struct exec_req {
   uint32_t argc; /* ARGV fields; 0 when SHELL is used */
   uint32_t envc;
-  int has_shell, has_cwd, has_stdin;
+  int has_shell, has_cwd, has_stdin, stream_stdin;
   struct bytes shell, cwd, stdin_data;
   uint32_t uid, gid;
   uint64_t timeout_ms; /* 0: none */
@@ -129,6 +133,11 @@ struct exec_req {
 };
 /* FRAME_OK, E_MALFORMED_FRAME (bad TLV) or E_BAD_REQUEST (well-formed but invalid); *why says which rule. */
 int exec_parse(const uint8_t *payload, size_t len, struct exec_req *out, const char **why);
+
+struct stdin_req {
+  struct bytes data; /* empty: EOF */
+};
+int stdin_parse(const uint8_t *payload, size_t len, struct stdin_req *out, const char **why);
 
 struct signal_req {
   uint64_t signo;

@@ -24,8 +24,11 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "tools.h"
 
 #define SHUTDOWN_GRACE_MS 500u
+/* pollfd slots per exec: its supervisor's control socket, stdout, stderr, streamed stdin. */
+#define EXEC_SLOTS 4
 
 int listen_fd = -1;
 static volatile sig_atomic_t got_chld, got_term;
@@ -95,7 +98,18 @@ static void shutdown_all(void) {
   kill_all_children(-1);
 }
 
+static const struct {
+  const char *name;
+  int (*run)(int argc, char **argv);
+} tools[] = {
+    {"fs", fs_main}, {"archive", archive_main}, {"watch", watch_main}, {"bg", bg_main}, {"pty", pty_main},
+};
+
 int main(int argc, char **argv) {
+  /* `shoal-agent TOOL …`: one of the tools, with argv[0] the tool's name. */
+  if (argc > 1)
+    for (size_t t = 0; t < sizeof tools / sizeof tools[0]; t++)
+      if (strcmp(argv[1], tools[t].name) == 0) return tools[t].run(argc - 1, argv + 1);
   const char *path = NULL;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
@@ -104,7 +118,7 @@ int main(int argc, char **argv) {
       path = argv[i] + 9;
   }
   if (path == NULL || path[0] == 0) {
-    dprintf(2, "usage: shoal-agent --socket /PATH/agent.sock\n");
+    dprintf(2, "usage: shoal-agent --socket /PATH/agent.sock | shoal-agent fs|archive|watch|bg|pty ARGS...\n");
     return 2;
   }
   for (int i = 0; i < MAX_CONNS; i++) conns[i].fd = -1;
@@ -132,9 +146,9 @@ int main(int argc, char **argv) {
   if (dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 || dup2(null_fd, 2) < 0) die("dup2 /dev/null");
   close(null_fd);
 
-  static struct pollfd pf[1 + MAX_CONNS + 3 * MAX_EXECS];
+  static struct pollfd pf[1 + MAX_CONNS + EXEC_SLOTS * MAX_EXECS];
   /* What each pollfd stands for: -1 listener, 0..MAX_CONNS-1 a connection, else an exec's fd. */
-  static int who[1 + MAX_CONNS + 3 * MAX_EXECS];
+  static int who[1 + MAX_CONNS + EXEC_SLOTS * MAX_EXECS];
   for (;;) {
     if (got_term) break;
     nfds_t n = 0;
@@ -158,12 +172,16 @@ int main(int argc, char **argv) {
       size_t room = c ? conn_room(c) : CONN_OUT_CAP;
       if (e->ctl >= 0 && room >= CONTROL_ROOM) {
         pf[n] = (struct pollfd){.fd = e->ctl, .events = POLLIN};
-        who[n++] = MAX_CONNS + 3 * i;
+        who[n++] = MAX_CONNS + EXEC_SLOTS * i;
+      }
+      if (e->in_fd >= 0 && e->in_len > 0) {
+        pf[n] = (struct pollfd){.fd = e->in_fd, .events = POLLOUT};
+        who[n++] = MAX_CONNS + EXEC_SLOTS * i + 3;
       }
       for (int s = 0; s < 2; s++) {
         if (e->fd[s] < 0 || (e->kept[s] < e->limit && room < 2 * CONTROL_ROOM)) continue;
         pf[n] = (struct pollfd){.fd = e->fd[s], .events = POLLIN};
-        who[n++] = MAX_CONNS + 3 * i + 1 + s;
+        who[n++] = MAX_CONNS + EXEC_SLOTS * i + 1 + s;
       }
       if (e->exited) {
         uint64_t at = e->exited_at + DRAIN_MS;
@@ -188,19 +206,25 @@ int main(int argc, char **argv) {
         if (pf[k].revents & (POLLIN | POLLHUP | POLLERR)) conn_readable(c);
         if (c->fd >= 0 && (pf[k].revents & POLLOUT)) conn_flush(c);
       } else {
-        struct exec *e = &execs[(w - MAX_CONNS) / 3];
-        int slot = (w - MAX_CONNS) % 3;
+        struct exec *e = &execs[(w - MAX_CONNS) / EXEC_SLOTS];
+        int slot = (w - MAX_CONNS) % EXEC_SLOTS;
         /* An earlier event of this round may have released the exec or closed this fd. */
         if (!e->used) continue;
         if (slot == 0 && e->ctl == pf[k].fd)
           exec_ctl_readable(e);
-        else if (slot > 0 && e->fd[slot - 1] == pf[k].fd)
+        else if ((slot == 1 || slot == 2) && e->fd[slot - 1] == pf[k].fd)
           exec_output_readable(e, slot - 1);
+        else if (slot == 3 && e->in_fd == pf[k].fd)
+          exec_stdin_writable(e);
       }
     }
     now = now_ms();
-    for (int i = 0; i < MAX_EXECS; i++)
-      if (execs[i].used && execs[i].exited) exec_try_finish(&execs[i], now);
+    for (int i = 0; i < MAX_EXECS; i++) {
+      if (!execs[i].used) continue;
+      /* An acknowledgement that found no room in the output buffer goes out once there is some. */
+      if (execs[i].in_acked != execs[i].in_delivered) exec_stdin_ack(&execs[i]);
+      if (execs[i].exited) exec_try_finish(&execs[i], now);
+    }
     for (int i = 0; i < MAX_CONNS; i++) {
       struct conn *c = &conns[i];
       if (c->fd >= 0 && c->in_len > 0 && c->big == NULL) conn_consume(c);

@@ -159,7 +159,7 @@ failed:
   _exit(127);
 }
 
-void supervisor_main(const struct exec_req *req, int ctl, int out_w, int err_w) {
+void supervisor_main(const struct exec_req *req, int ctl, int out_w, int err_w, int in_r) {
   struct sigaction sa = {0};
   sigset_t blocked, waiting;
   sa.sa_handler = on_chld;
@@ -196,7 +196,9 @@ void supervisor_main(const struct exec_req *req, int ctl, int out_w, int err_w) 
   if (argv == NULL || envp == NULL) fail(ctl, ENOMEM, STAGE_SETUP);
 
   int in[2] = {-1, -1}, status[2];
-  if (req->has_stdin) {
+  if (in_r >= 0) {
+    in[0] = in_r;
+  } else if (req->has_stdin) {
     if (pipe2(in, O_CLOEXEC) < 0) fail(ctl, errno, STAGE_SETUP);
   } else if ((in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
     fail(ctl, errno, STAGE_SETUP);

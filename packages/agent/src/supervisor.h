@@ -29,8 +29,9 @@ struct sup_msg {
   uint64_t duration_ms;
 };
 
-/* Runs in the freshly forked supervisor; never returns. */
-void supervisor_main(const struct exec_req *req, int ctl, int out_w, int err_w) __attribute__((noreturn));
+/* Runs in the freshly forked supervisor; never returns. in_r >= 0: the command's stdin is that
+   pipe, which the agent feeds (streamed stdin); else the request's STDIN bytes or /dev/null. */
+void supervisor_main(const struct exec_req *req, int ctl, int out_w, int err_w, int in_r) __attribute__((noreturn));
 
 /* SIGKILLs every child of the calling process, repeatedly, until it has none left (it must be a
    subreaper or PID 1 so that orphans come back to it). Reaps them; returns the wait status of

@@ -281,6 +281,112 @@ describe("shoal-agent", () => {
     await early.closed;
   });
 
+  test("streamed stdin: megabytes through cat arrive intact, under the window, with output streamed", async () => {
+    const input = Buffer.alloc(6 * 1024 * 1024 + 17);
+    for (let i = 0; i < input.length; i++) input[i] = (i * 31 + (i >> 12)) & 0xff;
+    const pieces: Buffer[] = [];
+    const process = await client.spawn({
+      ...base,
+      argv: ["cat"],
+      streamStdin: true,
+      stdin: Buffer.from("head:"),
+      outputLimitBytes: 0,
+      onOutput: (stream, data) => {
+        assert.equal(stream, "stdout");
+        pieces.push(Buffer.from(data));
+      },
+    });
+    assert.ok(process.pid > 0);
+    // Writes of any size resolve as the agent acknowledges; awaiting each bounds what is in flight.
+    for (let offset = 0; offset < input.length; offset += 700_001) {
+      await process.write(input.subarray(offset, offset + 700_001));
+    }
+    process.closeStdin();
+    const result = await process.result;
+    assert.equal(result.exitCode, 0);
+    assert.equal(result.stdout.length, 0, "outputLimitBytes 0 keeps nothing in the result");
+    assert.ok(result.stdoutTruncated);
+    const received = Buffer.concat(pieces);
+    const expected = Buffer.concat([Buffer.from("head:"), input]);
+    assert.equal(received.length, expected.length);
+    assert.ok(received.equals(expected));
+  });
+
+  test("streamed stdin: an interactive process answers line by line; writes after its exit are refused", async () => {
+    const lines: string[] = [];
+    let wake: () => void = () => {};
+    const process = await client.spawn({
+      ...base,
+      shell: 'while read -r line; do echo "got $line"; [ "$line" = quit ] && exit 3; done',
+      streamStdin: true,
+      onOutput: (_stream, data) => {
+        lines.push(text(data));
+        wake();
+      },
+    });
+    const answer = async (line: string): Promise<string> => {
+      const seen = lines.length;
+      const arrived = new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+      await process.write(Buffer.from(`${line}\n`));
+      if (lines.length === seen) await arrived;
+      return lines.slice(seen).join("");
+    };
+    assert.equal(await answer("one"), "got one\n");
+    assert.equal(await answer("two"), "got two\n");
+    assert.equal(await answer("quit"), "got quit\n");
+    const result = await process.result;
+    assert.equal(result.exitCode, 3);
+    assert.equal(text(result.stdout), "got one\ngot two\ngot quit\n");
+    const error = await rejection(process.write(Buffer.from("late\n")));
+    assert.equal(error.code, "EXEC_FAILED");
+    process.closeStdin(); // harmless after the end
+    await client.ping();
+  });
+
+  test("streamed stdin: a process that stops reading does not wedge the writer, and SIGNAL reaches it", async () => {
+    const process = await client.spawn({ ...base, shell: "exec 0<&-; sleep 30", streamStdin: true });
+    // Its stdin is closed: everything written is dropped as undeliverable yet acknowledged.
+    await process.write(Buffer.alloc(3 * 1024 * 1024));
+    process.signal(15);
+    const result = await process.result;
+    assert.equal(result.signal, "SIGTERM");
+  });
+
+  test("STDIN for an exec without streamed stdin, or beyond the window, is a BAD_REQUEST or NO_SUCH_ID", async () => {
+    const raw = await RawConnection.connect(agent.socketPath);
+    raw.hello();
+    await raw.next();
+    raw.send(encodeFrame(FrameType.STDIN, 9, [[FieldTag.DATA, Buffer.from("x")]]));
+    const unknown = await raw.next();
+    assert.equal(unknown === undefined ? 0 : fieldInt(unknown, FieldTag.CODE), AgentErrorCode.NO_SUCH_ID);
+    raw.send(
+      encodeFrame(FrameType.EXEC, 10, [
+        [FieldTag.ARGV, "sleep"],
+        [FieldTag.ARGV, "30"],
+        [FieldTag.ENV, `PATH=${PATH}`],
+        [FieldTag.STDIN_STREAM, 1],
+      ]),
+    );
+    const started = await raw.next();
+    assert.equal(started?.type, FrameType.EXEC_STARTED);
+    // sleep never reads: the pipe (up to 1 MiB) and the window (1 MiB) fill, then a frame overflows.
+    const chunk = Buffer.alloc(512 * 1024);
+    for (let i = 0; i < 6; i++) raw.send(encodeFrame(FrameType.STDIN, 10, [[FieldTag.DATA, chunk]]));
+    let overflow: Awaited<ReturnType<RawConnection["next"]>>;
+    do overflow = await raw.next();
+    while (overflow?.type === FrameType.STDIN_ACK);
+    assert.equal(overflow?.type, FrameType.ERROR);
+    assert.equal(overflow === undefined ? 0 : fieldInt(overflow, FieldTag.CODE), AgentErrorCode.BAD_REQUEST);
+    raw.send(encodeFrame(FrameType.STDIN, 10, [[FieldTag.MESSAGE, "no data"]]));
+    let missing: Awaited<ReturnType<RawConnection["next"]>>;
+    do missing = await raw.next();
+    while (missing?.type === FrameType.STDIN_ACK);
+    assert.equal(missing === undefined ? 0 : fieldInt(missing, FieldTag.CODE), AgentErrorCode.BAD_REQUEST);
+    raw.close();
+  });
+
   test("a reserved frame type is answered UNSUPPORTED_TYPE and the connection stays open", async () => {
     const raw = await RawConnection.connect(agent.socketPath);
     raw.hello();

@@ -10,7 +10,7 @@
 import type { Principal } from "../domain/api-key.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
-import type { ExecRequest, Runtime } from "./runtime-port.ts";
+import type { ExecRequest, ExecResult, OutputStream, Runtime, SandboxProcess } from "./runtime-port.ts";
 import type { SandboxService } from "./sandboxes.ts";
 
 export interface ExecCommand {
@@ -51,6 +51,36 @@ export class ExecService {
   constructor(private readonly options: ExecServiceOptions) {}
 
   async run(principal: Principal, id: string, command: ExecCommand): Promise<ExecOutcome> {
+    const request = await this.prepare(principal, id, command);
+    const result = await this.options.breaker.run(() => this.options.runtime.exec(id, request));
+    return this.#outcome(command, result);
+  }
+
+  /**
+   * Starts the command with its output streamed to `onOutput`; resolves once it runs (errors
+   * before that, such as EXEC_FAILED, reject here), with `outcome` settling as `run()` does.
+   */
+  async stream(
+    principal: Principal,
+    id: string,
+    command: ExecCommand,
+    onOutput: (stream: OutputStream, data: Uint8Array) => void,
+  ): Promise<{ process: SandboxProcess; outcome: Promise<ExecOutcome> }> {
+    const request = await this.prepare(principal, id, command);
+    const process = await this.options.breaker.run(() =>
+      this.options.runtime.spawn(id, { ...request, outputLimitBytes: 0, onOutput }),
+    );
+    const outcome = process.result.then((result) => this.#outcome(command, result));
+    outcome.catch(() => undefined);
+    return { process, outcome };
+  }
+
+  /**
+   * Checks that the sandbox can run a command now and builds what the runtime runs: the
+   * environment is the defaults, then the sandbox's, then the command's; `user` runs as 1000.
+   * Background commands, code and terminals start their processes from this too.
+   */
+  async prepare(principal: Principal, id: string, command: ExecCommand): Promise<ExecRequest> {
     const sandbox = await this.options.sandboxes.get(principal, id);
     if (
       sandbox.state === "pending" ||
@@ -66,7 +96,7 @@ export class ExecService {
       });
     }
     const root = command.user === "root";
-    const request: ExecRequest = {
+    return {
       ...(typeof command.cmd === "string" ? { shell: command.cmd } : { argv: command.cmd }),
       env: {
         PATH: defaultPath,
@@ -81,7 +111,9 @@ export class ExecService {
       timeoutMs: command.timeoutMs,
       outputLimitBytes: this.options.outputLimitBytes,
     };
-    const result = await this.options.breaker.run(() => this.options.runtime.exec(id, request));
+  }
+
+  #outcome(command: ExecCommand, result: ExecResult): ExecOutcome {
     const stdout = this.decoder.decode(result.stdout);
     const stderr = this.decoder.decode(result.stderr);
     if (result.timedOut) {

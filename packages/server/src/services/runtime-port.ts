@@ -60,6 +60,41 @@ export interface ExecResult {
   readonly durationMs: number;
 }
 
+/** Where every runtime puts shoal-agent inside a sandbox; its tools run as `AGENT_PATH fs stat /x` etc. */
+export const SANDBOX_AGENT_PATH = "/opt/shoal/shoal-agent";
+
+export type OutputStream = "stdout" | "stderr";
+
+export interface SpawnRequest extends ExecRequest {
+  /**
+   * Keeps the process's stdin open for `SandboxProcess.write()` until `closeStdin()` (after the
+   * `stdin` bytes, if any). Without it stdin is `stdin` then EOF, or /dev/null, as for exec.
+   */
+  readonly streamStdin?: boolean;
+  /**
+   * Called with each piece of output as the agent sends it, in order per stream. The result's
+   * stdout and stderr still keep up to `outputLimitBytes` each (0 to keep nothing).
+   */
+  readonly onOutput?: (stream: OutputStream, data: Uint8Array) => void;
+}
+
+/** A process started in a sandbox, still running or not. */
+export interface SandboxProcess {
+  /** Its pid inside the sandbox. */
+  readonly pid: number;
+  /**
+   * Queues data on its stdin; resolves once the agent has room for more, so that awaiting each
+   * write bounds what is in flight. Rejects once stdin was closed or the process ended.
+   */
+  write(data: Uint8Array): Promise<void>;
+  /** Sends EOF once everything written before has been delivered. */
+  closeStdin(): void;
+  /** 9 kills the whole process tree, as a timeout does; any other signal goes to its process group. */
+  signal(signo: number): void;
+  /** Settles when it exited and its output was delivered, as `Runtime.exec` does. */
+  readonly result: Promise<ExecResult>;
+}
+
 /** What the host actually has for a sandbox. `stopped`: its disk is kept, no process runs. */
 export type ActualState = "running" | "paused" | "stopped";
 
@@ -95,6 +130,8 @@ export interface Runtime {
    */
   destroy(id: string): Promise<void>;
   exec(id: string, request: ExecRequest): Promise<ExecResult>;
+  /** Starts a process and resolves once it runs, with its output streamed and stdin open if asked. */
+  spawn(id: string, request: SpawnRequest): Promise<SandboxProcess>;
   /** Every sandbox this runtime holds on the host, whether or not the store knows it. */
   list(): Promise<HostSandbox[]>;
   /** Lets go of connections and timers and finishes pending removals; sandboxes keep running. */

@@ -13,7 +13,7 @@ import { closeSync, constants, openSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { ShoalError } from "../../errors/shoal-error.ts";
-import type { ExecRequest, ExecResult } from "../../services/runtime-port.ts";
+import type { ExecRequest, ExecResult, SandboxProcess, SpawnRequest } from "../../services/runtime-port.ts";
 import {
   AgentErrorCode,
   encodeFrame,
@@ -49,6 +49,10 @@ const EXEC_ANSWER_GRACE_MS = 10_000;
 /** sun_path holds 108 bytes including the terminating NUL. */
 const SUN_PATH_MAX = 107;
 const SIGKILL = 9;
+/** The agent's STDIN_WINDOW: streamed stdin sent and not yet acknowledged. */
+const STDIN_WINDOW = 1024 * 1024;
+/** Streamed stdin goes in frames of at most this much, so that other streams interleave. */
+const STDIN_CHUNK = 128 * 1024;
 
 interface StreamBuffer {
   chunks: Uint8Array[];
@@ -63,6 +67,19 @@ interface PendingExec {
   readonly resolve: (result: ExecResult) => void;
   readonly reject: (error: Error) => void;
   timer: NodeJS.Timeout | undefined;
+  readonly onOutput: SpawnRequest["onOutput"];
+  /** Set for a spawn: resolves with the pid at EXEC_STARTED. */
+  started?: (pid: number) => void;
+  readonly stdin?: StdinStream;
+}
+
+/** Flow control of one exec's streamed stdin: bytes sent and acknowledged, writers waiting for room. */
+interface StdinStream {
+  sent: number;
+  acked: number;
+  closed: boolean;
+  ended: boolean;
+  readonly waiting: Array<() => void>;
 }
 
 interface PendingReply {
@@ -140,22 +157,81 @@ export class AgentClient {
   }
 
   exec(request: ExecRequest): Promise<ExecResult> {
-    if (this.#closed) return Promise.reject(unreachable(this.#sandboxId, this.#closeError));
+    return this.#start(request, undefined, undefined).result;
+  }
+
+  /** Starts a process with its output streamed to `onOutput` and, if asked, stdin kept open. */
+  async spawn(request: SpawnRequest): Promise<SandboxProcess> {
+    const stdin: StdinStream | undefined = request.streamStdin
+      ? { sent: request.stdin?.length ?? 0, acked: 0, closed: false, ended: false, waiting: [] }
+      : undefined;
+    if (stdin !== undefined && stdin.sent > STDIN_WINDOW) {
+      throw new ShoalError("EXEC_FAILED", { details: { reason: "initial stdin larger than the stdin window" } });
+    }
+    let started: (pid: number) => void = () => {};
+    const pid = new Promise<number>((resolve) => {
+      started = resolve;
+    });
+    const { id, result } = this.#start(request, started, stdin);
+    // An exec that fails before EXEC_STARTED settles `result` only.
+    const startedPid = await Promise.race([pid, result.then(() => -1)]);
+    return {
+      pid: startedPid,
+      result,
+      write: (data) => this.#writeStdin(id, stdin, data),
+      closeStdin: () => {
+        if (stdin === undefined || stdin.closed) return;
+        stdin.closed = true;
+        if (!stdin.ended) this.#send(encodeFrame(FrameType.STDIN, id, [[FieldTag.DATA, new Uint8Array(0)]]));
+      },
+      signal: (signo) => {
+        if (this.#execs.has(id)) this.#send(encodeFrame(FrameType.SIGNAL, id, [[FieldTag.SIGNAL, signo]]));
+      },
+    };
+  }
+
+  async #writeStdin(id: number, stdin: StdinStream | undefined, data: Uint8Array): Promise<void> {
+    if (stdin === undefined) throw new ShoalError("EXEC_FAILED", { details: { reason: "stdin is not streamed" } });
+    for (let offset = 0; offset < data.length; ) {
+      if (stdin.closed || stdin.ended) {
+        throw new ShoalError("EXEC_FAILED", { details: { reason: "the process's stdin is closed" } });
+      }
+      const room = STDIN_WINDOW - (stdin.sent - stdin.acked);
+      if (room <= 0) {
+        await new Promise<void>((resolve) => stdin.waiting.push(resolve));
+        continue;
+      }
+      const chunk = data.subarray(offset, offset + Math.min(room, STDIN_CHUNK, data.length - offset));
+      this.#send(encodeFrame(FrameType.STDIN, id, [[FieldTag.DATA, chunk]]));
+      stdin.sent += chunk.length;
+      offset += chunk.length;
+    }
+  }
+
+  #start(
+    request: SpawnRequest,
+    started: ((pid: number) => void) | undefined,
+    stdin: StdinStream | undefined,
+  ): { id: number; result: Promise<ExecResult> } {
     const id = this.#allocateId();
+    if (this.#closed) return { id, result: Promise.reject(unreachable(this.#sandboxId, this.#closeError)) };
     let frame: Buffer;
     try {
       frame = encodeFrame(FrameType.EXEC, id, execFields(request));
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
-      return Promise.reject(new ShoalError("EXEC_FAILED", { details: { reason }, cause: error }));
+      return { id, result: Promise.reject(new ShoalError("EXEC_FAILED", { details: { reason }, cause: error })) };
     }
-    return new Promise<ExecResult>((resolve, reject) => {
+    const result = new Promise<ExecResult>((resolve, reject) => {
       const pending: PendingExec = {
         limit: request.outputLimitBytes,
         streams: [newStream(), newStream()],
         resolve,
         reject,
         timer: undefined,
+        onOutput: request.onOutput,
+        ...(started === undefined ? {} : { started }),
+        ...(stdin === undefined ? {} : { stdin }),
       };
       // setTimeout cannot wait longer than 2^31-1 ms; such an exec runs without a watchdog.
       if (request.timeoutMs > 0 && request.timeoutMs + EXEC_ANSWER_GRACE_MS <= 2 ** 31 - 1) {
@@ -169,6 +245,7 @@ export class AgentClient {
       this.#execs.set(id, pending);
       this.#send(frame);
     });
+    return { id, result };
   }
 
   #allocateId(): number {
@@ -267,8 +344,20 @@ export class AgentClient {
       case FrameType.EXIT:
         this.#onExit(frame);
         return;
+      case FrameType.EXEC_STARTED: {
+        const pending = this.#execs.get(frame.id);
+        pending?.started?.(fieldInt(frame, FieldTag.PID) ?? 0);
+        return;
+      }
+      case FrameType.STDIN_ACK: {
+        const stdin = this.#execs.get(frame.id)?.stdin;
+        if (stdin === undefined) return;
+        stdin.acked = Math.max(stdin.acked, fieldInt(frame, FieldTag.OFFSET) ?? 0);
+        for (const wake of stdin.waiting.splice(0)) wake();
+        return;
+      }
       default:
-        return; // EXEC_STARTED and types of newer agents carry nothing an exec needs
+        return; // types of newer agents carry nothing an exec needs
     }
   }
 
@@ -282,6 +371,8 @@ export class AgentClient {
       pending.reject(new ShoalError("EXEC_FAILED", { details: { reason }, cause: error }));
       return;
     }
+    // STDIN or SIGNAL racing an EXIT are answered NO_SUCH_ID: nothing is wrong with the connection.
+    if (frame.id !== 0 && code === AgentErrorCode.NO_SUCH_ID) return;
     // An error on no exec (or on HELLO) is about the connection, which the agent now closes.
     this.#closeError = error;
     this.#hello?.reject(unreachable(this.#sandboxId, error));
@@ -298,6 +389,7 @@ export class AgentClient {
     if (buffer === undefined) throw new ProtocolError(`OUTPUT for unknown stream ${stream}`);
     if (offset !== buffer.received) throw new ProtocolError(`OUTPUT at offset ${offset}, expected ${buffer.received}`);
     buffer.received += data.length;
+    if (data.length > 0) pending.onOutput?.(stream === 1 ? "stdout" : "stderr", data);
     const keep = Math.min(data.length, pending.limit - buffer.kept);
     if (keep < data.length) buffer.truncated = true;
     if (keep > 0) {
@@ -330,6 +422,10 @@ export class AgentClient {
     if (pending === undefined) return undefined;
     this.#execs.delete(id);
     clearTimeout(pending.timer);
+    if (pending.stdin !== undefined) {
+      pending.stdin.ended = true;
+      for (const wake of pending.stdin.waiting.splice(0)) wake();
+    }
     return pending;
   }
 
@@ -359,7 +455,7 @@ function unreachable(sandboxId: string, cause: unknown): ShoalError {
   return new ShoalError("AGENT_UNREACHABLE", { details: { sandbox_id: sandboxId }, cause });
 }
 
-function execFields(request: ExecRequest): FieldInput[] {
+function execFields(request: SpawnRequest): FieldInput[] {
   const fields: FieldInput[] = [];
   const hasArgv = request.argv !== undefined && request.argv.length > 0;
   if (hasArgv === (request.shell !== undefined)) throw new ProtocolError("exactly one of argv and shell is needed");
@@ -373,8 +469,13 @@ function execFields(request: ExecRequest): FieldInput[] {
   if (request.uid !== undefined) fields.push([FieldTag.UID, request.uid]);
   if (request.gid !== undefined) fields.push([FieldTag.GID, request.gid]);
   if (request.stdin !== undefined) fields.push([FieldTag.STDIN, request.stdin]);
+  if (request.streamStdin === true) fields.push([FieldTag.STDIN_STREAM, 1]);
   fields.push([FieldTag.TIMEOUT_MS, request.timeoutMs]);
-  fields.push([FieldTag.OUTPUT_LIMIT, request.outputLimitBytes]);
+  // Streamed output is all sent; only what the result keeps is capped (on this side).
+  fields.push([
+    FieldTag.OUTPUT_LIMIT,
+    request.onOutput === undefined ? request.outputLimitBytes : Number.MAX_SAFE_INTEGER,
+  ]);
   return fields;
 }
 

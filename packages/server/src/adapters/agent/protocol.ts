@@ -9,7 +9,7 @@
  */
 
 export const PROTOCOL_MAJOR = 1;
-export const PROTOCOL_MINOR = 0;
+export const PROTOCOL_MINOR = 1;
 export const FRAME_HEADER_SIZE = 12;
 export const FIELD_HEADER_SIZE = 6;
 /** The largest frame, header included, that either side sends or accepts. */
@@ -27,6 +27,7 @@ export const FrameType = {
   SIGNAL: 0x0014,
   EXIT: 0x0015,
   EXEC_FAILED: 0x0016,
+  STDIN_ACK: 0x0017,
 } as const;
 
 export const FieldTag = {
@@ -49,6 +50,7 @@ export const FieldTag = {
   STDIN: 26,
   TIMEOUT_MS: 27,
   OUTPUT_LIMIT: 28,
+  STDIN_STREAM: 29,
   STREAM: 30,
   OFFSET: 31,
   DATA: 32,

@@ -1,9 +1,14 @@
-/** `POST /v1/sandboxes/{id}/exec`: run one command in a running sandbox and answer its output. */
+/**
+ * `POST /v1/sandboxes/{id}/exec`: run one command in a running sandbox and answer its output, as
+ * one JSON body or, when the client accepts `text/event-stream`, as events while it runs.
+ */
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyInstance } from "fastify";
 import { Type } from "typebox";
-import type { ExecService } from "../../services/exec.ts";
+import type { ExecCommand, ExecService } from "../../services/exec.ts";
+import { streamExec } from "../http/exec-event-stream.ts";
 import { policy } from "../http/route-policy.ts";
+import { wantsEventStream } from "../http/sse.ts";
 import { envNamePattern, principalOf, StringMapSchema } from "./sandboxes.routes.ts";
 
 const ExecBody = Type.Object(
@@ -54,23 +59,33 @@ export async function sandboxExecRoutes(app: FastifyInstance, exec: ExecService)
         summary: "Run a command and wait for it",
         description:
           "Answers 200 with the exit code and output, whatever the exit code. EXEC_TIMEOUT (408) carries the output " +
-          "so far; each stream keeps at most SHOAL_EXEC_OUTPUT_LIMIT_BYTES and is flagged when truncated.",
+          "so far; each stream keeps at most SHOAL_EXEC_OUTPUT_LIMIT_BYTES and is flagged when truncated. " +
+          "With `Accept: text/event-stream` the output streams as it is produced instead: `stdout` and `stderr` " +
+          "events (`{text}` when the bytes are UTF-8, else `{base64}`), then one `exit` event (the ExecResult " +
+          "fields without stdout and stderr), or an `error` event with the error envelope (EXEC_TIMEOUT, …). " +
+          "Every event has an increasing `id`. Errors found before the command starts answer as usual. " +
+          "Disconnecting kills the command.",
         tags: ["exec"],
         params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }),
         body: ExecBody,
         response: { 200: Type.Unsafe({ $ref: "ExecResult#" }) },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const { body } = request;
-      const result = await exec.run(principalOf(request), request.params.id, {
+      const command: ExecCommand = {
         cmd: body.cmd,
         env: body.env,
         cwd: body.cwd,
         stdin: body.stdin,
         timeoutMs: body.timeout_ms,
         user: body.user,
-      });
+      };
+      if (wantsEventStream(request)) {
+        await streamExec(request, reply, exec, principalOf(request), request.params.id, command);
+        return reply;
+      }
+      const result = await exec.run(principalOf(request), request.params.id, command);
       return {
         exit_code: result.exitCode,
         signal: result.signal,

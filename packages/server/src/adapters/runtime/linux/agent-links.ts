@@ -8,11 +8,12 @@
  *   const result = await links.use(id, socketPath, (agent) => agent.exec(request));
  */
 
-import type { ExecRequest, ExecResult } from "../../../services/runtime-port.ts";
+import type { ExecRequest, ExecResult, SandboxProcess, SpawnRequest } from "../../../services/runtime-port.ts";
 
 /** What the runtime needs of an agent connection (AgentClient provides it). */
 export interface AgentLink {
   exec(request: ExecRequest): Promise<ExecResult>;
+  spawn(request: SpawnRequest): Promise<SandboxProcess>;
   close(): void | Promise<void>;
   /** True once the connection ended (the agent died, the sandbox stopped). */
   readonly closed?: boolean;

@@ -21,6 +21,7 @@
 
 import { createHash } from "node:crypto";
 import { join } from "node:path";
+import { SANDBOX_AGENT_PATH } from "../../../services/runtime-port.ts";
 
 export interface RuntimePaths {
   readonly dataDir: string;
@@ -50,7 +51,7 @@ export interface SandboxPaths {
 }
 
 /** Inside the container. */
-export const CONTAINER_AGENT_BINARY = "/opt/shoal/shoal-agent";
+export const CONTAINER_AGENT_BINARY = SANDBOX_AGENT_PATH;
 export const CONTAINER_AGENT_DIR = "/run/shoal";
 export const CONTAINER_SOCKET = `${CONTAINER_AGENT_DIR}/agent.sock`;
 

@@ -39,7 +39,9 @@ import type {
   ExecResult,
   HostSandbox,
   Runtime,
+  SandboxProcess,
   SandboxSpec,
+  SpawnRequest,
 } from "../../../services/runtime-port.ts";
 import { AgentClient } from "../../agent/agent-client.ts";
 import { type AgentConnector, AgentLinks } from "./agent-links.ts";
@@ -561,6 +563,27 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     // The agent sees a SIGKILL; only the cgroup knows the OOM killer sent it.
     const oomKilled = result.oomKilled || cgroup.oomKills() > before;
     return oomKilled === result.oomKilled ? result : { ...result, oomKilled };
+  }
+
+  async spawn(id: string, request: SpawnRequest): Promise<SandboxProcess> {
+    const paths = this.#sandbox(id);
+    const cgroup = this.#cgroup(await this.#prepare(), id);
+    const env = { ...(await this.#baseEnv(id, paths)), ...request.env };
+    if (request.uid === SANDBOX_USER.uid && request.env.HOME === undefined) env.HOME = SANDBOX_USER.home;
+    const before = cgroup.oomKills();
+    const started = await this.#links.use(id, paths.socket, (agent) => agent.spawn({ ...request, env }));
+    const result = started.result.then((outcome) => {
+      const oomKilled = outcome.oomKilled || cgroup.oomKills() > before;
+      return oomKilled === outcome.oomKilled ? outcome : { ...outcome, oomKilled };
+    });
+    result.catch(() => undefined);
+    return {
+      pid: started.pid,
+      write: (data) => started.write(data),
+      closeStdin: () => started.closeStdin(),
+      signal: (signo) => started.signal(signo),
+      result,
+    };
   }
 
   async list(): Promise<HostSandbox[]> {
