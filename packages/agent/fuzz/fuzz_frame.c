@@ -64,6 +64,7 @@ static void one_input(const uint8_t *data, size_t size) {
     struct exec_req exec;
     struct signal_req sig;
     struct stdin_req in;
+    struct output_ack_req ack;
     switch (h.type) {
     case T_HELLO:
       hello_parse(p, h.length, &hello);
@@ -81,6 +82,10 @@ static void one_input(const uint8_t *data, size_t size) {
     case T_STDIN:
       r = stdin_parse(p, h.length, &in, &why);
       if (r == FRAME_OK) check(in.data.len == 0 || (in.data.ptr >= p && in.data.ptr + in.data.len <= p + h.length));
+      break;
+    case T_OUTPUT_ACK:
+      r = output_ack_parse(p, h.length, &ack, &why);
+      if (r == FRAME_OK) check(ack.stream == 1 || ack.stream == 2);
       break;
     default:
       break;

@@ -45,6 +45,8 @@ struct exec {
   pid_t sup;
   int ctl, fd[2]; /* -1 when closed */
   uint64_t kept[2], seen[2], limit;
+  /* OUTPUT_WINDOW: at most this much sent and not yet acknowledged per stream (0: no window). */
+  uint64_t window, acked[2];
   int exited;
   struct sup_msg result;
   uint64_t exited_at;
@@ -78,6 +80,9 @@ void conn_error(struct conn *c, uint32_t id, int code, const char *message, int 
 void exec_start(struct conn *c, uint32_t id, const uint8_t *payload, size_t len);
 void exec_signal(struct conn *c, uint32_t id, const uint8_t *payload, size_t len);
 void exec_stdin(struct conn *c, uint32_t id, const uint8_t *payload, size_t len);
+void exec_output_ack(struct conn *c, uint32_t id, const uint8_t *payload, size_t len);
+/* True when stream s may not be read now: its window is full. */
+int exec_output_blocked(const struct exec *e, int s);
 /* Writes queued stdin into the process's pipe; acknowledges what went through. */
 void exec_stdin_writable(struct exec *e);
 /* Sends STDIN_ACK when bytes were delivered since the last one and the connection has room. */

@@ -139,6 +139,9 @@ static void dispatch(struct conn *c, const struct frame_header *h, const uint8_t
   case T_STDIN:
     exec_stdin(c, h->id, p, h->length);
     break;
+  case T_OUTPUT_ACK:
+    exec_output_ack(c, h->id, p, h->length);
+    break;
   default:
     conn_error(c, h->id, E_UNSUPPORTED_TYPE, "frame type not supported by this agent", 0);
     break;

@@ -138,6 +138,7 @@ void exec_start(struct conn *c, uint32_t id, const uint8_t *payload, size_t len)
   e->fd[0] = out[0];
   e->fd[1] = err[0];
   e->limit = req.output_limit;
+  e->window = req.output_window;
   e->in_fd = in[1];
   if (in[1] >= 0 && req.has_stdin && req.stdin_data.len > 0) {
     if ((e->in_buf = malloc(STDIN_WINDOW)) == NULL) {
@@ -215,6 +216,31 @@ void exec_stdin(struct conn *c, uint32_t id, const uint8_t *payload, size_t len)
   memcpy(e->in_buf + e->in_off + e->in_len, req.data.ptr, req.data.len);
   e->in_len += req.data.len;
   exec_stdin_writable(e);
+}
+
+void exec_output_ack(struct conn *c, uint32_t id, const uint8_t *payload, size_t len) {
+  struct output_ack_req req;
+  const char *why;
+  int r = output_ack_parse(payload, len, &req, &why);
+  if (r != FRAME_OK) {
+    conn_error(c, id, r, why, r == E_MALFORMED_FRAME);
+    return;
+  }
+  struct exec *e = find(c, id);
+  if (e == NULL) {
+    conn_error(c, id, E_NO_SUCH_ID, "no running exec with this id", 0);
+    return;
+  }
+  int s = (int)req.stream - 1;
+  if (req.offset > e->kept[s]) {
+    conn_error(c, id, E_BAD_REQUEST, "OUTPUT_ACK beyond the output sent", 0);
+    return;
+  }
+  if (req.offset > e->acked[s]) e->acked[s] = req.offset;
+}
+
+int exec_output_blocked(const struct exec *e, int s) {
+  return e->window > 0 && e->kept[s] < e->limit && e->kept[s] - e->acked[s] >= e->window;
 }
 
 void exec_stdin_writable(struct exec *e) {
@@ -306,6 +332,11 @@ void exec_output_readable(struct exec *e, int s) {
     size_t overhead = CONTROL_ROOM + FRAME_HEADER_SIZE + 3 * FIELD_HEADER_SIZE + 16;
     if (room <= overhead) return;
     if (room - overhead < want) want = room - overhead;
+    if (e->window > 0) {
+      uint64_t open = e->window - (e->kept[s] - e->acked[s]);
+      if (exec_output_blocked(e, s)) return;
+      if (open < want) want = (size_t)open;
+    }
   }
   ssize_t n = read(e->fd[s], scratch, want);
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;

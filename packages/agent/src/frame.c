@@ -130,6 +130,10 @@ int exec_parse(const uint8_t *payload, size_t len, struct exec_req *out, const c
       if (field_u64(v, &out->output_limit) != 0) return E_MALFORMED_FRAME;
       if (once(&seen, 6)) return *why = "duplicate output limit", E_BAD_REQUEST;
       break;
+    case F_OUTPUT_WINDOW:
+      if (field_u64(v, &out->output_window) != 0) return E_MALFORMED_FRAME;
+      if (once(&seen, 8)) return *why = "duplicate output window", E_BAD_REQUEST;
+      break;
     case F_STDIN_STREAM:
       if (field_u64(v, &n) != 0) return E_MALFORMED_FRAME;
       if (once(&seen, 7) || n > 1) return *why = "stdin stream must be 0 or 1", E_BAD_REQUEST;
@@ -159,6 +163,25 @@ int stdin_parse(const uint8_t *payload, size_t len, struct stdin_req *out, const
   }
   if (r < 0) return E_MALFORMED_FRAME;
   if (!have) return *why = "STDIN needs DATA (empty for EOF)", E_BAD_REQUEST;
+  return FRAME_OK;
+}
+
+int output_ack_parse(const uint8_t *payload, size_t len, struct output_ack_req *out, const char **why) {
+  struct field_iter it = {payload, len};
+  uint16_t tag;
+  struct bytes v;
+  int r, have_stream = 0, have_offset = 0;
+  *why = "malformed field";
+  while ((r = field_next(&it, &tag, &v)) == 1) {
+    if (tag == F_STREAM) {
+      if (have_stream++ || field_u64(v, &out->stream) != 0) return E_MALFORMED_FRAME;
+    } else if (tag == F_OFFSET) {
+      if (have_offset++ || field_u64(v, &out->offset) != 0) return E_MALFORMED_FRAME;
+    }
+  }
+  if (r < 0) return E_MALFORMED_FRAME;
+  if (!have_stream || !have_offset || out->stream < 1 || out->stream > 2)
+    return *why = "OUTPUT_ACK needs STREAM (1 or 2) and OFFSET", E_BAD_REQUEST;
   return FRAME_OK;
 }
 

@@ -35,6 +35,7 @@ enum frame_type {
   T_EXIT = 0x0015,
   T_EXEC_FAILED = 0x0016,
   T_STDIN_ACK = 0x0017, /* OFFSET: stdin bytes delivered to the process so far */
+  T_OUTPUT_ACK = 0x0018, /* STREAM, OFFSET: output the host has consumed (EXEC with OUTPUT_WINDOW) */
   /* 0x0020-0x002F background processes, 0x0030-0x003F PTY, 0x0040-0x005F files,
      0x0060-0x006F tar, 0x0070-0x007F watch: reserved, answered with E_UNSUPPORTED_TYPE. */
 };
@@ -60,6 +61,7 @@ enum field_tag {
   F_TIMEOUT_MS = 27,
   F_OUTPUT_LIMIT = 28,
   F_STDIN_STREAM = 29,
+  F_OUTPUT_WINDOW = 33,
   F_STREAM = 30,
   F_OFFSET = 31,
   F_DATA = 32,
@@ -128,6 +130,7 @@ struct exec_req {
   uint32_t uid, gid;
   uint64_t timeout_ms; /* 0: none */
   uint64_t output_limit;
+  uint64_t output_window; /* 0: none */
   const uint8_t *payload; /* ARGV and ENV are read again from here, in order */
   size_t payload_len;
 };
@@ -138,6 +141,12 @@ struct stdin_req {
   struct bytes data; /* empty: EOF */
 };
 int stdin_parse(const uint8_t *payload, size_t len, struct stdin_req *out, const char **why);
+
+struct output_ack_req {
+  uint64_t stream; /* 1 stdout, 2 stderr */
+  uint64_t offset;
+};
+int output_ack_parse(const uint8_t *payload, size_t len, struct output_ack_req *out, const char **why);
 
 struct signal_req {
   uint64_t signo;

@@ -180,6 +180,11 @@ int main(int argc, char **argv) {
       }
       for (int s = 0; s < 2; s++) {
         if (e->fd[s] < 0 || (e->kept[s] < e->limit && room < 2 * CONTROL_ROOM)) continue;
+        if (exec_output_blocked(e, s)) {
+          /* Output held back by the host is not leftover output: the drain wait starts when it flows. */
+          if (e->exited) e->exited_at = now;
+          continue;
+        }
         pf[n] = (struct pollfd){.fd = e->fd[s], .events = POLLIN};
         who[n++] = MAX_CONNS + EXEC_SLOTS * i + 1 + s;
       }

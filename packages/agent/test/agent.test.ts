@@ -354,6 +354,38 @@ describe("shoal-agent", () => {
     assert.equal(result.signal, "SIGTERM");
   });
 
+  test("streamed output: a consumer that holds its promises stops the producer at the window", async () => {
+    const window = 1024 * 1024;
+    const total = 8 * 1024 * 1024;
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let received = 0;
+    let windowFull: () => void = () => {};
+    const filled = new Promise<void>((resolve) => {
+      windowFull = resolve;
+    });
+    const process = await client.spawn({
+      ...base,
+      argv: ["head", "-c", String(total), "/dev/zero"],
+      outputLimitBytes: 0,
+      onOutput: (_stream, data) => {
+        received += data.length;
+        if (received >= window - 64 * 1024) windowFull();
+        return gate;
+      },
+    });
+    await filled;
+    // A few round trips give an agent that ignored the window every chance to send more.
+    for (let i = 0; i < 5; i++) await client.ping();
+    assert.ok(received <= window, `${received} bytes sent to a consumer that settled none`);
+    release();
+    const result = await process.result;
+    assert.equal(result.exitCode, 0);
+    assert.equal(received, total);
+  });
+
   test("STDIN for an exec without streamed stdin, or beyond the window, is a BAD_REQUEST or NO_SUCH_ID", async () => {
     const raw = await RawConnection.connect(agent.socketPath);
     raw.hello();

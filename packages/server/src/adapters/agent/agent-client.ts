@@ -51,6 +51,8 @@ const SUN_PATH_MAX = 107;
 const SIGKILL = 9;
 /** The agent's STDIN_WINDOW: streamed stdin sent and not yet acknowledged. */
 const STDIN_WINDOW = 1024 * 1024;
+/** Streamed output per stream that the agent sends ahead of what `onOutput` has consumed. */
+const OUTPUT_WINDOW = 1024 * 1024;
 /** Streamed stdin goes in frames of at most this much, so that other streams interleave. */
 const STDIN_CHUNK = 128 * 1024;
 
@@ -59,6 +61,8 @@ interface StreamBuffer {
   kept: number;
   received: number;
   truncated: boolean;
+  /** Settles once every piece handed to `onOutput` so far was consumed (undefined: all were). */
+  unsettled?: Promise<void> | undefined;
 }
 
 interface PendingExec {
@@ -389,7 +393,31 @@ export class AgentClient {
     if (buffer === undefined) throw new ProtocolError(`OUTPUT for unknown stream ${stream}`);
     if (offset !== buffer.received) throw new ProtocolError(`OUTPUT at offset ${offset}, expected ${buffer.received}`);
     buffer.received += data.length;
-    if (data.length > 0) pending.onOutput?.(stream === 1 ? "stdout" : "stderr", data);
+    if (data.length > 0 && pending.onOutput !== undefined) {
+      const which = stream === 1 ? 1 : 2;
+      const consumed = pending.onOutput(which === 1 ? "stdout" : "stderr", data);
+      const end = buffer.received;
+      const ack = (): void => {
+        if (!this.#execs.has(frame.id)) return;
+        this.#send(
+          encodeFrame(FrameType.OUTPUT_ACK, frame.id, [
+            [FieldTag.STREAM, which],
+            [FieldTag.OFFSET, end],
+          ]),
+        );
+      };
+      // Acknowledgements are cumulative: one may go out only once every earlier piece settled.
+      if (consumed instanceof Promise || buffer.unsettled !== undefined) {
+        const previous = buffer.unsettled;
+        const settled = Promise.all([previous, consumed]).then(ack, ack);
+        buffer.unsettled = settled;
+        settled.then(() => {
+          if (buffer.unsettled === settled) buffer.unsettled = undefined;
+        });
+      } else {
+        ack();
+      }
+    }
     const keep = Math.min(data.length, pending.limit - buffer.kept);
     if (keep < data.length) buffer.truncated = true;
     if (keep > 0) {
@@ -471,11 +499,13 @@ function execFields(request: SpawnRequest): FieldInput[] {
   if (request.stdin !== undefined) fields.push([FieldTag.STDIN, request.stdin]);
   if (request.streamStdin === true) fields.push([FieldTag.STDIN_STREAM, 1]);
   fields.push([FieldTag.TIMEOUT_MS, request.timeoutMs]);
-  // Streamed output is all sent; only what the result keeps is capped (on this side).
-  fields.push([
-    FieldTag.OUTPUT_LIMIT,
-    request.onOutput === undefined ? request.outputLimitBytes : Number.MAX_SAFE_INTEGER,
-  ]);
+  if (request.onOutput === undefined) {
+    fields.push([FieldTag.OUTPUT_LIMIT, request.outputLimitBytes]);
+  } else {
+    // Streamed output is all sent, paced by OUTPUT_ACK; what the result keeps is capped on this side.
+    fields.push([FieldTag.OUTPUT_LIMIT, Number.MAX_SAFE_INTEGER]);
+    fields.push([FieldTag.OUTPUT_WINDOW, OUTPUT_WINDOW]);
+  }
   return fields;
 }
 

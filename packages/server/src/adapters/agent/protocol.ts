@@ -28,6 +28,7 @@ export const FrameType = {
   EXIT: 0x0015,
   EXEC_FAILED: 0x0016,
   STDIN_ACK: 0x0017,
+  OUTPUT_ACK: 0x0018,
 } as const;
 
 export const FieldTag = {
@@ -51,6 +52,7 @@ export const FieldTag = {
   TIMEOUT_MS: 27,
   OUTPUT_LIMIT: 28,
   STDIN_STREAM: 29,
+  OUTPUT_WINDOW: 33,
   STREAM: 30,
   OFFSET: 31,
   DATA: 32,
