@@ -173,6 +173,9 @@ void exec_signal(struct conn *c, uint32_t id, const uint8_t *payload, size_t len
     return;
   }
   int32_t signo = (int32_t)s.signo;
+  /* A host that kills a command wants none of its output any more, and may have stopped
+     acknowledging it: read the rest and drop it, so that EXIT can come. */
+  if (signo == SIGKILL) e->limit = 0;
   if (!e->exited && e->ctl >= 0) send(e->ctl, &signo, sizeof signo, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 

@@ -15,12 +15,6 @@ import { OutputChunks } from "./output-chunks.ts";
 import { openEventStream } from "./sse.ts";
 
 const SIGKILL = 9;
-/**
- * Output queued for a client slower than the command: beyond this it is dropped and the exit
- * event flags the stream truncated. (The agent connection is shared by every process of the
- * sandbox, so one slow client must not stall it.)
- */
-const QUEUE_LIMIT_BYTES = 16 * 1024 * 1024;
 
 export async function streamExec(
   request: FastifyRequest,
@@ -30,24 +24,22 @@ export async function streamExec(
   sandboxId: string,
   command: ExecCommand,
 ): Promise<void> {
-  // Output that arrives before the stream is open (or while the socket is busy) waits here, in order.
-  const queue: Array<{ event: string; data: unknown; bytes: number }> = [];
+  // Output that arrives before the stream is open, or while the client is slow, waits here in
+  // order; each piece settles once written, which paces the command (spawn's back-pressure).
+  const queue: Array<{ event: string; data: unknown; written: () => void }> = [];
   const chunks: Record<OutputStream, OutputChunks> = { stdout: new OutputChunks(), stderr: new OutputChunks() };
   let wake: (() => void) | undefined;
-  let queuedBytes = 0;
-  const dropped: Record<OutputStream, boolean> = { stdout: false, stderr: false };
-  const enqueue = (event: string, data: unknown, bytes = 0): void => {
-    queue.push({ event, data, bytes });
-    queuedBytes += bytes;
-    wake?.();
+  let gone = false;
+  const enqueue = (event: string, data: unknown): Promise<void> | undefined => {
+    if (gone) return undefined;
+    return new Promise<void>((written) => {
+      queue.push({ event, data, written });
+      wake?.();
+    });
   };
   const { process, outcome } = await exec.stream(principal, sandboxId, command, (stream, data) => {
-    if (queuedBytes + data.length > QUEUE_LIMIT_BYTES) {
-      dropped[stream] = true;
-      return;
-    }
     const chunk = chunks[stream].push(data);
-    if (chunk !== undefined) enqueue(stream, chunk, data.length);
+    return chunk === undefined ? undefined : enqueue(stream, chunk);
   });
   const events = openEventStream(request, reply);
   events.onClose(() => process.signal(SIGKILL));
@@ -61,8 +53,6 @@ export async function streamExec(
       enqueue("exit", {
         exit_code: result.exitCode,
         signal: result.signal,
-        stdout_truncated: dropped.stdout,
-        stderr_truncated: dropped.stderr,
         oom_killed: result.oomKilled,
         duration_ms: result.durationMs,
       });
@@ -88,8 +78,11 @@ export async function streamExec(
       wake = undefined;
       continue;
     }
-    queuedBytes -= next.bytes;
     await events.send({ event: next.event, id: String(id++), data: next.data });
+    next.written();
   }
+  // A client that left releases what was still waiting, so that the killed command can finish.
+  gone = true;
+  for (const rest of queue.splice(0)) rest.written();
   events.end();
 }
