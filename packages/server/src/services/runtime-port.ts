@@ -73,9 +73,11 @@ export interface SpawnRequest extends ExecRequest {
   readonly streamStdin?: boolean;
   /**
    * Called with each piece of output as the agent sends it, in order per stream. The result's
-   * stdout and stderr still keep up to `outputLimitBytes` each (0 to keep nothing).
+   * stdout and stderr still keep up to `outputLimitBytes` each (0 to keep nothing). Returning a
+   * promise is back-pressure: once about 1 MiB of a stream is handed over and not yet settled,
+   * the agent stops reading that stream and the process blocks on its writes until it settles.
    */
-  readonly onOutput?: (stream: OutputStream, data: Uint8Array) => void;
+  readonly onOutput?: (stream: OutputStream, data: Uint8Array) => void | Promise<void>;
 }
 
 /** A process started in a sandbox, still running or not. */
@@ -136,4 +138,37 @@ export interface Runtime {
   list(): Promise<HostSandbox[]>;
   /** Lets go of connections and timers and finishes pending removals; sandboxes keep running. */
   close(): Promise<void>;
+  /** What the sandbox uses now, from its cgroup and its disk. Optional; absent: not measured. */
+  metrics?(id: string): Promise<SandboxUsage>;
+  /**
+   * Makes `spec.env` the sandbox's own environment for every process it starts from now on (the
+   * runtime env routes), where the runtime keeps one beside what each exec sends. Optional;
+   * absent: the runtime holds no environment of its own.
+   */
+  updateEnv?(spec: SandboxSpec): Promise<void>;
+}
+
+/** Counters of a running sandbox; null where this host's kernel does not tell. */
+export interface SandboxUsage {
+  readonly cpu: {
+    /** CPU time used by the sandbox's processes so far, in microseconds. */
+    readonly usageUs: number;
+    /** The vCPU limit (quota / period); null when unlimited. */
+    readonly limitVcpus: number | null;
+  };
+  readonly memory: {
+    readonly currentBytes: number;
+    readonly peakBytes: number | null;
+    readonly limitBytes: number | null;
+  };
+  /** Its own disk (quota), as its filesystem reports it. */
+  readonly disk: {
+    readonly usedBytes: number;
+    readonly totalBytes: number;
+    readonly availableBytes: number;
+  } | null;
+  readonly pids: {
+    readonly current: number;
+    readonly limit: number | null;
+  };
 }

@@ -8,6 +8,7 @@
  *   spawn("nsenter", nsenterArgs(ns, startCommand({ crun, crunRoot, id, paths, lowerDir, mkfsArgs, mountedDisk })));
  */
 
+import { MOUNT_IMAGE_FUNCTION } from "./disk-pool.ts";
 import type { SandboxPaths } from "./layout.ts";
 
 /** What the start script prints once crun has started the container (the agent prints `ready`). */
@@ -20,14 +21,14 @@ export const STARTED_LINE = "started\n";
  * device alive, so the namespace holds one mount per sandbox instead of two, and that unmount is
  * off the path the caller waits on.
  */
-const START_SCRIPT = `
+const START_SCRIPT = `${MOUNT_IMAGE_FUNCTION}
 set -e
 dir=$1 lower=$2 crun=$3 root=$4 id=$5 disk=$6
 shift 6
 if [ -z "$disk" ]; then
   disk=$dir/disk
   if [ ! -e "$dir/disk.img" ]; then mkfs.ext4 "$@"; fi
-  mount -o loop,nosuid,nodev "$dir/disk.img" "$disk"
+  mount_image "$dir/disk.img" "$disk"
 fi
 release() { umount "$disk"; [ "$disk" = "$dir/disk" ] || rmdir "$disk"; }
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$disk/upper,workdir=$disk/work" "$dir/rootfs" || { release; exit 1; }

@@ -155,6 +155,31 @@ describe("the linux runtime", {
     }
   });
 
+  it("starts later sandboxes with crun's own compilation of the seccomp filter, and it still denies", async () => {
+    const [first, second] = [newId(), newId()];
+    await runtime.create(specFor(first));
+    await runtime.create(specFor(second));
+    try {
+      const annotations = (id: string): unknown =>
+        JSON.parse(readFileSync(sandboxPaths(paths.sandboxesDir, id).config, "utf8")).annotations;
+      const program = (id: string): Buffer => readFileSync(join(paths.crunRoot, id, "seccomp.bpf"));
+      // The runtime may have learnt the program from an earlier test's sandbox: then both carry it.
+      const learnt = (annotations(second) as Record<string, string> | undefined)?.["run.oci.seccomp_bpf_data"];
+      assert.ok(learnt, "the second sandbox starts from the compiled program");
+      assert.deepEqual(Buffer.from(learnt, "base64"), program(first), "the program crun compiled from the profile");
+      assert.deepEqual(program(second), program(first));
+      const probe = await run(
+        runtime,
+        second,
+        "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; unshare -U true 2>/dev/null; echo unshare=$?",
+      );
+      assert.match(probe.out, /^NoNewPrivs:\t1\nSeccomp:\t2\nunshare=[1-9]\n$/);
+    } finally {
+      await runtime.destroy(first);
+      await runtime.destroy(second);
+    }
+  });
+
   it("stops writes at the disk quota with ENOSPC", async () => {
     const id = newId();
     // A size the pool does not hold: the disk is formatted on the create path.

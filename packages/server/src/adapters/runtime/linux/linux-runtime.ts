@@ -14,7 +14,7 @@
 
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { constants, rmSync, writeFileSync } from "node:fs";
+import { constants, renameSync, rmSync, writeFileSync } from "node:fs";
 import {
   access,
   chmod,
@@ -41,6 +41,7 @@ import type {
   Runtime,
   SandboxProcess,
   SandboxSpec,
+  SandboxUsage,
   SpawnRequest,
 } from "../../../services/runtime-port.ts";
 import { AgentClient } from "../../agent/agent-client.ts";
@@ -65,8 +66,9 @@ import {
   sandboxPaths,
 } from "./layout.ts";
 import { CRUN_ENV, ensureMountNamespace, nsenterArgs } from "./mount-namespace.ts";
-import { buildOCISpec, type IdMap, MAX_OPEN_FILES } from "./oci-spec.ts";
+import { buildOCISpec, type IdMap, MAX_OPEN_FILES, SECCOMP_BPF_ANNOTATION } from "./oci-spec.ts";
 import { runProcess } from "./run-process.ts";
+import { readSandboxUsage } from "./sandbox-metrics.ts";
 import { ensureDiskSkeleton, ensureSystemTemplate, SANDBOX_USER, SYSTEM_TEMPLATE } from "./system-template.ts";
 import { WarmPool } from "./warm-pool.ts";
 
@@ -189,6 +191,8 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   readonly #teardowns = new Map<string, Promise<void>>();
   #idMap: IdMap | undefined;
   #agentStamp: string | undefined;
+  /** crun's compilation of the seccomp profile, read back from the first sandbox started (see #learnSeccomp). */
+  #seccompBpf: string | undefined;
   readonly #envs = new Map<string, Record<string, string>>();
   readonly #crunEnv = { ...process.env, ...CRUN_ENV };
 
@@ -322,7 +326,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     if (process.getuid?.() !== 0) {
       throw runtimeError("the linux runtime needs root (it mounts disks and creates cgroups): run the server as root");
     }
-    for (const tool of ["nsenter", "unshare", "mount", "umount", "mountpoint", "mkfs.ext4"]) {
+    for (const tool of ["nsenter", "unshare", "mount", "umount", "losetup", "mountpoint", "mkfs.ext4"]) {
       if ((await findInPath(tool)) === undefined) {
         const pkg = tool === "mkfs.ext4" ? "e2fsprogs" : "util-linux";
         throw runtimeError(`${tool} not found in PATH: install it with \`apt-get install ${pkg}\``);
@@ -586,6 +590,24 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     };
   }
 
+  async metrics(id: string): Promise<SandboxUsage> {
+    this.#sandbox(id);
+    const host = await this.#prepare();
+    return this.#wrap(`reading the metrics of sandbox ${id}`, () =>
+      readSandboxUsage(host.layout, cgroupPath(this.#nodeId, id)),
+    );
+  }
+
+  /** Rewrites the bundle's env, where exec (and a restarted server) read the sandbox's own env. */
+  async updateEnv(spec: SandboxSpec): Promise<void> {
+    const paths = this.#sandbox(spec.id);
+    const oci = this.#ociSpec(await this.#prepare(), spec);
+    // Synchronous, like #claim: a rename cannot interleave with another update of this sandbox.
+    writeFileSync(`${paths.config}.env.tmp`, JSON.stringify(oci));
+    renameSync(`${paths.config}.env.tmp`, paths.config);
+    this.#envs.set(spec.id, parseEnv(oci));
+  }
+
   async list(): Promise<HostSandbox[]> {
     const sandboxDirs = async () =>
       (await readdir(this.#paths.sandboxesDir).catch(() => [])).filter((name) => SANDBOX_ID_PATTERN.test(name));
@@ -668,7 +690,24 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       cgroupsPath: cgroupPath(this.#nodeId, spec.id),
       idMap: this.#idMap,
       hostOpenFilesLimit: host.openFilesLimit,
+      seccompBpf: this.#seccompBpf,
     });
+  }
+
+  /**
+   * Keeps the BPF program crun compiled from the seccomp profile for a sandbox just started (crun
+   * leaves it in the container's state directory), so that later starts pass it in the spec's
+   * annotation instead of compiling the same profile again. The profile is a constant of this code
+   * and crun is the same binary for the runtime's life, so the program is the same for every
+   * sandbox; one that cannot be read only means the next start compiles again.
+   */
+  async #learnSeccomp(id: string): Promise<void> {
+    const program = await readFile(join(this.#paths.crunRoot, id, "seccomp.bpf")).catch(() => undefined);
+    // A BPF program is a whole number of 8-byte instructions.
+    if (this.#seccompBpf !== undefined || program === undefined || program.length === 0 || program.length % 8 !== 0) {
+      return;
+    }
+    this.#seccompBpf = program.toString("base64");
   }
 
   /**
@@ -741,6 +780,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       await log.close();
     }
     await this.#awaitReady(child, spec.id, paths);
+    if (oci.annotations?.[SECCOMP_BPF_ANNOTATION] === undefined) await this.#learnSeccomp(spec.id);
     await this.#links.get(spec.id, paths.socket).catch((error: unknown) => {
       throw new ShoalError("AGENT_UNREACHABLE", { details: { sandbox_id: spec.id }, cause: error });
     });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { parseCgroupLayout } from "./cgroup-layout.ts";
-import { buildOCISpec, MASKED_PATHS, READONLY_PATHS } from "./oci-spec.ts";
+import { buildOCISpec, MASKED_PATHS, READONLY_PATHS, SECCOMP_BPF_ANNOTATION } from "./oci-spec.ts";
 import { ALLOWED_SYSCALLS, CLONE_NAMESPACE_FLAGS, DENIED_SYSCALLS, seccompProfile } from "./seccomp-profile.ts";
 
 const sandbox = {
@@ -15,7 +15,7 @@ const sandbox = {
   env: { FOO: "bar" },
 };
 
-function spec(idMap?: { hostBase: number; size: number }) {
+function spec(idMap?: { hostBase: number; size: number }, seccompBpf?: string) {
   return buildOCISpec({
     sandbox,
     rootfs: "/d/rootfs",
@@ -26,6 +26,7 @@ function spec(idMap?: { hostBase: number; size: number }) {
     cgroupsPath: "/shoal-n1/sbx_0123456789abcdefghijkl",
     idMap,
     hostOpenFilesLimit: 20_000,
+    seccompBpf,
   });
 }
 
@@ -123,6 +124,13 @@ describe("the OCI spec", () => {
       { type: "RLIMIT_CORE", soft: 0, hard: 0 },
     );
     assert.equal(process.rlimits.find((r) => r.type === "RLIMIT_NOFILE")?.hard, 20_000);
+  });
+
+  it("passes a compiled seccomp program only when given one, and keeps the profile beside it", () => {
+    assert.equal(spec().annotations, undefined);
+    const compiled = spec(undefined, "IAAAAAQAAAA=");
+    assert.deepEqual(compiled.annotations, { [SECCOMP_BPF_ANNOTATION]: "IAAAAAQAAAA=" });
+    assert.deepEqual(compiled.linux.seccomp, seccompProfile());
   });
 });
 
