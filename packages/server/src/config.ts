@@ -50,6 +50,17 @@ export interface Config {
   readonly memoryOvercommit: number;
   readonly sandboxPidsLimit: number;
   readonly execOutputLimitBytes: number;
+  /** Output bytes (both streams) a background command keeps on the sandbox's disk; the newest are kept. */
+  readonly commandOutputLimitBytes: number;
+  /** The largest file the files API writes in one request (raw or JSON body). */
+  readonly fileMaxBytes: number;
+  /** The largest tar upload (uncompressed and compressed alike), and the most entries it may hold. */
+  readonly archiveMaxBytes: number;
+  readonly archiveMaxEntries: number;
+  /** The largest WebSocket message a client may send (the terminal's input and resizes). */
+  readonly wsMaxMessageBytes: number;
+  /** How long a terminal ticket may be redeemed after it was issued. */
+  readonly terminalTicketTTLSeconds: number;
   /** The crun binary; undefined: the runtime looks in PATH. */
   readonly crunPath: string | undefined;
   /** Sandboxes of the default shape the linux runtime keeps started for creates to claim; 0: none. */
@@ -94,6 +105,12 @@ export function loadConfig(env: Env): Config {
     memoryOvercommit: ratio(env, "SHOAL_MEMORY_OVERCOMMIT", 1.5),
     sandboxPidsLimit: integer(env, "SHOAL_SANDBOX_PIDS_LIMIT", 1024, 16, 4_194_304),
     execOutputLimitBytes: integer(env, "SHOAL_EXEC_OUTPUT_LIMIT_BYTES", 1024 * 1024, 1024, 256 * 1024 * 1024),
+    commandOutputLimitBytes: integer(env, "SHOAL_COMMAND_OUTPUT_LIMIT_BYTES", 16 * 1024 * 1024, 4096, 1024 ** 3),
+    fileMaxBytes: integer(env, "SHOAL_FILE_MAX_BYTES", 1024 ** 3, 1024, 1024 ** 4),
+    archiveMaxBytes: integer(env, "SHOAL_ARCHIVE_MAX_BYTES", 1024 ** 3, 1024, 1024 ** 4),
+    archiveMaxEntries: integer(env, "SHOAL_ARCHIVE_MAX_ENTRIES", 100_000, 1, 1_000_000),
+    wsMaxMessageBytes: integer(env, "SHOAL_WS_MAX_MESSAGE_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
+    terminalTicketTTLSeconds: integer(env, "SHOAL_TERMINAL_TICKET_TTL_SECONDS", 60, 1, 3600),
     crunPath: absolutePath(env, "SHOAL_CRUN_PATH"),
     warmPoolSize: integer(env, "SHOAL_WARM_POOL_SIZE", 2, 0, 1000),
     reconcileIntervalMs: integer(env, "SHOAL_RECONCILE_INTERVAL_MS", 10_000, 100, 3_600_000),

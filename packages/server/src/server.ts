@@ -11,19 +11,24 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { createLinuxRuntime } from "./adapters/runtime/linux/linux-runtime.ts";
 import { KyselyApiKeyRepository } from "./adapters/store/api-key-repository.ts";
+import { KyselyCommandRepository } from "./adapters/store/command-repository.ts";
 import { type Database, openDatabase } from "./adapters/store/database.ts";
 import { KyselyIdempotencyRepository } from "./adapters/store/idempotency-repository.ts";
 import { KyselySandboxRepository } from "./adapters/store/sandbox-repository.ts";
 import { KyselySettingsRepository } from "./adapters/store/settings-repository.ts";
 import type { Config } from "./config.ts";
 import { buildApp } from "./faces/http/app.ts";
+import { MAX_ENV_VARIABLES } from "./faces/v1/sandbox-env.routes.ts";
 import { sealedBox } from "./security/sealed-box.ts";
 import { loadSecretKey, tokenDigester } from "./security/secret-key.ts";
 import { ApiKeyService } from "./services/api-keys.ts";
 import { CircuitBreaker } from "./services/circuit-breaker.ts";
+import { CodeRunner } from "./services/code-runner.ts";
+import { CommandService } from "./services/commands.ts";
 import { ExecService } from "./services/exec.ts";
 import { IdempotencyService } from "./services/idempotency.ts";
 import { MaintenanceService } from "./services/maintenance.ts";
@@ -31,8 +36,15 @@ import type { Clock, Log } from "./services/ports.ts";
 import { RateLimiter } from "./services/rate-limiter.ts";
 import { Reconciler } from "./services/reconciler.ts";
 import type { Runtime } from "./services/runtime-port.ts";
+import { SandboxArchivesService } from "./services/sandbox-archives.ts";
+import { SandboxEnvService } from "./services/sandbox-env.ts";
 import { SandboxEvents } from "./services/sandbox-events.ts";
+import { SandboxFilesService } from "./services/sandbox-files.ts";
+import { SandboxMetricsService } from "./services/sandbox-metrics.ts";
+import { SandboxWatchService } from "./services/sandbox-watch.ts";
 import { SandboxService } from "./services/sandboxes.ts";
+import { TerminalTickets } from "./services/terminal-tickets.ts";
+import { TerminalService } from "./services/terminals.ts";
 
 export const version = "0.1.0";
 
@@ -58,6 +70,8 @@ export interface ServerOptions {
 const usageFlushMs = 5000;
 const deadlineCheckMs = 1000;
 const idempotencyPurgeMs = 60 * 60 * 1000;
+/** Each code context is an interpreter process in its sandbox. */
+const codeContextsPerSandbox = 16;
 
 export async function createServer(config: Config, options: ServerOptions = {}): Promise<Server> {
   const clock = options.clock ?? (() => new Date());
@@ -89,11 +103,12 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     cooldownMs: config.circuitCooldownMs,
   });
   const sandboxRepository = new KyselySandboxRepository(database, sealedBox(secret, "sandbox-env"));
+  const events = new SandboxEvents();
   const sandboxes = new SandboxService({
     repository: sandboxRepository,
     runtime,
     breaker,
-    events: new SandboxEvents(),
+    events,
     clock,
     log,
     nodeId,
@@ -105,6 +120,45 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     pidsLimit: config.sandboxPidsLimit,
   });
   const exec = new ExecService({ sandboxes, runtime, breaker, outputLimitBytes: config.execOutputLimitBytes });
+  const code = new CodeRunner({
+    exec,
+    runtime,
+    breaker,
+    events,
+    clock,
+    outputLimitBytes: config.execOutputLimitBytes,
+    maxContextsPerSandbox: codeContextsPerSandbox,
+  });
+  const sandboxEnv = new SandboxEnvService({ sandboxes, runtime, log, maxVariables: MAX_ENV_VARIABLES });
+  const sandboxMetrics = new SandboxMetricsService({ sandboxes, runtime, clock, sleep: (ms) => delay(ms) });
+  const files = new SandboxFilesService({ sandboxes, runtime, breaker, maxFileBytes: config.fileMaxBytes });
+  const archives = new SandboxArchivesService({
+    files,
+    runtime,
+    breaker,
+    maxBytes: config.archiveMaxBytes,
+    maxEntries: config.archiveMaxEntries,
+  });
+  const watches = new SandboxWatchService({ files, runtime, breaker });
+  const terminals = new TerminalService({ exec, runtime, breaker });
+  const terminalTickets = new TerminalTickets({
+    clock,
+    ttlSeconds: config.terminalTicketTTLSeconds,
+    apiKeys,
+    sandboxes,
+  });
+  const commands = new CommandService({
+    repository: new KyselyCommandRepository(database),
+    sandboxRepository,
+    sandboxes,
+    runtime,
+    breaker,
+    clock,
+    log,
+    nodeId,
+    outputLimitBytes: config.commandOutputLimitBytes,
+    pageLimitBytes: config.execOutputLimitBytes,
+  });
   const reconciler = new Reconciler({ repository: sandboxRepository, runtime, sandboxes, nodeId, clock, log });
 
   let draining = false;
@@ -115,6 +169,15 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     maintenance,
     sandboxes,
     exec,
+    code,
+    sandboxEnv,
+    sandboxMetrics,
+    commands,
+    files,
+    archives,
+    watches,
+    terminals,
+    terminalTickets,
     limiter: new RateLimiter(clock),
     readiness: { draining: () => draining, pingStore: () => database.ping() },
     version,
@@ -133,6 +196,8 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     reconciler.run().catch((error) => app.log.warn({ err: error }, "could not reconcile sandboxes with the host"));
   await reconcile();
   app.log.info({ node_id: nodeId, runtime: runtime.name }, "sandboxes reconciled");
+  // After the sandboxes: a command is adopted only once its sandbox was.
+  commands.adopt().catch((error) => app.log.warn({ err: error }, "could not adopt background commands"));
 
   const chores = [
     setInterval(() => void reconcile(), config.reconcileIntervalMs),
@@ -163,6 +228,8 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       draining = true;
       for (const chore of chores) clearInterval(chore);
       await app.close();
+      commands.close();
+      code.close();
       await runtime.close().catch((error) => app.log.warn({ err: error }, "could not close the runtime"));
       await apiKeys.flushUsage().catch((error) => app.log.warn({ err: error }, "could not record key usage"));
       await database.close();

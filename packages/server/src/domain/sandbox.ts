@@ -33,6 +33,8 @@ export interface Sandbox {
   readonly createdAt: string;
   readonly updatedAt: string;
   readonly startedAt: string | null;
+  /** Where the files API may reach inside it (absolute, normalised); `["/"]`: everywhere. */
+  readonly allowedRoots: readonly string[];
   /** Bumped by every change; a change applies only to the version it was decided on. */
   readonly version: number;
 }
@@ -45,4 +47,6 @@ export interface SandboxChange {
   readonly expiresAt?: string | null;
   readonly startedAt?: string | null;
   readonly timeoutSeconds?: number;
+  /** The whole new environment (the runtime env routes); left out, the env is kept. */
+  readonly env?: Readonly<Record<string, string>>;
 }

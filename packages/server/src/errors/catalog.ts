@@ -854,6 +854,15 @@ export const errorCatalog = {
     details: { path: "the path", reason: "the system's reason" },
     aliases: { nullspace: ["file_error"] },
   },
+  RANGE_NOT_SATISFIABLE: {
+    status: 416,
+    category: "validation",
+    retryable: false,
+    message: "The requested range is not within the file ({size} bytes)",
+    hint: "Ask for a range that starts before `details.size`, or leave out the Range header.",
+    details: { path: "the file", size: "its size in bytes", range: "the Range header as received" },
+    aliases: {},
+  },
   FILE_UPLOAD_FAILED: {
     status: 400,
     category: "validation",
@@ -965,7 +974,11 @@ export const errorCatalog = {
     retryable: false,
     message: "WebSocket authentication required",
     hint: "Connect with a fresh ticket from the route that issues terminal tickets.",
-    details: none,
+    details: {
+      reason:
+        "`missing_credentials`, `invalid_key`, `key_revoked`, `key_expired`, `invalid_ticket`, `ticket_used`, " +
+        "`ticket_expired` or `ticket_for_another_sandbox`",
+    },
     aliases: { hexabase: ["WS_AUTH_REQUIRED"] },
   },
   WS_SUBSCRIPTION_LIMIT_EXCEEDED: {

@@ -78,9 +78,10 @@ export class ExecService {
   /**
    * Checks that the sandbox can run a command now and builds what the runtime runs: the
    * environment is the defaults, then the sandbox's, then the command's; `user` runs as 1000.
-   * Background commands, code and terminals start their processes from this too.
+   * Background commands, code and terminals start their processes from this too; `action`
+   * names what was refused in STATE_CONFLICT.
    */
-  async prepare(principal: Principal, id: string, command: ExecCommand): Promise<ExecRequest> {
+  async prepare(principal: Principal, id: string, command: ExecCommand, action = "exec"): Promise<ExecRequest> {
     const sandbox = await this.options.sandboxes.get(principal, id);
     if (
       sandbox.state === "pending" ||
@@ -91,8 +92,8 @@ export class ExecService {
     }
     if (sandbox.state !== "running") {
       throw new ShoalError("STATE_CONFLICT", {
-        message: `Cannot run a command in a sandbox in state ${sandbox.state}`,
-        details: { resource_type: "sandbox", current_state: sandbox.state, action: "exec" },
+        message: `Cannot ${action === "exec" ? "run a command" : `open a ${action}`} in a sandbox in state ${sandbox.state}`,
+        details: { resource_type: "sandbox", current_state: sandbox.state, action },
       });
     }
     const root = command.user === "root";

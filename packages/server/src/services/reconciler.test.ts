@@ -24,6 +24,7 @@ function row(id: string, fields: Partial<Sandbox> = {}): Sandbox {
     createdAt: "2026-01-01T00:00:00.000Z",
     updatedAt: "2026-01-01T00:00:00.000Z",
     startedAt: null,
+    allowedRoots: ["/"],
     version: 1,
     ...fields,
   };

@@ -13,6 +13,7 @@ import { decodeCursor, encodeCursor } from "../domain/cursor.ts";
 import { newId } from "../domain/ids.ts";
 import type { HostCapacity, OwnerLimits, QuotaViolation, ResourceAmounts } from "../domain/quota.ts";
 import type { OnTimeout, Sandbox, SandboxChange } from "../domain/sandbox.ts";
+import { DEFAULT_ALLOWED_ROOTS } from "../domain/sandbox-path.ts";
 import {
   type ClientAction,
   canReach,
@@ -38,6 +39,8 @@ export interface NewSandbox {
   metadata: Readonly<Record<string, string>>;
   timeoutSeconds: number;
   onTimeout: OnTimeout;
+  /** Normalised allowed roots of the files API; `["/"]` when absent. */
+  allowedRoots?: readonly string[] | undefined;
 }
 
 export interface SandboxServiceOptions {
@@ -97,6 +100,7 @@ export class SandboxService {
       createdAt: now,
       updatedAt: now,
       startedAt: null,
+      allowedRoots: request.allowedRoots ?? DEFAULT_ALLOWED_ROOTS,
       version: 1,
     };
     this.busy.add(sandbox.id);

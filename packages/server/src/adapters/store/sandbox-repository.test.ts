@@ -43,6 +43,7 @@ function sandbox(ownerId: string, index: number): Sandbox {
     createdAt: at,
     updatedAt: at,
     startedAt: null,
+    allowedRoots: ["/"],
     version: 1,
   };
 }

@@ -105,6 +105,7 @@ export class KyselySandboxRepository implements SandboxRepository {
           ...(change.expiresAt !== undefined ? { expires_at: change.expiresAt } : {}),
           ...(change.startedAt !== undefined ? { started_at: change.startedAt } : {}),
           ...(change.timeoutSeconds !== undefined ? { timeout_seconds: change.timeoutSeconds } : {}),
+          ...(change.env !== undefined ? { env: this.box.seal(JSON.stringify(change.env), id) } : {}),
         })
         .where("id", "=", id)
         .where("version", "=", expectedVersion)
@@ -230,6 +231,7 @@ export class KyselySandboxRepository implements SandboxRepository {
       updated_at: sandbox.updatedAt,
       started_at: sandbox.startedAt,
       version: sandbox.version,
+      allowed_roots: JSON.stringify(sandbox.allowedRoots),
     };
   }
 
@@ -255,6 +257,7 @@ export class KyselySandboxRepository implements SandboxRepository {
       updatedAt: row.updated_at,
       startedAt: row.started_at,
       version: Number(row.version),
+      allowedRoots: JSON.parse(row.allowed_roots) as string[],
     };
   }
 }

@@ -56,10 +56,37 @@ export interface SandboxesTable {
   updated_at: string;
   started_at: string | null;
   version: number;
+  /** JSON array of absolute paths: where the files API may reach. */
+  allowed_roots: string;
+}
+
+export interface CommandsTable {
+  id: string;
+  sandbox_id: string;
+  owner_id: string;
+  /** JSON: a string (run by /bin/sh -c) or an argv array. */
+  cmd: string;
+  cwd: string | null;
+  user_name: string;
+  timeout_ms: number | string | null;
+  state: string;
+  exit_code: number | null;
+  signal: string | null;
+  /** 0 or 1. */
+  timed_out: number;
+  error: string | null;
+  pid: number | null;
+  /** PostgreSQL answers a bigint as a string. */
+  output_bytes: number | string;
+  created_at: string;
+  started_at: string | null;
+  ended_at: string | null;
+  updated_at: string;
 }
 
 export interface StoreSchema {
   api_keys: ApiKeysTable;
+  commands: CommandsTable;
   sandboxes: SandboxesTable;
   idempotency_records: IdempotencyRecordsTable;
   settings: SettingsTable;

@@ -24,6 +24,8 @@ type Backend = "sqlite" | "postgres";
 
 const backends: readonly Backend[] = ["sqlite", "postgres"];
 const options = { busyTimeoutMs: 5000 };
+/** Every migration, in the order a new database applies them. */
+const allMigrations = ["001-initial", "002-sandboxes", "003-commands", "004-file-roots"];
 const scratch = mkdtempSync(path.join(tmpdir(), "shoal-store-test-"));
 
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -147,12 +149,12 @@ for (const backend of backends) {
         const first = await openDatabase(url, options);
         try {
           assert.equal(first.kind, backend);
-          assert.deepEqual(await migrationNames(first), ["001-initial", "002-sandboxes"]);
+          assert.deepEqual(await migrationNames(first), allMigrations);
           await new KyselyApiKeyRepository(first.db).insert(key, "digest-survives");
           await new KyselySettingsRepository(first.db).put("maintenance", { on: true }, "2025-01-01T00:00:00.000Z");
           await withDatabase(url, options.busyTimeoutMs, async (second) => {
             await second.ping();
-            assert.deepEqual(await migrationNames(second), ["001-initial", "002-sandboxes"]);
+            assert.deepEqual(await migrationNames(second), allMigrations);
             assert.deepEqual(await new KyselyApiKeyRepository(second.db).findById(key.ownerId, key.id), key);
           });
         } finally {
@@ -160,7 +162,7 @@ for (const backend of backends) {
         }
 
         await withDatabase(url, options.busyTimeoutMs, async (reopened) => {
-          assert.deepEqual(await migrationNames(reopened), ["001-initial", "002-sandboxes"]);
+          assert.deepEqual(await migrationNames(reopened), allMigrations);
           assert.deepEqual(await new KyselyApiKeyRepository(reopened.db).findByDigest("digest-survives"), key);
           assert.deepEqual(await new KyselySettingsRepository(reopened.db).get("maintenance"), { on: true });
         });

@@ -1,7 +1,7 @@
 /**
  * The one place where route policies are enforced, before the body is read: feature switch,
- * authentication (with failed attempts limited per client address), scope, maintenance mode
- * and the per-key rate limit.
+ * authentication (an API key, or the credentials the route's policy names, with failed attempts
+ * limited per client address), scope, maintenance mode and the per-key rate limit.
  */
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { Config, RateLimitRule } from "../../config.ts";
@@ -22,6 +22,7 @@ export interface GuardDependencies {
 export function registerGuard(app: FastifyInstance, deps: GuardDependencies): void {
   const { config, apiKeys, maintenance, limiter } = deps;
   const authFailures = config.rateLimits.authFailures;
+  const withKey = (token: string) => () => apiKeys.authenticate(token);
 
   app.addHook("onRequest", async (request, reply) => {
     const routePolicy = request.routeOptions.config.policy;
@@ -31,12 +32,12 @@ export function registerGuard(app: FastifyInstance, deps: GuardDependencies): vo
     }
     if (routePolicy.scope === "public") return;
 
-    const token = credentialsOf(request);
+    const authenticate = routePolicy.credentials?.(request) ?? withKey(credentialsOf(request));
     const addressKey = `auth-failures:${request.ip}`;
     const standing = limiter.peek(addressKey, authFailures);
     if (standing.remaining === 0) throw authLimitError(authFailures, standing.resetSeconds);
     try {
-      request.principal = await apiKeys.authenticate(token);
+      request.principal = await authenticate();
     } catch (error) {
       if (error instanceof ShoalError && error.status === 401) limiter.hit(addressKey, authFailures);
       throw error;

@@ -6,6 +6,7 @@
  * @example
  *   app.get("/v1/api-keys", { config: policy({ scope: "keys:admin" }) }, handler)
  */
+import type { FastifyRequest } from "fastify";
 import type { FeatureName, RateClass } from "../../config.ts";
 import type { Principal } from "../../domain/api-key.ts";
 import type { Scope } from "../../domain/scopes.ts";
@@ -21,6 +22,12 @@ export interface RoutePolicy {
   readonly feature?: FeatureName;
   /** Still served while maintenance mode refuses other changes. */
   readonly maintenanceExempt?: boolean;
+  /**
+   * Credentials a route accepts besides an API key header (the terminal's `?ticket=`): when the
+   * request carries them, how to turn them into a principal; undefined to read the headers. Its
+   * refusals count as failed authentications, and scope and rate limit apply as for a key.
+   */
+  readonly credentials?: (request: FastifyRequest) => (() => Promise<Principal>) | undefined;
 }
 
 declare module "fastify" {

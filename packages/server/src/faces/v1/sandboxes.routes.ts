@@ -7,6 +7,7 @@ import type { FastifyInstance, preValidationAsyncHookHandler } from "fastify";
 import { Type } from "typebox";
 import type { Principal } from "../../domain/api-key.ts";
 import type { Sandbox } from "../../domain/sandbox.ts";
+import { allowedRoots } from "../../domain/sandbox-path.ts";
 import { type ClientAction, type SandboxState, sandboxStates } from "../../domain/sandbox-state.ts";
 import { ShoalError } from "../../errors/shoal-error.ts";
 import type { SandboxService } from "../../services/sandboxes.ts";
@@ -44,6 +45,7 @@ const SandboxSchema = Type.Object(
     updated_at: Type.String({ format: "date-time" }),
     started_at: OptionalTime,
     runtime: Type.String({ examples: ["linux"] }),
+    allowed_roots: Type.Array(Type.String(), { description: "Where the files API may reach", examples: [["/"]] }),
   },
   { $id: "Sandbox", title: "Sandbox" },
 );
@@ -62,6 +64,13 @@ const CreateBody = Type.Object(
     timeout_seconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 300 }),
     on_timeout: Type.Unsafe<"kill" | "pause">({ type: "string", enum: ["kill", "pause"], default: "kill" }),
     wait: Type.Boolean({ default: true, description: "Answer once running (201); false: answer at once (202)" }),
+    allowed_roots: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 4095, pattern: "^/" }), {
+        minItems: 1,
+        maxItems: 16,
+        description: 'Absolute paths the files API may reach (default `["/"]`); PATH_FORBIDDEN outside them',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -86,6 +95,7 @@ export function view(sandbox: Sandbox, runtime: string) {
     updated_at: sandbox.updatedAt,
     started_at: sandbox.startedAt,
     runtime,
+    allowed_roots: [...sandbox.allowedRoots],
   };
 }
 
@@ -139,6 +149,7 @@ export async function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxServ
         metadata: body.metadata ?? {},
         timeoutSeconds: body.timeout_seconds,
         onTimeout: body.on_timeout,
+        allowedRoots: body.allowed_roots === undefined ? undefined : allowedRoots(body.allowed_roots),
       });
       if (!body.wait) return reply.code(202).send(render(sandbox));
       return reply.code(201).send(render(await done));

@@ -5,10 +5,14 @@
 import type { Migration, MigrationProvider } from "kysely";
 import { initial } from "./001-initial.ts";
 import { sandboxes } from "./002-sandboxes.ts";
+import { commands } from "./003-commands.ts";
+import { fileRoots } from "./004-file-roots.ts";
 
 const migrations: Record<string, Migration> = {
   "001-initial": initial,
   "002-sandboxes": sandboxes,
+  "003-commands": commands,
+  "004-file-roots": fileRoots,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,0 +1,341 @@
+/**
+ * The files API under attack, over HTTP against a real server and sandbox whose allowed roots are
+ * /workspace and /tmp: 10,000 fast-check generated paths (traversal, symlinks out, magic links,
+ * NUL bytes, look-alike prefixes) spread over every file route, with canaries outside the roots in
+ * the sandbox and on the host checked unchanged; a directory swapped with a symlink to `/` or to
+ * the canary directory in a tight loop while the API reads, writes, lists and removes through it;
+ * and a full disk answering QUOTA_STORAGE_EXCEEDED with the old file kept.
+ */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import fc from "fast-check";
+import {
+  type FileEntryView,
+  type FilesClient,
+  filesClient,
+  filesQuery,
+  putUntilAnswered,
+} from "../support/files-api.ts";
+import {
+  deleteSandbox,
+  execOk,
+  mapLimit,
+  request,
+  type SandboxView,
+  sandboxServerEnv,
+} from "../support/sandbox-workloads.ts";
+import { type ServerProcess, startServer } from "../support/server-process.ts";
+
+const roots = ["/workspace", "/tmp"];
+const canary = `CANARY-${randomBytes(8).toString("hex")}`;
+let server: ServerProcess;
+let sandbox: SandboxView;
+let files: FilesClient;
+let hostDir: string;
+
+before(async () => {
+  server = await startServer({ ...sandboxServerEnv });
+  const created = await request<SandboxView>(server, server.adminKey, "POST", "/v1/sandboxes", {
+    mem_size_mib: 256,
+    disk_mib: 64,
+    allowed_roots: roots,
+  });
+  assert.equal(created.status, 201, created.text);
+  sandbox = created.json as SandboxView;
+  files = filesClient(server, server.adminKey, sandbox.id);
+  hostDir = mkdtempSync(path.join(tmpdir(), "shoal-files-canary-"));
+  writeFileSync(path.join(hostDir, "secret.txt"), canary);
+  await sh(
+    `mkdir -p /canary /workspacex /workspace /tmp && for f in /canary/secret.txt /canary/victim /workspacex/secret.txt /secret.txt /victim; do echo ${canary} > $f; done && touch /canary/canary-only.txt`,
+  );
+});
+after(async () => {
+  await deleteSandbox(server, server.adminKey, sandbox.id);
+  await server.dispose();
+  rmSync(hostDir, { recursive: true, force: true });
+});
+
+async function sh(cmd: string, timeoutMs = 60_000): Promise<string> {
+  const reply = await execOk(server, server.adminKey, sandbox.id, { cmd, timeout_ms: timeoutMs });
+  assert.equal(reply.exit_code, 0, `${cmd}: ${reply.stderr}`);
+  return reply.stdout;
+}
+
+/** What lies outside the allowed roots (and the kernel's own filesystems): names, types, sizes, modes, times. */
+const outsideSnapshot = () =>
+  sh(
+    "find / \\( -path /proc -o -path /sys -o -path /dev -o -path /workspace -o -path /tmp \\) -prune -o " +
+      "-printf '%p|%y|%s|%m|%T@\\n' | sort | sha256sum; cat /canary/secret.txt /secret.txt /victim /canary/victim",
+  );
+
+/** Symlinks from inside the roots to outside them, and a little to find inside. */
+const plantLinks = () =>
+  sh(
+    "cd /workspace && rm -rf /workspace/* /tmp/* && mkdir -p d && echo inside > d/f && echo inside > /tmp/t && " +
+      "ln -s /canary link-abs && ln -s ../canary link-rel && ln -s / link-root && ln -s /proc/self/root link-magic && " +
+      "ln -s /canary/secret.txt link-file && ln -s link-loop link-loop && ln -s /workspace/d link-in && " +
+      "ln -s ../workspace/link-abs /tmp/link-tmp && ln -s /workspacex link-x && echo scratch > scratch",
+  );
+
+function within(p: string): boolean {
+  return roots.some((root) => p === root || p.startsWith(`${root}/`));
+}
+
+const segment = fc.oneof(
+  { weight: 6, arbitrary: fc.constantFrom("workspace", "tmp", "d", "f", "t", "scratch", "x", "new.txt") },
+  {
+    weight: 6,
+    arbitrary: fc.constantFrom(
+      "..",
+      ".",
+      "",
+      "link-abs",
+      "link-rel",
+      "link-root",
+      "link-magic",
+      "link-file",
+      "link-loop",
+      "link-in",
+      "link-tmp",
+      "link-x",
+    ),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.constantFrom("canary", "secret.txt", "victim", "workspacex", "proc", "self", "root", "etc", "fd"),
+  },
+  { weight: 1, arbitrary: fc.constantFrom("%2e%2e", "...", "\u0000", "é", "a b", "..\u0000", "\\..", "~") },
+  { weight: 2, arbitrary: fc.string({ maxLength: 6, unit: "binary" }) },
+);
+const rawPath = fc
+  .tuple(
+    fc.constantFrom("/", "/", "/", "", "//", "./", "../", "/workspace/", "/tmp/"),
+    fc.array(segment, { maxLength: 7 }),
+  )
+  .map(([prefix, segments]) => prefix + segments.join("/"));
+const operations = [
+  "read",
+  "range",
+  "put",
+  "post",
+  "remove",
+  "remove-recursive",
+  "list",
+  "list-deep",
+  "stat",
+  "exists",
+  "mkdir",
+  "mkdir-parents",
+  "move-from",
+  "move-to",
+] as const;
+type Operation = (typeof operations)[number];
+
+interface Outcome {
+  status: number;
+  code: string | undefined;
+  text: string;
+}
+
+async function attempt(operation: Operation, target: string, index: number): Promise<Outcome> {
+  const jsonOutcome = async (method: string, route: string, body?: unknown): Promise<Outcome> => {
+    const reply = await files.json(method, route, body);
+    return { status: reply.status, code: reply.error?.code, text: reply.text };
+  };
+  switch (operation) {
+    case "read":
+    case "range": {
+      const reply = await files.get(target, operation === "range" ? { range: "bytes=1-" } : {});
+      return { status: reply.status, code: reply.error?.code, text: reply.body.toString("latin1") };
+    }
+    case "put": {
+      const reply = await files.put(target, `fuzz ${index}`, { parents: String(index % 2 === 0) });
+      return { status: reply.status, code: reply.error?.code, text: reply.text };
+    }
+    case "post":
+      return jsonOutcome("POST", "/files", { path: target, content: `fuzz ${index}`, parents: index % 2 === 0 });
+    case "remove":
+    case "remove-recursive":
+      return jsonOutcome(
+        "DELETE",
+        `/files?${filesQuery(target, { recursive: String(operation === "remove-recursive") })}`,
+      );
+    case "list":
+    case "list-deep":
+      return jsonOutcome("GET", `/files/list?${filesQuery(target, { depth: operation === "list" ? "1" : "3" })}`);
+    case "stat":
+      return jsonOutcome("GET", `/files/stat?${filesQuery(target)}`);
+    case "exists":
+      return jsonOutcome("GET", `/files/exists?${filesQuery(target)}`);
+    case "mkdir":
+    case "mkdir-parents":
+      return jsonOutcome("POST", "/files/mkdir", { path: target, parents: operation === "mkdir-parents" });
+    case "move-from":
+      return jsonOutcome("POST", "/files/move", { from: target, to: `/workspace/moved-${index}` });
+    case "move-to":
+      return jsonOutcome("POST", "/files/move", { from: "/workspace/scratch", to: target, overwrite: index % 2 === 0 });
+  }
+}
+
+const expectedStatuses = new Set([200, 204, 206, 400, 403, 404, 409, 416, 422]);
+
+test("10,000 generated paths over every file route touch nothing outside the allowed roots", async () => {
+  await plantLinks();
+  const before = await outsideSnapshot();
+  const hostBefore = statSync(path.join(hostDir, "secret.txt")).mtimeMs;
+  const seed = Number(process.env.SHOAL_FUZZ_SEED ?? Date.now() % 2 ** 31);
+  const cases = fc.sample(fc.tuple(fc.constantFrom(...operations), rawPath), { numRuns: 10_000, seed });
+  const tally = new Map<string, number>();
+  const problems: string[] = [];
+  const batch = 500;
+  for (let start = 0; start < cases.length; start += batch) {
+    // Writes, moves and removals inside the roots wear the planted links away: plant them again.
+    if (start > 0) await plantLinks();
+    await mapLimit(cases.slice(start, start + batch), 6, async ([operation, target], offset) => {
+      const index = start + offset;
+      const outcome = await attempt(operation, target, index);
+      const key = `${outcome.status} ${outcome.code ?? ""}`;
+      tally.set(key, (tally.get(key) ?? 0) + 1);
+      const where = `#${index} ${operation} ${JSON.stringify(target)} (seed ${seed})`;
+      if (!expectedStatuses.has(outcome.status)) problems.push(`${where}: ${outcome.status} ${outcome.text}`);
+      if (outcome.text.includes(canary)) problems.push(`${where}: answered the canary`);
+      if (outcome.status === 200 && operation !== "read" && operation !== "exists") {
+        const json = JSON.parse(outcome.text) as FileEntryView | { entries: FileEntryView[] };
+        for (const entry of "entries" in json ? json.entries : [json]) {
+          if (!within(entry.path)) problems.push(`${where}: answered ${entry.path}`);
+        }
+      }
+    });
+  }
+  assert.deepEqual(problems.slice(0, 20), [], `${problems.length} problems`);
+  assert.equal(await outsideSnapshot(), before, "nothing outside the roots changed in the sandbox");
+  assert.equal(readFileSync(path.join(hostDir, "secret.txt"), "utf8"), canary);
+  assert.equal(statSync(path.join(hostDir, "secret.txt")).mtimeMs, hostBefore);
+  // The generator reaches the interesting answers, not only lexical refusals.
+  for (const key of ["200 ", "400 INVALID_PATH", "403 PATH_FORBIDDEN", "404 FILE_NOT_FOUND"]) {
+    assert.ok((tally.get(key) ?? 0) > 100, `${key}: ${JSON.stringify([...tally])}`);
+  }
+  assert.ok((tally.get("403 PATH_FORBIDDEN") ?? 0) > 0);
+  process.stdout.write(`# outcomes (seed ${seed}): ${JSON.stringify(Object.fromEntries(tally))}\n`);
+});
+
+/**
+ * Exchanges /workspace/race (a directory) with /workspace/race-alt (a symlink to `/` or to
+ * /canary, the target changing every 50 swaps) as fast as renameat2(RENAME_EXCHANGE) goes, until
+ * /workspace/race-stop appears; then writes the number of swaps to /workspace/race-count.
+ */
+const racer = `
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+os.makedirs("/workspace/race", exist_ok=True)
+for name in ("secret.txt", "victim"):
+    open("/workspace/race/" + name, "w").write("inside\\n")
+os.symlink("/", "/workspace/race-alt")
+swaps = 0
+targets = ["/", "/canary"]
+while not os.path.exists("/workspace/race-stop"):
+    if libc.renameat2(-100, b"/workspace/race", -100, b"/workspace/race-alt", 2) != 0:
+        raise OSError(ctypes.get_errno(), "renameat2")
+    swaps += 1
+    if swaps % 100 == 0:
+        os.symlink(targets[swaps // 100 % 2], "/workspace/race-new")
+        os.rename("/workspace/race-new", "/workspace/race-alt")
+        os.makedirs("/workspace/race-alt-dir", exist_ok=True)
+open("/workspace/race-count", "w").write(str(swaps))
+`;
+
+test("a directory swapped with a symlink to / in a tight loop never lets the API out", async () => {
+  await sh("rm -rf /workspace/race* && mkdir -p /workspace");
+  await files.json("POST", "/files", { path: "/workspace/racer.py", content: racer });
+  await sh("nohup python3 /workspace/racer.py > /workspace/racer.log 2>&1 &");
+  await sh(
+    "for i in $(seq 1 200); do test -L /workspace/race-alt && break; sleep 0.01; done; test -L /workspace/race-alt || test -L /workspace/race",
+  );
+  const seen = new Map<string, number>();
+  const note = (key: string) => seen.set(key, (seen.get(key) ?? 0) + 1);
+  const problems: string[] = [];
+  await mapLimit(
+    Array.from({ length: 1200 }, (_, i) => i),
+    6,
+    async (i) => {
+      switch (i % 6) {
+        case 0:
+        case 1: {
+          const read = await files.get("/workspace/race/secret.txt");
+          note(`read ${read.status} ${read.error?.code ?? read.body.toString()}`);
+          if (read.body.toString("latin1").includes(canary)) problems.push(`read ${i} answered the canary`);
+          break;
+        }
+        case 2: {
+          const write = await files.put("/workspace/race/written.txt", `race ${i}`);
+          note(`write ${write.status} ${write.error?.code ?? ""}`);
+          break;
+        }
+        case 3: {
+          const list = await files.json<{ entries: FileEntryView[] }>("GET", "/files/list?path=/workspace/race");
+          note(`list ${list.status} ${list.error?.code ?? ""}`);
+          for (const entry of list.json?.entries ?? []) {
+            // Besides the directory's own files: a write's temporary name, linked in just before its rename.
+            const known = ["secret.txt", "victim", "written.txt"].includes(entry.name);
+            if (!known && !entry.name.startsWith(".written.txt.shoal-")) problems.push(`list ${i}: ${entry.path}`);
+          }
+          break;
+        }
+        case 4: {
+          const stat = await files.json<FileEntryView>("GET", "/files/stat?path=/workspace/race/secret.txt");
+          note(`stat ${stat.status} ${stat.error?.code ?? ""}`);
+          if (stat.status === 200 && stat.json?.size !== "inside\n".length) problems.push(`stat ${i}: ${stat.text}`);
+          break;
+        }
+        case 5: {
+          const removed = await files.json("DELETE", "/files?path=/workspace/race/victim");
+          note(`remove ${removed.status} ${removed.error?.code ?? ""}`);
+          break;
+        }
+      }
+    },
+  );
+  await sh(
+    "touch /workspace/race-stop; for i in $(seq 1 500); do test -f /workspace/race-count && break; sleep 0.01; done",
+  );
+  const swaps = Number(await sh("cat /workspace/race-count"));
+  assert.deepEqual(problems, []);
+  assert.equal(await sh(`cat /canary/secret.txt /canary/victim /victim`), `${canary}\n${canary}\n${canary}\n`);
+  assert.equal(await sh("ls /canary; ls / | grep -c written || true"), "canary-only.txt\nsecret.txt\nvictim\n0\n");
+  // Both sides of the race were hit: reads that got through and reads the kernel refused.
+  assert.ok(swaps > 1000, `only ${swaps} swaps`);
+  assert.ok((seen.get("read 200 inside\n") ?? 0) > 0, JSON.stringify([...seen]));
+  assert.ok((seen.get("read 403 PATH_FORBIDDEN") ?? 0) > 0, JSON.stringify([...seen]));
+  process.stdout.write(`# race: ${swaps} swaps, outcomes ${JSON.stringify(Object.fromEntries(seen))}\n`);
+});
+
+test("a full disk is QUOTA_STORAGE_EXCEEDED, keeps the old file and frees what the write took", async () => {
+  await sh("rm -rf /workspace/* /tmp/*");
+  assert.equal((await files.put("/workspace/keep.bin", "old")).status, 200);
+  const free = async () => Number((await sh("df -k --output=avail /workspace | tail -1")).trim());
+  const before = await free();
+  const full = await putUntilAnswered(
+    server,
+    server.adminKey,
+    sandbox.id,
+    "/workspace/keep.bin",
+    100 * 1024 * 1024,
+    false,
+  );
+  assert.equal(full.error?.code, "QUOTA_STORAGE_EXCEEDED", full.text);
+  assert.equal(full.status, 422);
+  assert.equal((await files.get("/workspace/keep.bin")).body.toString(), "old");
+  assert.ok((await free()) >= before - 64, "the unfinished write's blocks were given back");
+  // A small JSON write onto a disk filled by the sandbox itself answers the same.
+  await sh(
+    "dd if=/dev/zero of=/workspace/fill bs=1M count=100 2>/dev/null; dd if=/dev/zero of=/workspace/fill2 bs=4k count=100000 2>/dev/null; true",
+  );
+  const small = await files.json("POST", "/files", { path: "/workspace/small.txt", content: "x".repeat(64 * 1024) });
+  assert.equal(small.error?.code, "QUOTA_STORAGE_EXCEEDED", small.text);
+  await sh("rm -f /workspace/fill /workspace/fill2");
+  assert.equal((await files.json("POST", "/files", { path: "/workspace/small.txt", content: "x" })).status, 200);
+});

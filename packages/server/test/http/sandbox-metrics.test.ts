@@ -1,0 +1,160 @@
+/**
+ * `GET /v1/sandboxes/{id}/metrics` against a real server and sandbox: the limits are the
+ * sandbox's own, and the numbers move with what it does: CPU time after it computes, memory after
+ * it allocates, disk after it writes a file, pids with a background sleep.
+ */
+import assert from "node:assert/strict";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { createKey } from "../support/http.ts";
+import {
+  createSandbox,
+  deleteSandbox,
+  execOk,
+  request,
+  type SandboxView,
+  sandboxServerEnv,
+} from "../support/sandbox-workloads.ts";
+import { type ServerProcess, startServer } from "../support/server-process.ts";
+
+interface Metrics {
+  sandbox_id: string;
+  at: string;
+  cpu: { usage_us: number; percent: number; window_ms: number; limit_vcpus: number | null };
+  memory: { current_bytes: number; peak_bytes: number | null; limit_bytes: number | null };
+  disk: { used_bytes: number; total_bytes: number; available_bytes: number } | null;
+  pids: { current: number; limit: number | null };
+}
+
+const MiB = 1024 * 1024;
+let server: ServerProcess;
+let sandbox: SandboxView;
+
+before(async () => {
+  server = await startServer({ ...sandboxServerEnv });
+  sandbox = await createSandbox(server, server.adminKey, { mem_size_mib: 256, disk_mib: 512, vcpu_count: 1 });
+});
+after(async () => {
+  await deleteSandbox(server, server.adminKey, sandbox.id);
+  await server.dispose();
+});
+
+async function metrics(): Promise<Metrics> {
+  const reply = await request<Metrics>(server, server.adminKey, "GET", `/v1/sandboxes/${sandbox.id}/metrics`);
+  assert.equal(reply.status, 200, reply.text);
+  assert.ok(reply.json);
+  return reply.json;
+}
+
+test("the limits are the sandbox's own", async () => {
+  const reading = await metrics();
+  assert.equal(reading.sandbox_id, sandbox.id);
+  assert.equal(reading.cpu.limit_vcpus, 1);
+  assert.ok(reading.cpu.window_ms >= 250, `window ${reading.cpu.window_ms}`);
+  assert.ok(reading.cpu.percent >= 0);
+  assert.equal(reading.memory.limit_bytes, 256 * MiB);
+  assert.ok(reading.memory.current_bytes > 0 && reading.memory.current_bytes < 256 * MiB);
+  assert.ok(reading.pids.current >= 1);
+  assert.ok(reading.pids.limit !== null && reading.pids.limit > 0);
+  assert.ok(reading.disk);
+  // The disk is the sandbox's own 512 MiB image, not the host's filesystem.
+  assert.ok(
+    reading.disk.total_bytes > 400 * MiB && reading.disk.total_bytes <= 512 * MiB,
+    `${reading.disk.total_bytes}`,
+  );
+  assert.ok(reading.disk.used_bytes < reading.disk.total_bytes);
+});
+
+test("CPU time grows after the sandbox computes", async () => {
+  const before = await metrics();
+  // 0.4 s of CPU time, however busy the host is.
+  await execOk(server, server.adminKey, sandbox.id, {
+    cmd: ["python3", "-c", "import time\nwhile time.process_time() < 0.4: pass"],
+  });
+  const afterBusy = await metrics();
+  const used = afterBusy.cpu.usage_us - before.cpu.usage_us;
+  assert.ok(used >= 350_000, `used ${used} µs`);
+});
+
+test("memory grows after the sandbox allocates", async () => {
+  const context = await request<{ id: string }>(
+    server,
+    server.adminKey,
+    "POST",
+    `/v1/sandboxes/${sandbox.id}/code/contexts`,
+    {
+      language: "python",
+    },
+  );
+  assert.equal(context.status, 201, context.text);
+  const before = await metrics();
+  const allocated = await request<{ success: boolean }>(
+    server,
+    server.adminKey,
+    "POST",
+    `/v1/sandboxes/${sandbox.id}/code`,
+    {
+      language: "python",
+      code: "block = b'x' * (64 << 20)",
+      context_id: context.json?.id,
+    },
+  );
+  assert.equal(allocated.json?.success, true, allocated.text);
+  const afterAllocation = await metrics();
+  const grown = afterAllocation.memory.current_bytes - before.memory.current_bytes;
+  assert.ok(grown >= 60 * MiB, `grew ${grown / MiB} MiB`);
+  assert.ok(
+    afterAllocation.memory.peak_bytes !== null &&
+      afterAllocation.memory.peak_bytes >= afterAllocation.memory.current_bytes,
+  );
+  await request(server, server.adminKey, "DELETE", `/v1/sandboxes/${sandbox.id}/code/contexts/${context.json?.id}`);
+});
+
+test("disk use grows after a file is written", async () => {
+  const before = await metrics();
+  await execOk(server, server.adminKey, sandbox.id, {
+    cmd: "head -c 33554432 /dev/urandom > /workspace/blob && sync",
+  });
+  const afterWrite = await metrics();
+  assert.ok(before.disk && afterWrite.disk);
+  const grown = afterWrite.disk.used_bytes - before.disk.used_bytes;
+  assert.ok(grown >= 30 * MiB, `grew ${grown / MiB} MiB`);
+  assert.equal(afterWrite.disk.total_bytes, before.disk.total_bytes);
+  await execOk(server, server.adminKey, sandbox.id, { cmd: ["rm", "/workspace/blob"] });
+});
+
+test("pids grow with a background sleep", async () => {
+  const before = await metrics();
+  await execOk(server, server.adminKey, sandbox.id, { cmd: "sleep 60 >/dev/null 2>&1 & sleep 60 >/dev/null 2>&1 &" });
+  const afterSpawn = await metrics();
+  assert.ok(afterSpawn.pids.current >= before.pids.current + 2, `${before.pids.current} → ${afterSpawn.pids.current}`);
+  await execOk(server, server.adminKey, sandbox.id, { cmd: "pkill -x sleep; true" });
+});
+
+test("a stopped sandbox, another owner and a key without the scope get no metrics", async () => {
+  const other = await createSandbox(server, server.adminKey, { mem_size_mib: 64 });
+  try {
+    assert.equal((await request(server, server.adminKey, "POST", `/v1/sandboxes/${other.id}/stop`)).status, 200);
+    const stopped = await request(server, server.adminKey, "GET", `/v1/sandboxes/${other.id}/metrics`);
+    assert.equal(stopped.status, 409, stopped.text);
+    assert.equal(stopped.error?.code, "STATE_CONFLICT");
+  } finally {
+    await deleteSandbox(server, server.adminKey, other.id);
+  }
+  const gone = await request(server, server.adminKey, "GET", `/v1/sandboxes/${other.id}/metrics`);
+  assert.equal(gone.error?.code, "SANDBOX_NOT_FOUND");
+
+  const stranger = await createKey(server, server.adminKey, ["*"]);
+  const SQLite = (await import("better-sqlite3")).default;
+  const db = new SQLite(path.join(server.dataDir, "shoal.db"));
+  db.prepare("update api_keys set owner_id = 'owner_other' where id = ?").run(stranger.id);
+  db.close();
+  const foreign = await request(server, stranger.secret, "GET", `/v1/sandboxes/${sandbox.id}/metrics`);
+  assert.equal(foreign.status, 404);
+  assert.equal(foreign.error?.code, "SANDBOX_NOT_FOUND");
+
+  const writer = await createKey(server, server.adminKey, ["sandboxes:exec"]);
+  const denied = await request(server, writer.secret, "GET", `/v1/sandboxes/${sandbox.id}/metrics`);
+  assert.equal(denied.status, 403);
+  assert.equal(denied.error?.code, "PERMISSION_DENIED");
+});

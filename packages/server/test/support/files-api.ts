@@ -1,0 +1,156 @@
+/**
+ * Helpers for the files API tests and the file-transfer bench: raw requests whose bodies are bytes
+ * (reads, raw writes), and JSON requests to the metadata routes of one sandbox.
+ *
+ * @example
+ *   const files = filesClient(server, server.adminKey, sandbox.id);
+ *   await files.put("/workspace/a.txt", "hello");
+ *   (await files.get("/workspace/a.txt")).body.toString(); // "hello"
+ */
+import { request as httpRequest } from "node:http";
+import { type ApiError, type Reply, request, type Target } from "./sandbox-workloads.ts";
+
+export interface FileEntryView {
+  path: string;
+  name: string;
+  type: "file" | "directory" | "symlink" | "other";
+  size: number;
+  mode: string;
+  uid: number;
+  gid: number;
+  modified_at: string;
+  symlink_target?: string;
+}
+
+export interface RawReply {
+  status: number;
+  headers: Headers;
+  body: Buffer;
+  /** The error envelope's `error`, when the body is one. */
+  error: ApiError | undefined;
+}
+
+export interface FilesClient {
+  /** `GET /files?path=` with optional headers (Range). */
+  get(path: string, headers?: Record<string, string>): Promise<RawReply>;
+  /** `PUT /files?path=&…` with a raw body. */
+  put(
+    path: string,
+    body: string | Uint8Array | ReadableStream<Uint8Array>,
+    query?: Record<string, string>,
+  ): Promise<Reply<FileEntryView>>;
+  /** Any JSON route below `/v1/sandboxes/{id}`. */
+  json<T>(method: string, route: string, body?: unknown): Promise<Reply<T>>;
+}
+
+const deadlineMs = 120_000;
+
+export function filesQuery(path: string, extra: Record<string, string> = {}): string {
+  return new URLSearchParams({ path, ...extra }).toString();
+}
+
+export function filesClient(target: Target, key: string, sandboxId: string): FilesClient {
+  const base = `${target.url}/v1/sandboxes/${sandboxId}`;
+  const authorization = `Bearer ${key}`;
+  return {
+    async get(path, headers = {}) {
+      const response = await fetch(`${base}/files?${filesQuery(path)}`, {
+        headers: { authorization, ...headers },
+        signal: AbortSignal.timeout(deadlineMs),
+      });
+      const body = Buffer.from(await response.arrayBuffer());
+      return { status: response.status, headers: response.headers, body, error: errorIn(response, body) };
+    },
+    async put(path, body, query = {}) {
+      const response = await fetch(`${base}/files?${filesQuery(path, query)}`, {
+        method: "PUT",
+        headers: { authorization, "content-type": "application/octet-stream" },
+        body,
+        signal: AbortSignal.timeout(deadlineMs),
+        ...(body instanceof ReadableStream ? { duplex: "half" } : {}),
+      } as RequestInit);
+      const text = await response.text();
+      let json: FileEntryView | undefined;
+      try {
+        json = text === "" ? undefined : (JSON.parse(text) as FileEntryView);
+      } catch {
+        json = undefined;
+      }
+      const envelope = (json as { error?: ApiError } | undefined)?.error;
+      return { status: response.status, text, json, error: envelope };
+    },
+    json: (method, route, body) => request(target, key, method, `/v1/sandboxes/${sandboxId}${route}`, body, deadlineMs),
+  };
+}
+
+function errorIn(response: Response, body: Buffer): ApiError | undefined {
+  if (!(response.headers.get("content-type") ?? "").includes("application/json")) return undefined;
+  try {
+    return (JSON.parse(body.toString("utf8")) as { error?: ApiError }).error;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface EarlyAnswer {
+  status: number;
+  text: string;
+  error: ApiError | undefined;
+  /** Body bytes written before the answer came. */
+  sent: number;
+}
+
+/**
+ * A raw PUT over node:http. Declared: it announces a Content-Length of `total` and sends nothing,
+ * waiting for the answer to the headers. Otherwise: it sends `total` bytes chunked, but only until
+ * the answer arrives, as a client should when a server answers early.
+ */
+export function putUntilAnswered(
+  target: Target,
+  key: string,
+  sandboxId: string,
+  path: string,
+  total: number,
+  declared: boolean,
+): Promise<EarlyAnswer> {
+  const url = new URL(`${target.url}/v1/sandboxes/${sandboxId}/files?${filesQuery(path)}`);
+  return new Promise((resolve, reject) => {
+    let sent = 0;
+    let answered = false;
+    const outgoing = httpRequest(url, {
+      method: "PUT",
+      headers: {
+        authorization: `Bearer ${key}`,
+        "content-type": "application/octet-stream",
+        ...(declared ? { "content-length": String(total) } : {}),
+      },
+    });
+    outgoing.on("response", (response) => {
+      answered = true;
+      const chunks: Buffer[] = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        const error = (JSON.parse(text) as { error?: ApiError }).error;
+        resolve({ status: response.statusCode ?? 0, text, error, sent });
+        outgoing.destroy();
+      });
+    });
+    // Writes after the server closed the connection fail; the answer is what counts.
+    outgoing.on("error", (error) => {
+      if (!answered) reject(error);
+    });
+    outgoing.flushHeaders();
+    const piece = Buffer.alloc(256 * 1024, 7);
+    const pump = () => {
+      while (!answered && sent < total) {
+        const size = Math.min(piece.length, total - sent);
+        sent += size;
+        if (!outgoing.write(piece.subarray(0, size))) return void outgoing.once("drain", pump);
+      }
+      if (!answered) outgoing.end();
+    };
+    // With a declared length over the limit the answer must come from the headers alone: send nothing.
+    if (!declared) pump();
+  });
+}
