@@ -16,8 +16,8 @@
 #define MAX_CONNS 16
 #define MAX_EXECS 128
 #define CONN_IN_CAP 4096
-#define CONN_OUT_CAP (256u * 1024u)
-#define OUTPUT_CHUNK (64u * 1024u)
+#define CONN_OUT_CAP (1024u * 1024u)
+#define OUTPUT_CHUNK (256u * 1024u)
 /* Asked of the pipes to and from a command (F_SETPIPE_SZ), for bulk transfers. */
 #define PIPE_SIZE (1024 * 1024)
 /* Room kept free in a connection's output buffer for replies, so that output never starves them. */
@@ -34,8 +34,12 @@ struct conn {
   size_t out_off, out_len;
   uint8_t *in; /* CONN_IN_CAP bytes */
   size_t in_len;
-  uint8_t *big; /* a frame larger than `in`, being received */
+  uint8_t *big; /* a frame larger than `in`, being received: in big_buf */
   size_t big_len, big_need;
+  /* FRAME_MAX_SIZE bytes, allocated at the first large frame and kept for the connection, so
+     that a stream of large frames (an upload) costs no allocation and no page faults per frame. */
+  uint8_t *big_buf;
+  int big_dirty; /* big_buf was written since its pages were last given back */
 };
 
 struct exec {

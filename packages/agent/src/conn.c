@@ -42,8 +42,8 @@ void conn_close(struct conn *c) {
   c->fd = -1;
   c->gen++;
   free(c->out);
-  free(c->big);
-  c->out = c->in = c->big = NULL;
+  free(c->big_buf);
+  c->out = c->in = c->big = c->big_buf = NULL;
   c->in_len = c->out_len = c->out_off = 0;
 }
 
@@ -62,10 +62,10 @@ void conn_commit(struct conn *c, struct writer *w) { c->out_len = w->len; }
 
 /* An idle connection gives back the output pages a burst of output touched. */
 #define RELEASE_ABOVE (64u * 1024u)
-static void release_pages(uint8_t *buf, size_t len) {
+static void release_pages(uint8_t *buf, size_t len, int advice) {
   uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
   uintptr_t start = ((uintptr_t)buf + page - 1) & ~(page - 1), end = ((uintptr_t)buf + len) & ~(page - 1);
-  if (end > start) madvise((void *)start, end - start, MADV_DONTNEED);
+  if (end > start) madvise((void *)start, end - start, advice);
 }
 
 void conn_flush(struct conn *c) {
@@ -79,7 +79,13 @@ void conn_flush(struct conn *c) {
     c->out_off += (size_t)n;
   }
   if (c->fd >= 0 && c->out_off == c->out_len) {
-    if (c->out_len > RELEASE_ABOVE) release_pages(c->out, c->out_len);
+    if (c->out_len > RELEASE_ABOVE) release_pages(c->out, c->out_len, MADV_DONTNEED);
+    /* Lazily: the kernel takes these pages only under memory pressure, so that the next large
+       frame of an upload in progress reuses them without faulting. */
+    if (c->big_dirty && c->big == NULL) {
+      release_pages(c->big_buf, FRAME_MAX_SIZE, MADV_FREE);
+      c->big_dirty = 0;
+    }
     c->out_off = c->out_len = 0;
     if (c->closing) conn_close(c);
   }
@@ -162,12 +168,14 @@ void conn_consume(struct conn *c) {
     size_t total = FRAME_HEADER_SIZE + h.length;
     if (total > c->in_len - off) {
       if (total <= CONN_IN_CAP) break;
-      if ((c->big = malloc(total)) == NULL) {
+      if (c->big_buf == NULL) c->big_buf = malloc(FRAME_MAX_SIZE);
+      if ((c->big = c->big_buf) == NULL) {
         conn_error(c, 0, E_INTERNAL, "out of memory", 1);
         break;
       }
       c->big_len = c->in_len - off;
       c->big_need = total;
+      c->big_dirty = 1;
       memcpy(c->big, c->in + off, c->big_len);
       off = c->in_len;
       break;
@@ -197,7 +205,6 @@ void conn_readable(struct conn *c) {
     struct frame_header h;
     frame_header_parse(c->big, c->big_len, &h);
     dispatch(c, &h, c->big + FRAME_HEADER_SIZE);
-    free(c->big);
     c->big = NULL;
     return;
   }

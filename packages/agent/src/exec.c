@@ -208,16 +208,37 @@ void exec_stdin(struct conn *c, uint32_t id, const uint8_t *payload, size_t len)
     conn_error(c, id, E_BAD_REQUEST, "STDIN beyond the stdin window (wait for STDIN_ACK)", 0);
     return;
   }
+  /* Nothing queued: as much as the pipe takes goes straight from the frame, the rest is queued. */
+  const uint8_t *data = req.data.ptr;
+  size_t left = req.data.len;
+  while (e->in_len == 0 && left > 0) {
+    ssize_t n = write(e->in_fd, data, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    if (n <= 0) {
+      e->in_delivered += left;
+      close_fd(&e->in_fd);
+      exec_stdin_ack(e);
+      return;
+    }
+    data += n;
+    left -= (size_t)n;
+    e->in_delivered += (uint64_t)n;
+  }
+  if (left == 0) {
+    exec_stdin_ack(e);
+    return;
+  }
   if (e->in_buf == NULL && (e->in_buf = malloc(STDIN_WINDOW)) == NULL) {
     conn_error(c, id, E_INTERNAL, "out of memory", 0);
     return;
   }
-  if (e->in_off + e->in_len + req.data.len > STDIN_WINDOW) {
+  if (e->in_off + e->in_len + left > STDIN_WINDOW) {
     memmove(e->in_buf, e->in_buf + e->in_off, e->in_len);
     e->in_off = 0;
   }
-  memcpy(e->in_buf + e->in_off + e->in_len, req.data.ptr, req.data.len);
-  e->in_len += req.data.len;
+  memcpy(e->in_buf + e->in_off + e->in_len, data, left);
+  e->in_len += left;
   exec_stdin_writable(e);
 }
 

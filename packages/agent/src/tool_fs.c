@@ -467,6 +467,19 @@ static int cmd_write(struct opts *o) {
   static char buf[COPY_CHUNK];
   long long total = 0;
   fcntl(0, F_SETPIPE_SZ, PIPE_BYTES);
+  /* From a pipe, splice moves the pages into the file without a copy through this process. */
+  for (;;) {
+    ssize_t r = splice(0, NULL, fd, NULL, COPY_CHUNK, SPLICE_F_MOVE);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EINVAL || errno == ENOSYS)) break; /* stdin is not a pipe: copy */
+    if (r < 0) {
+      err = errno;
+      break;
+    }
+    if (r == 0) goto copied;
+    total += r;
+  }
+  if (err != 0) goto copied;
   for (;;) {
     ssize_t r = read(0, buf, sizeof buf);
     if (r < 0 && errno == EINTR) continue;
@@ -481,6 +494,7 @@ static int cmd_write(struct opts *o) {
     }
     total += r;
   }
+copied:
   if (err == 0 && S_ISREG(old.st_mode) && geteuid() == 0 && fchown(fd, old.st_uid, old.st_gid) < 0) err = errno;
   if (err == 0 && fchmod(fd, mode) < 0) err = errno;
   if (err == 0 && unnamed && link_tmpfile(fd, pfd, name, tmp) < 0) err = errno, unnamed = 2;

@@ -17,6 +17,7 @@ import type { ExecRequest, ExecResult, SandboxProcess, SpawnRequest } from "../.
 import {
   AgentErrorCode,
   encodeFrame,
+  encodeSingleFieldHeader,
   type FieldInput,
   FieldTag,
   type Frame,
@@ -54,13 +55,15 @@ const STDIN_WINDOW = 1024 * 1024;
 /** Streamed output per stream that the agent sends ahead of what `onOutput` has consumed. */
 const OUTPUT_WINDOW = 1024 * 1024;
 /** Streamed stdin goes in frames of at most this much, so that other streams interleave. */
-const STDIN_CHUNK = 128 * 1024;
+const STDIN_CHUNK = 256 * 1024;
 
 interface StreamBuffer {
   chunks: Uint8Array[];
   kept: number;
   received: number;
   truncated: boolean;
+  /** The offset of the last OUTPUT_ACK sent. */
+  acked: number;
   /** Settles once every piece handed to `onOutput` so far was consumed (undefined: all were). */
   unsettled?: Promise<void> | undefined;
 }
@@ -93,7 +96,7 @@ interface PendingReply {
 }
 
 function newStream(): StreamBuffer {
-  return { chunks: [], kept: 0, received: 0, truncated: false };
+  return { chunks: [], kept: 0, received: 0, truncated: false, acked: 0 };
 }
 
 export class AgentClient {
@@ -206,7 +209,12 @@ export class AgentClient {
         continue;
       }
       const chunk = data.subarray(offset, offset + Math.min(room, STDIN_CHUNK, data.length - offset));
-      this.#send(encodeFrame(FrameType.STDIN, id, [[FieldTag.DATA, chunk]]));
+      if (!this.#closed) {
+        this.#socket.cork();
+        this.#socket.write(encodeSingleFieldHeader(FrameType.STDIN, id, FieldTag.DATA, chunk.length));
+        this.#socket.write(chunk);
+        this.#socket.uncork();
+      }
       stdin.sent += chunk.length;
       offset += chunk.length;
     }
@@ -398,7 +406,9 @@ export class AgentClient {
       const consumed = pending.onOutput(which === 1 ? "stdout" : "stderr", data);
       const end = buffer.received;
       const ack = (): void => {
-        if (!this.#execs.has(frame.id)) return;
+        // One acknowledgement per quarter window is enough to keep the agent sending.
+        if (end - buffer.acked < OUTPUT_WINDOW / 4 || !this.#execs.has(frame.id)) return;
+        buffer.acked = end;
         this.#send(
           encodeFrame(FrameType.OUTPUT_ACK, frame.id, [
             [FieldTag.STREAM, which],

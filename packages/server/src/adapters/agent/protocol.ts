@@ -140,6 +140,23 @@ export function encodeFrame(type: number, id: number, fields: readonly FieldInpu
   return out;
 }
 
+/**
+ * The header of a frame whose only field is `tag` with `length` bytes of value: sent before the
+ * value itself, so that bulk data (streamed stdin) goes to the socket without being copied.
+ */
+export function encodeSingleFieldHeader(type: number, id: number, tag: number, length: number): Buffer {
+  const size = FRAME_HEADER_SIZE + FIELD_HEADER_SIZE + length;
+  if (size > MAX_FRAME_SIZE) throw new ProtocolError(`frame of ${size} bytes exceeds ${MAX_FRAME_SIZE}`);
+  const out = Buffer.allocUnsafe(FRAME_HEADER_SIZE + FIELD_HEADER_SIZE);
+  out.writeUInt32LE(size - FRAME_HEADER_SIZE, 0);
+  out.writeUInt16LE(type, 4);
+  out.writeUInt16LE(0, 6);
+  out.writeUInt32LE(id, 8);
+  out.writeUInt16LE(tag, FRAME_HEADER_SIZE);
+  out.writeUInt32LE(length, FRAME_HEADER_SIZE + 2);
+  return out;
+}
+
 export function decodeFields(payload: Uint8Array): Field[] {
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const fields: Field[] = [];
@@ -157,33 +174,61 @@ export function decodeFields(payload: Uint8Array): Field[] {
   return fields;
 }
 
-/** Reassembles frames from a byte stream; throws ProtocolError on the first bad header. */
+/**
+ * Reassembles frames from a byte stream; throws ProtocolError on the first bad header. A frame
+ * that lies within one chunk is decoded in place (its fields are views of the chunk); only a frame
+ * split across chunks is copied, once, when its last byte arrived.
+ */
 export class FrameDecoder {
-  #pending: Buffer = Buffer.alloc(0);
+  /** Chunks of the frame being received; `#pendingLength` bytes in all. */
+  #pending: Buffer[] = [];
+  #pendingLength = 0;
+  /** The length of the frame being received, once its header is in. */
+  #needed: number | undefined;
 
   push(chunk: Uint8Array): Frame[] {
-    let buf = this.#pending.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.#pending, chunk]);
     const frames: Frame[] = [];
+    let buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (this.#pendingLength > 0) {
+      this.#pending.push(buf);
+      this.#pendingLength += buf.length;
+      if (this.#needed === undefined && this.#pendingLength >= FRAME_HEADER_SIZE) {
+        this.#needed = FRAME_HEADER_SIZE + checkedLength(Buffer.concat(this.#pending, FRAME_HEADER_SIZE));
+      }
+      if (this.#needed === undefined || this.#pendingLength < this.#needed) return frames;
+      buf = Buffer.concat(this.#pending, this.#pendingLength);
+      this.#pending = [];
+      this.#pendingLength = 0;
+      this.#needed = undefined;
+    }
     while (buf.length >= FRAME_HEADER_SIZE) {
-      const length = buf.readUInt32LE(0);
-      const type = buf.readUInt16LE(4);
-      const flags = buf.readUInt16LE(6);
-      const id = buf.readUInt32LE(8);
-      if (length > MAX_FRAME_SIZE - FRAME_HEADER_SIZE) throw new ProtocolError(`frame of ${length} bytes is too large`);
-      if (flags !== 0) throw new ProtocolError(`frame flags ${flags} are reserved`);
+      const length = checkedLength(buf);
       if (buf.length < FRAME_HEADER_SIZE + length) break;
       const payload = buf.subarray(FRAME_HEADER_SIZE, FRAME_HEADER_SIZE + length);
-      frames.push({ type, id, fields: decodeFields(payload) });
+      frames.push({ type: buf.readUInt16LE(4), id: buf.readUInt32LE(8), fields: decodeFields(payload) });
       buf = buf.subarray(FRAME_HEADER_SIZE + length);
     }
-    this.#pending = buf;
+    if (buf.length > 0) {
+      this.#pending = [buf];
+      this.#pendingLength = buf.length;
+      this.#needed = buf.length >= FRAME_HEADER_SIZE ? FRAME_HEADER_SIZE + checkedLength(buf) : undefined;
+    }
     return frames;
   }
 
   /** Bytes received that do not yet make a whole frame. */
   get pendingBytes(): number {
-    return this.#pending.length;
+    return this.#pendingLength;
   }
+}
+
+/** The payload length a frame header announces, once its size and flags were checked. */
+function checkedLength(header: Buffer): number {
+  const length = header.readUInt32LE(0);
+  const flags = header.readUInt16LE(6);
+  if (length > MAX_FRAME_SIZE - FRAME_HEADER_SIZE) throw new ProtocolError(`frame of ${length} bytes is too large`);
+  if (flags !== 0) throw new ProtocolError(`frame flags ${flags} are reserved`);
+  return length;
 }
 
 export function fieldBytes(frame: Frame, tag: number): Uint8Array | undefined {
