@@ -159,19 +159,24 @@ failed:;
   conn_error(c, id, E_INTERNAL, strerror(saved), 0);
 }
 
+/* The running exec a request of this id is for, once its payload parsed (parsed: the parser's
+   answer, why: its reason); NULL after answering the host the error. */
+static struct exec *running_exec(struct conn *c, uint32_t id, int parsed, const char *why) {
+  if (parsed != FRAME_OK) {
+    conn_error(c, id, parsed, why, parsed == E_MALFORMED_FRAME);
+    return NULL;
+  }
+  struct exec *e = find(c, id);
+  if (e == NULL) conn_error(c, id, E_NO_SUCH_ID, "no running exec with this id", 0);
+  return e;
+}
+
 void exec_signal(struct conn *c, uint32_t id, const uint8_t *payload, size_t len) {
   struct signal_req s;
   const char *why;
-  int r = signal_parse(payload, len, &s, &why);
-  if (r != FRAME_OK) {
-    conn_error(c, id, r, why, r == E_MALFORMED_FRAME);
-    return;
-  }
-  struct exec *e = find(c, id);
-  if (e == NULL) {
-    conn_error(c, id, E_NO_SUCH_ID, "no running exec with this id", 0);
-    return;
-  }
+  int parsed = signal_parse(payload, len, &s, &why);
+  struct exec *e = running_exec(c, id, parsed, why);
+  if (e == NULL) return;
   int32_t signo = (int32_t)s.signo;
   /* A host that kills a command wants none of its output any more, and may have stopped
      acknowledging it: read the rest and drop it, so that EXIT can come. */
@@ -182,16 +187,9 @@ void exec_signal(struct conn *c, uint32_t id, const uint8_t *payload, size_t len
 void exec_stdin(struct conn *c, uint32_t id, const uint8_t *payload, size_t len) {
   struct stdin_req req;
   const char *why;
-  int r = stdin_parse(payload, len, &req, &why);
-  if (r != FRAME_OK) {
-    conn_error(c, id, r, why, r == E_MALFORMED_FRAME);
-    return;
-  }
-  struct exec *e = find(c, id);
-  if (e == NULL) {
-    conn_error(c, id, E_NO_SUCH_ID, "no running exec with this id", 0);
-    return;
-  }
+  int parsed = stdin_parse(payload, len, &req, &why);
+  struct exec *e = running_exec(c, id, parsed, why);
+  if (e == NULL) return;
   /* After EOF, or once the process stopped reading (EPIPE), further input is dropped: the host
      learns of it from EXIT, and the bytes still count as delivered so that its window moves. */
   if (e->in_fd < 0 || e->in_eof) {
@@ -245,16 +243,9 @@ void exec_stdin(struct conn *c, uint32_t id, const uint8_t *payload, size_t len)
 void exec_output_ack(struct conn *c, uint32_t id, const uint8_t *payload, size_t len) {
   struct output_ack_req req;
   const char *why;
-  int r = output_ack_parse(payload, len, &req, &why);
-  if (r != FRAME_OK) {
-    conn_error(c, id, r, why, r == E_MALFORMED_FRAME);
-    return;
-  }
-  struct exec *e = find(c, id);
-  if (e == NULL) {
-    conn_error(c, id, E_NO_SUCH_ID, "no running exec with this id", 0);
-    return;
-  }
+  int parsed = output_ack_parse(payload, len, &req, &why);
+  struct exec *e = running_exec(c, id, parsed, why);
+  if (e == NULL) return;
   int s = (int)req.stream - 1;
   if (req.offset > e->kept[s]) {
     conn_error(c, id, E_BAD_REQUEST, "OUTPUT_ACK beyond the output sent", 0);

@@ -121,7 +121,7 @@ export class CommandService {
   constructor(private readonly options: CommandServiceOptions) {}
 
   async start(principal: Principal, sandboxId: string, request: NewCommand): Promise<Command> {
-    const sandbox = await this.readySandbox(principal, sandboxId, "run a command in");
+    const sandbox = await this.readySandbox(principal, sandboxId);
     const now = this.now();
     const command: Command = {
       id: newId("cmd"),
@@ -234,7 +234,7 @@ export class CommandService {
 
   /** Output from `offset`, at most `maxBytes` of it, as it is on the sandbox's disk now. */
   async logs(principal: Principal, sandboxId: string, id: string, offset: number, maxBytes: number): Promise<LogPage> {
-    await this.readySandbox(principal, sandboxId, "read the logs of a command in");
+    await this.readySandbox(principal, sandboxId);
     const command = await this.find(sandboxId, id);
     // Each record costs a 13-byte header: half the page's room for data leaves room for many small ones.
     const budget = Math.max(1, Math.min(maxBytes, Math.floor(this.options.pageLimitBytes / 2)));
@@ -271,7 +271,7 @@ export class CommandService {
     offset: number,
     sink: LogSink,
   ): Promise<{ stop(): void }> {
-    await this.readySandbox(principal, sandboxId, "follow the logs of a command in");
+    await this.readySandbox(principal, sandboxId);
     const command = await this.find(sandboxId, id);
     if (command.state === "failed" && command.startedAt === null) {
       // It never started: there is no output to follow.
@@ -357,7 +357,7 @@ export class CommandService {
     data: Uint8Array,
     eof: boolean,
   ): Promise<Command> {
-    await this.readySandbox(principal, sandboxId, "write to a command in");
+    await this.readySandbox(principal, sandboxId);
     const command = await this.find(sandboxId, id);
     this.requireActive(command, "write to the stdin of");
     await this.sendStdin(command, data, eof);
@@ -365,7 +365,7 @@ export class CommandService {
   }
 
   async signal(principal: Principal, sandboxId: string, id: string, signo: number): Promise<Command> {
-    await this.readySandbox(principal, sandboxId, "signal a command in");
+    await this.readySandbox(principal, sandboxId);
     const command = await this.find(sandboxId, id);
     this.requireActive(command, "signal");
     const result = await this.tool(sandboxId, ["signal", commandDirOf(id), String(signo)]);
@@ -601,22 +601,8 @@ export class CommandService {
   }
 
   /** The owner's sandbox, if it can run a tool now (the same answers as exec). */
-  private async readySandbox(principal: Principal, sandboxId: string, action: string): Promise<Sandbox> {
-    const sandbox = await this.options.sandboxes.get(principal, sandboxId);
-    if (
-      sandbox.state === "pending" ||
-      sandbox.state === "starting" ||
-      (sandbox.state === "running" && sandbox.transition !== null)
-    ) {
-      throw new ShoalError("SANDBOX_NOT_READY", { details: { sandbox_id: sandboxId, current_state: sandbox.state } });
-    }
-    if (sandbox.state !== "running") {
-      throw new ShoalError("STATE_CONFLICT", {
-        message: `Cannot ${action} a sandbox in state ${sandbox.state}`,
-        details: { resource_type: "sandbox", current_state: sandbox.state, action },
-      });
-    }
-    return sandbox;
+  private readySandbox(principal: Principal, sandboxId: string): Promise<Sandbox> {
+    return this.options.sandboxes.getRunning(principal, sandboxId, "commands");
   }
 
   private now(): string {

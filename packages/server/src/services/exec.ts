@@ -82,20 +82,7 @@ export class ExecService {
    * names what was refused in STATE_CONFLICT.
    */
   async prepare(principal: Principal, id: string, command: ExecCommand, action = "exec"): Promise<ExecRequest> {
-    const sandbox = await this.options.sandboxes.get(principal, id);
-    if (
-      sandbox.state === "pending" ||
-      sandbox.state === "starting" ||
-      (sandbox.state === "running" && sandbox.transition !== null)
-    ) {
-      throw new ShoalError("SANDBOX_NOT_READY", { details: { sandbox_id: id, current_state: sandbox.state } });
-    }
-    if (sandbox.state !== "running") {
-      throw new ShoalError("STATE_CONFLICT", {
-        message: `Cannot ${action === "exec" ? "run a command" : `open a ${action}`} in a sandbox in state ${sandbox.state}`,
-        details: { resource_type: "sandbox", current_state: sandbox.state, action },
-      });
-    }
+    const sandbox = await this.options.sandboxes.getRunning(principal, id, action);
     const root = command.user === "root";
     return {
       ...(typeof command.cmd === "string" ? { shell: command.cmd } : { argv: command.cmd }),

@@ -352,22 +352,8 @@ export class SandboxFilesService {
     });
   }
 
-  private async running(principal: Principal, id: string): Promise<Sandbox> {
-    const sandbox = await this.options.sandboxes.get(principal, id);
-    if (
-      sandbox.state === "pending" ||
-      sandbox.state === "starting" ||
-      (sandbox.state === "running" && sandbox.transition !== null)
-    ) {
-      throw new ShoalError("SANDBOX_NOT_READY", { details: { sandbox_id: id, current_state: sandbox.state } });
-    }
-    if (sandbox.state !== "running") {
-      throw new ShoalError("STATE_CONFLICT", {
-        message: `Cannot reach the files of a sandbox in state ${sandbox.state}`,
-        details: { resource_type: "sandbox", current_state: sandbox.state, action: "files" },
-      });
-    }
-    return sandbox;
+  private running(principal: Principal, id: string): Promise<Sandbox> {
+    return this.options.sandboxes.getRunning(principal, id, "files");
   }
 
   private request(target: ResolvedPath, args: readonly string[]): ExecRequest {

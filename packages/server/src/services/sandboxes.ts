@@ -141,6 +141,29 @@ export class SandboxService {
     return sandbox;
   }
 
+  /**
+   * The owner's sandbox, if processes can be started in it now: SANDBOX_NOT_READY while it is
+   * being created, started or changed, STATE_CONFLICT when it is not running. `action` ("exec",
+   * "files", …) is named in the conflict.
+   */
+  async getRunning(principal: Principal, id: string, action: string): Promise<Sandbox> {
+    const sandbox = await this.get(principal, id);
+    if (
+      sandbox.state === "pending" ||
+      sandbox.state === "starting" ||
+      (sandbox.state === "running" && sandbox.transition !== null)
+    ) {
+      throw new ShoalError("SANDBOX_NOT_READY", { details: { sandbox_id: id, current_state: sandbox.state } });
+    }
+    if (sandbox.state !== "running") {
+      throw new ShoalError("STATE_CONFLICT", {
+        message: `Sandbox ${id} is ${sandbox.state}: ${action} needs it running`,
+        details: { resource_type: "sandbox", current_state: sandbox.state, action },
+      });
+    }
+    return sandbox;
+  }
+
   async list(
     principal: Principal,
     filter: SandboxFilter,

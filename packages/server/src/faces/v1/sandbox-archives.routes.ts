@@ -21,6 +21,7 @@ import type { SandboxWatchService, WatchEvent } from "../../services/sandbox-wat
 import { envelope, toShoalError } from "../http/error-response.ts";
 import { policy } from "../http/route-policy.ts";
 import { openEventStream } from "../http/sse.ts";
+import { fileEntryView } from "./sandbox-files.routes.ts";
 import { principalOf } from "./sandboxes.routes.ts";
 
 export interface ArchiveRouteServices {
@@ -43,20 +44,6 @@ const UnpackResultSchema = Type.Object({
   entries: Type.Integer({ description: "Entries created or replaced" }),
   bytes: Type.Integer({ description: "Bytes of file data written" }),
 });
-
-function entryView(entry: FileEntry) {
-  return {
-    path: entry.path,
-    name: entry.name,
-    type: entry.type,
-    size: entry.size,
-    mode: entry.mode.toString(8).padStart(4, "0"),
-    uid: entry.uid,
-    gid: entry.gid,
-    modified_at: entry.modifiedAt,
-    ...(entry.symlinkTarget === undefined ? {} : { symlink_target: entry.symlinkTarget }),
-  };
-}
 
 function eventView(event: WatchEvent) {
   return {
@@ -195,7 +182,7 @@ export async function sandboxArchiveRoutes(app: FastifyInstance, services: Archi
             details: { reason: "the form holds no file part" },
           });
         }
-        return { files: written.map(entryView) };
+        return { files: written.map(fileEntryView) };
       },
     );
   });

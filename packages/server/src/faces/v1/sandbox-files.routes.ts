@@ -37,7 +37,7 @@ const FileEntrySchema = Type.Object(
   },
   { $id: "FileEntry", title: "FileEntry" },
 );
-const EntryRef = Type.Unsafe<ReturnType<typeof view>>({ $ref: "FileEntry#" });
+const EntryRef = Type.Unsafe<ReturnType<typeof fileEntryView>>({ $ref: "FileEntry#" });
 
 const WriteBody = Type.Object(
   {
@@ -50,7 +50,8 @@ const WriteBody = Type.Object(
   { additionalProperties: false },
 );
 
-function view(entry: FileEntry) {
+/** A file entry as the API shows it (also in the archive routes' answers). */
+export function fileEntryView(entry: FileEntry) {
   return {
     path: entry.path,
     name: entry.name,
@@ -130,7 +131,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
           body ?? new Uint8Array(0),
           { mode: modeOf(request.query.mode), parents: request.query.parents },
         );
-        return view(entry);
+        return fileEntryView(entry);
       },
     );
   });
@@ -169,7 +170,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
           mode: modeOf(body.mode),
           parents: body.parents,
         });
-        return view(entry);
+        return fileEntryView(entry);
       },
     );
   });
@@ -259,7 +260,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
         request.query.path,
         request.query.depth,
       );
-      return { entries: listing.entries.map(view), truncated: listing.truncated };
+      return { entries: listing.entries.map(fileEntryView), truncated: listing.truncated };
     },
   );
 
@@ -276,7 +277,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
         response: { 200: EntryRef },
       },
     },
-    async (request) => view(await files.stat(principalOf(request), request.params.id, request.query.path)),
+    async (request) => fileEntryView(await files.stat(principalOf(request), request.params.id, request.query.path)),
   );
 
   typed.get(
@@ -316,7 +317,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
       },
     },
     async (request) =>
-      view(
+      fileEntryView(
         await files.mkdir(principalOf(request), request.params.id, request.body.path, {
           parents: request.body.parents,
           mode: modeOf(request.body.mode),
@@ -343,7 +344,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
       },
     },
     async (request) =>
-      view(
+      fileEntryView(
         await files.move(
           principalOf(request),
           request.params.id,
