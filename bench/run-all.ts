@@ -6,7 +6,15 @@
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 
-const benchmarks = ["api-throughput.ts", "durability-soak.ts", "sandbox-tti.ts", "exec-latency.ts", "idle-memory.ts"];
+const benchmarks = [
+  "api-throughput.ts",
+  "durability-soak.ts",
+  "sandbox-tti.ts",
+  "exec-latency.ts",
+  "idle-memory.ts",
+  "sse-latency.ts",
+  "file-transfer.ts",
+];
 // `--import tsx` is resolved from the working directory: the root, where tsx is installed.
 const root = path.resolve(import.meta.dirname, "..");
 const failed: string[] = [];
