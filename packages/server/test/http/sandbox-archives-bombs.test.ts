@@ -8,18 +8,11 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { createGzip } from "node:zlib";
-import {
-  type ApiError,
-  deleteSandbox,
-  execOk,
-  request,
-  type SandboxView,
-  sandboxServerEnv,
-  statusKiB,
-} from "../support/sandbox-workloads.ts";
-import { type ServerProcess, startServer } from "../support/server-process.ts";
+import { putTar as putTarInto } from "../support/files-api.ts";
+import { useSandbox } from "../support/sandbox-fixture.ts";
+import { type ApiError, deleteSandbox, execOk, type SandboxView, statusKiB } from "../support/sandbox-workloads.ts";
 import { buildTar, header } from "../support/tar-builder.ts";
 
 const MiB = 1024 * 1024;
@@ -27,29 +20,11 @@ const maxBytes = 256 * MiB;
 const maxEntries = 1000;
 /** Peak growth of the server's resident memory allowed while it refuses a bomb. */
 const memoryBoundMiB = 64;
-let server: ServerProcess;
-let sandbox: SandboxView;
-
-before(async () => {
-  server = await startServer({
-    ...sandboxServerEnv,
-    SHOAL_ARCHIVE_MAX_ENTRIES: String(maxEntries),
-    SHOAL_ARCHIVE_MAX_BYTES: String(maxBytes),
-  });
-  const created = await request<SandboxView>(server, server.adminKey, "POST", "/v1/sandboxes", { mem_size_mib: 128 });
-  assert.equal(created.status, 201, created.text);
-  sandbox = created.json as SandboxView;
+const fixture = useSandbox({
+  serverEnv: { SHOAL_ARCHIVE_MAX_ENTRIES: String(maxEntries), SHOAL_ARCHIVE_MAX_BYTES: String(maxBytes) },
+  sandbox: { mem_size_mib: 128 },
 });
-after(async () => {
-  await deleteSandbox(server, server.adminKey, sandbox.id);
-  await server.dispose();
-});
-
-async function sh(cmd: string): Promise<string> {
-  const reply = await execOk(server, server.adminKey, sandbox.id, { cmd });
-  assert.equal(reply.exit_code, 0, `${cmd}: ${reply.stderr}`);
-  return reply.stdout;
-}
+const { sh } = fixture;
 
 let fresh = 0;
 async function freshDir(): Promise<string> {
@@ -58,28 +33,13 @@ async function freshDir(): Promise<string> {
   return dir;
 }
 
-async function putTar(
-  dir: string,
-  body: Buffer | ReadableStream<Uint8Array>,
-  contentType = "application/x-tar",
-): Promise<{ status: number; error: ApiError | undefined; text: string }> {
-  const response = await fetch(
-    `${server.url}/v1/sandboxes/${sandbox.id}/files/tar?${new URLSearchParams({ path: dir })}`,
-    {
-      method: "PUT",
-      headers: { authorization: `Bearer ${server.adminKey}`, "content-type": contentType },
-      body,
-      signal: AbortSignal.timeout(300_000),
-      ...(body instanceof ReadableStream ? { duplex: "half" } : {}),
-    } as RequestInit,
-  );
-  const text = await response.text();
-  return { status: response.status, error: (JSON.parse(text) as { error?: ApiError }).error, text };
-}
+/** `PUT /files/tar` into `dir` of the fixture's sandbox, with the admin key. */
+const putTar = (dir: string, body: Buffer | ReadableStream<Uint8Array>, contentType?: string) =>
+  putTarInto(fixture.server, fixture.server.adminKey, fixture.sandbox.id, dir, body, contentType);
 
 /** Runs `work` and answers how far the server's resident memory peaked above where it started, in MiB. */
 async function peakGrowthMiB(work: () => Promise<void>): Promise<number> {
-  const pid = server.child.pid as number;
+  const pid = fixture.server.child.pid as number;
   const before = statusKiB(pid, "VmRSS") as number;
   // Resets VmHWM to the current RSS, so that it then records this work's peak.
   writeFileSync(`/proc/${pid}/clear_refs`, "5");
@@ -153,11 +113,11 @@ test("a header claiming more than the cap is refused before its data", async () 
 test("a Content-Length over the cap is refused at once", async () => {
   const dir = await freshDir();
   const response = await fetch(
-    `${server.url}/v1/sandboxes/${sandbox.id}/files/tar?${new URLSearchParams({ path: dir })}`,
+    `${fixture.server.url}/v1/sandboxes/${fixture.sandbox.id}/files/tar?${new URLSearchParams({ path: dir })}`,
     {
       method: "PUT",
       headers: {
-        authorization: `Bearer ${server.adminKey}`,
+        authorization: `Bearer ${fixture.server.adminKey}`,
         "content-type": "application/x-tar",
       },
       body: Buffer.alloc(maxBytes + 1024),
@@ -228,13 +188,16 @@ test("an upload the client cuts off leaves nothing, staging included", async () 
       sent++;
     },
   });
-  const upload = fetch(`${server.url}/v1/sandboxes/${sandbox.id}/files/tar?${new URLSearchParams({ path: dir })}`, {
-    method: "PUT",
-    headers: { authorization: `Bearer ${server.adminKey}`, "content-type": "application/x-tar" },
-    body,
-    signal: controller.signal,
-    duplex: "half",
-  } as RequestInit);
+  const upload = fetch(
+    `${fixture.server.url}/v1/sandboxes/${fixture.sandbox.id}/files/tar?${new URLSearchParams({ path: dir })}`,
+    {
+      method: "PUT",
+      headers: { authorization: `Bearer ${fixture.server.adminKey}`, "content-type": "application/x-tar" },
+      body,
+      signal: controller.signal,
+      duplex: "half",
+    } as RequestInit,
+  );
   await assert.rejects(upload);
   // The server sees the connection close, stops feeding the agent and the agent removes its
   // staging directory; each look is one exec.
@@ -251,8 +214,8 @@ test("a large download streams with the server's memory bounded", async (t) => {
   let total = 0;
   const growth = await peakGrowthMiB(async () => {
     const response = await fetch(
-      `${server.url}/v1/sandboxes/${sandbox.id}/files/tar?${new URLSearchParams({ path: dir })}`,
-      { headers: { authorization: `Bearer ${server.adminKey}` }, signal: AbortSignal.timeout(300_000) },
+      `${fixture.server.url}/v1/sandboxes/${fixture.sandbox.id}/files/tar?${new URLSearchParams({ path: dir })}`,
+      { headers: { authorization: `Bearer ${fixture.server.adminKey}` }, signal: AbortSignal.timeout(300_000) },
     );
     assert.equal(response.status, 200);
     // The tar's first 512 bytes are large.bin's header; its data follows.
@@ -274,19 +237,19 @@ test("a large download streams with the server's memory bounded", async (t) => {
 });
 
 test("an archive larger than the sandbox's disk is QUOTA_STORAGE_EXCEEDED and leaves nothing", async () => {
-  const small = await request<SandboxView>(server, server.adminKey, "POST", "/v1/sandboxes", {
+  const small = await fixture.request<SandboxView>("POST", "/v1/sandboxes", {
     mem_size_mib: 128,
     disk_mib: 64,
   });
   assert.equal(small.status, 201, small.text);
   const id = (small.json as SandboxView).id;
   try {
-    await execOk(server, server.adminKey, id, { cmd: "mkdir -p /workspace/full" });
+    await execOk(fixture.server, fixture.server.adminKey, id, { cmd: "mkdir -p /workspace/full" });
     const response = await fetch(
-      `${server.url}/v1/sandboxes/${id}/files/tar?${new URLSearchParams({ path: "/workspace/full" })}`,
+      `${fixture.server.url}/v1/sandboxes/${id}/files/tar?${new URLSearchParams({ path: "/workspace/full" })}`,
       {
         method: "PUT",
-        headers: { authorization: `Bearer ${server.adminKey}`, "content-type": "application/x-tar" },
+        headers: { authorization: `Bearer ${fixture.server.adminKey}`, "content-type": "application/x-tar" },
         body: zeroTar(96, MiB),
         signal: AbortSignal.timeout(300_000),
         duplex: "half",
@@ -295,11 +258,13 @@ test("an archive larger than the sandbox's disk is QUOTA_STORAGE_EXCEEDED and le
     const text = await response.text();
     assert.equal(response.status, 422, text);
     assert.equal((JSON.parse(text) as { error: ApiError }).error.code, "QUOTA_STORAGE_EXCEEDED");
-    const left = await execOk(server, server.adminKey, id, { cmd: "ls -A /workspace/full" });
+    const left = await execOk(fixture.server, fixture.server.adminKey, id, { cmd: "ls -A /workspace/full" });
     assert.equal(left.stdout, "", "nothing stays, staging included");
-    const df = await execOk(server, server.adminKey, id, { cmd: "df -P /workspace | tail -1 | awk '{print $5}'" });
+    const df = await execOk(fixture.server, fixture.server.adminKey, id, {
+      cmd: "df -P /workspace | tail -1 | awk '{print $5}'",
+    });
     assert.ok(Number.parseInt(df.stdout, 10) < 50, `the space is free again: ${df.stdout}`);
   } finally {
-    await deleteSandbox(server, server.adminKey, id);
+    await deleteSandbox(fixture.server, fixture.server.adminKey, id);
   }
 });

@@ -7,42 +7,18 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { createKey } from "../support/http.ts";
-import {
-  type ApiError,
-  deleteSandbox,
-  execOk,
-  request,
-  type SandboxView,
-  sandboxServerEnv,
-} from "../support/sandbox-workloads.ts";
-import { type ServerProcess, startServer } from "../support/server-process.ts";
+import { useSandbox } from "../support/sandbox-fixture.ts";
+import type { ApiError } from "../support/sandbox-workloads.ts";
 
 const maxFileBytes = 4 * 1024 * 1024;
-let server: ServerProcess;
-let sandbox: SandboxView;
-
-before(async () => {
-  server = await startServer({ ...sandboxServerEnv, SHOAL_FILE_MAX_BYTES: String(maxFileBytes) });
-  const created = await request<SandboxView>(server, server.adminKey, "POST", "/v1/sandboxes", {
-    mem_size_mib: 128,
-    allowed_roots: ["/workspace", "/tmp"],
-  });
-  assert.equal(created.status, 201, created.text);
-  sandbox = created.json as SandboxView;
-  await sh("mkdir -p /workspace /outside");
+const fixture = useSandbox({
+  serverEnv: { SHOAL_FILE_MAX_BYTES: String(maxFileBytes) },
+  sandbox: { mem_size_mib: 128, allowed_roots: ["/workspace", "/tmp"] },
+  setup: ({ sh }) => sh("mkdir -p /workspace /outside"),
 });
-after(async () => {
-  await deleteSandbox(server, server.adminKey, sandbox.id);
-  await server.dispose();
-});
-
-async function sh(cmd: string): Promise<string> {
-  const reply = await execOk(server, server.adminKey, sandbox.id, { cmd });
-  assert.equal(reply.exit_code, 0, `${cmd}: ${reply.stderr}`);
-  return reply.stdout;
-}
+const { sh } = fixture;
 
 interface UploadReply {
   status: number;
@@ -59,10 +35,10 @@ async function upload(parts: Part[], options: { query?: string; key?: string } =
     else form.append("file", new Blob([part.data]), part.name);
   }
   const response = await fetch(
-    `${server.url}/v1/sandboxes/${sandbox.id}/files/upload${options.query === undefined ? "" : `?path=${options.query}`}`,
+    `${fixture.server.url}/v1/sandboxes/${fixture.sandbox.id}/files/upload${options.query === undefined ? "" : `?path=${options.query}`}`,
     {
       method: "POST",
-      headers: { authorization: `Bearer ${options.key ?? server.adminKey}` },
+      headers: { authorization: `Bearer ${options.key ?? fixture.server.adminKey}` },
       body: form,
       signal: AbortSignal.timeout(120_000),
     },
@@ -152,14 +128,14 @@ test("a form without the path first, or without files, is refused", async () => 
   const empty = await upload([{ field: "path", value: "/workspace/none" }]);
   assert.equal(empty.status, 400, empty.text);
   assert.equal(empty.json?.error?.code, "FILE_UPLOAD_FAILED");
-  const json = await request(server, server.adminKey, "POST", `/v1/sandboxes/${sandbox.id}/files/upload`, {
+  const json = await fixture.request("POST", `/v1/sandboxes/${fixture.sandbox.id}/files/upload`, {
     path: "/workspace",
   });
   assert.equal(json.status, 415, json.text);
 });
 
 test("the upload needs files:write", async () => {
-  const reader = await createKey(server, server.adminKey, ["files:read", "sandboxes:read"]);
+  const reader = await createKey(fixture.server, fixture.server.adminKey, ["files:read", "sandboxes:read"]);
   const reply = await upload(
     [
       { field: "path", value: "/workspace/denied" },
@@ -175,12 +151,7 @@ test("the upload needs files:write", async () => {
 });
 
 test("the OpenAPI document describes the upload, tar and watch routes", async () => {
-  const reply = await request<{ paths: Record<string, Record<string, unknown>> }>(
-    server,
-    server.adminKey,
-    "GET",
-    "/v1/openapi.json",
-  );
+  const reply = await fixture.request<{ paths: Record<string, Record<string, unknown>> }>("GET", "/v1/openapi.json");
   assert.equal(reply.status, 200, reply.text);
   const paths = reply.json?.paths ?? {};
   assert.ok(paths["/v1/sandboxes/{id}/files/upload"]?.post, "upload");

@@ -11,85 +11,36 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
 import tar from "tar-stream";
-import {
-  type ApiError,
-  deleteSandbox,
-  execOk,
-  request,
-  type SandboxView,
-  sandboxServerEnv,
-} from "../support/sandbox-workloads.ts";
-import { type ServerProcess, startServer } from "../support/server-process.ts";
+import { putTar as putTarInto } from "../support/files-api.ts";
+import { useSandbox } from "../support/sandbox-fixture.ts";
 import { buildTar, gnuLongName, pax, type TarEntry } from "../support/tar-builder.ts";
 
 const maxEntries = 2000;
-let server: ServerProcess;
-let sandbox: SandboxView;
 /** On the host, where an escape from the sandbox would land. */
 let hostCanaryDir: string;
-
-before(async () => {
-  server = await startServer({
-    ...sandboxServerEnv,
-    SHOAL_ARCHIVE_MAX_ENTRIES: String(maxEntries),
-    SHOAL_ARCHIVE_MAX_BYTES: String(64 * 1024 * 1024),
-  });
-  const created = await request<SandboxView>(server, server.adminKey, "POST", "/v1/sandboxes", {
-    mem_size_mib: 128,
-    allowed_roots: ["/workspace", "/tmp"],
-  });
-  assert.equal(created.status, 201, created.text);
-  sandbox = created.json as SandboxView;
-  hostCanaryDir = mkdtempSync(path.join(tmpdir(), "shoal-host-canary-"));
-  writeFileSync(path.join(hostCanaryDir, "canary"), "host canary\n");
-  await sh("mkdir -p /outside /workspace && echo sandbox canary > /outside/canary");
+const fixture = useSandbox({
+  serverEnv: { SHOAL_ARCHIVE_MAX_ENTRIES: String(maxEntries), SHOAL_ARCHIVE_MAX_BYTES: String(64 * 1024 * 1024) },
+  sandbox: { mem_size_mib: 128, allowed_roots: ["/workspace", "/tmp"] },
+  setup: async ({ sh }) => {
+    hostCanaryDir = mkdtempSync(path.join(tmpdir(), "shoal-host-canary-"));
+    writeFileSync(path.join(hostCanaryDir, "canary"), "host canary\n");
+    await sh("mkdir -p /outside /workspace && echo sandbox canary > /outside/canary");
+  },
+  teardown: () => rmSync(hostCanaryDir, { recursive: true, force: true }),
 });
-after(async () => {
-  await deleteSandbox(server, server.adminKey, sandbox.id);
-  await server.dispose();
-  rmSync(hostCanaryDir, { recursive: true, force: true });
-});
+const { sh } = fixture;
 
-async function sh(cmd: string): Promise<string> {
-  const reply = await execOk(server, server.adminKey, sandbox.id, { cmd });
-  assert.equal(reply.exit_code, 0, `${cmd}: ${reply.stderr}`);
-  return reply.stdout;
-}
-
-interface PutReply {
-  status: number;
-  json: { path: string; entries: number; bytes: number } | undefined;
-  error: (ApiError & { details: { entry?: string; rule?: string } }) | undefined;
-  text: string;
-}
-
-async function putTar(
-  dir: string,
-  body: Buffer | ReadableStream<Uint8Array>,
-  contentType = "application/x-tar",
-): Promise<PutReply> {
-  const response = await fetch(
-    `${server.url}/v1/sandboxes/${sandbox.id}/files/tar?${new URLSearchParams({ path: dir })}`,
-    {
-      method: "PUT",
-      headers: { authorization: `Bearer ${server.adminKey}`, "content-type": contentType },
-      body,
-      signal: AbortSignal.timeout(300_000),
-      ...(body instanceof ReadableStream ? { duplex: "half" } : {}),
-    } as RequestInit,
-  );
-  const text = await response.text();
-  const json = text === "" ? undefined : (JSON.parse(text) as PutReply["json"] & { error?: PutReply["error"] });
-  return { status: response.status, json, error: json?.error, text };
-}
+/** `PUT /files/tar` into `dir` of the fixture's sandbox, with the admin key. */
+const putTar = (dir: string, body: Buffer | ReadableStream<Uint8Array>, contentType?: string) =>
+  putTarInto(fixture.server, fixture.server.adminKey, fixture.sandbox.id, dir, body, contentType);
 
 async function getTar(dir: string): Promise<{ status: number; headers: Headers; body: Buffer }> {
   const response = await fetch(
-    `${server.url}/v1/sandboxes/${sandbox.id}/files/tar?${new URLSearchParams({ path: dir })}`,
-    { headers: { authorization: `Bearer ${server.adminKey}` }, signal: AbortSignal.timeout(300_000) },
+    `${fixture.server.url}/v1/sandboxes/${fixture.sandbox.id}/files/tar?${new URLSearchParams({ path: dir })}`,
+    { headers: { authorization: `Bearer ${fixture.server.adminKey}` }, signal: AbortSignal.timeout(300_000) },
   );
   return { status: response.status, headers: response.headers, body: Buffer.from(await response.arrayBuffer()) };
 }

@@ -4,17 +4,17 @@
  * failures, exit codes, timeouts, restart, delete, bad input and another owner's resources.
  */
 import assert from "node:assert/strict";
-import path from "node:path";
-import { after, before, describe, test } from "node:test";
-import { createKey } from "../support/http.ts";
+import { describe, test } from "node:test";
+import { useSandbox } from "../support/sandbox-fixture.ts";
 import {
+  type CodeContextBody,
+  type CodeContextView,
+  createCodeContext,
   createSandbox,
   deleteSandbox,
   request,
-  type SandboxView,
-  sandboxServerEnv,
 } from "../support/sandbox-workloads.ts";
-import { type ServerProcess, startServer } from "../support/server-process.ts";
+import { createKeyOfAnotherOwner } from "../support/sqlite-file.ts";
 
 interface CodeReply {
   success: boolean;
@@ -29,28 +29,10 @@ interface CodeReply {
   context_id: string | null;
 }
 
-interface ContextReply {
-  id: string;
-  language: string;
-  cwd: string | null;
-  user: string;
-  created_at: string;
-}
+const fixture = useSandbox({ sandbox: { mem_size_mib: 256 } });
 
-let server: ServerProcess;
-let sandbox: SandboxView;
-
-before(async () => {
-  server = await startServer({ ...sandboxServerEnv });
-  sandbox = await createSandbox(server, server.adminKey, { mem_size_mib: 256 });
-});
-after(async () => {
-  await deleteSandbox(server, server.adminKey, sandbox.id);
-  await server.dispose();
-});
-
-function runCode(body: Record<string, unknown>, key = server.adminKey, id = sandbox.id) {
-  return request<CodeReply>(server, key, "POST", `/v1/sandboxes/${id}/code`, body);
+function runCode(body: Record<string, unknown>, key = fixture.server.adminKey, id = fixture.sandbox.id) {
+  return request<CodeReply>(fixture.server, key, "POST", `/v1/sandboxes/${id}/code`, body);
 }
 
 async function codeOk(body: Record<string, unknown>): Promise<CodeReply> {
@@ -60,11 +42,8 @@ async function codeOk(body: Record<string, unknown>): Promise<CodeReply> {
   return reply.json;
 }
 
-async function newContext(body: Record<string, unknown>, id = sandbox.id): Promise<ContextReply> {
-  const reply = await request<ContextReply>(server, server.adminKey, "POST", `/v1/sandboxes/${id}/code/contexts`, body);
-  assert.equal(reply.status, 201, reply.text);
-  assert.ok(reply.json);
-  return reply.json;
+function newContext(body: CodeContextBody, id = fixture.sandbox.id): Promise<CodeContextView> {
+  return createCodeContext(fixture.server, fixture.server.adminKey, id, body);
 }
 
 describe("fresh interpreters", () => {
@@ -230,7 +209,7 @@ describe("contexts", () => {
 
   test("list, restart clears the state, delete then use is not found", async () => {
     const context = await newContext({ language: "python", cwd: "/tmp", env: { CONTEXT_VAR: "set" } });
-    const base = `/v1/sandboxes/${sandbox.id}/code/contexts`;
+    const base = `/v1/sandboxes/${fixture.sandbox.id}/code/contexts`;
     await codeOk({ language: "python", code: "x = 1", context_id: context.id });
     const start = await codeOk({
       language: "python",
@@ -239,29 +218,29 @@ describe("contexts", () => {
     });
     assert.equal(start.result, "('/tmp', 'set')");
 
-    const listed = await request<{ items: ContextReply[] }>(server, server.adminKey, "GET", base);
+    const listed = await fixture.request<{ items: CodeContextView[] }>("GET", base);
     assert.equal(listed.status, 200);
     assert.ok(listed.json?.items.some((item) => item.id === context.id && item.cwd === "/tmp"));
 
-    const restarted = await request<ContextReply>(server, server.adminKey, "POST", `${base}/${context.id}/restart`);
+    const restarted = await fixture.request<CodeContextView>("POST", `${base}/${context.id}/restart`);
     assert.equal(restarted.status, 200, restarted.text);
     assert.equal(restarted.json?.id, context.id);
     const fresh = await codeOk({ language: "python", code: "'x' in globals()", context_id: context.id });
     assert.equal(fresh.result, "False");
 
-    const deleted = await request(server, server.adminKey, "DELETE", `${base}/${context.id}`);
+    const deleted = await fixture.request("DELETE", `${base}/${context.id}`);
     assert.equal(deleted.status, 204);
     for (const reply of [
       await runCode({ language: "python", code: "1", context_id: context.id }),
-      await request(server, server.adminKey, "POST", `${base}/${context.id}/restart`),
-      await request(server, server.adminKey, "DELETE", `${base}/${context.id}`),
+      await fixture.request("POST", `${base}/${context.id}/restart`),
+      await fixture.request("DELETE", `${base}/${context.id}`),
     ]) {
       assert.equal(reply.status, 404, reply.text);
       assert.equal(reply.error?.code, "RESOURCE_NOT_FOUND");
       assert.equal(reply.error?.details.resource_type, "code_context");
       assert.equal(reply.error?.details.resource_id, context.id);
     }
-    const after = await request<{ items: ContextReply[] }>(server, server.adminKey, "GET", base);
+    const after = await fixture.request<{ items: CodeContextView[] }>("GET", base);
     assert.ok(!after.json?.items.some((item) => item.id === context.id));
   });
 
@@ -273,25 +252,33 @@ describe("contexts", () => {
   });
 
   test("a deleted sandbox drops its contexts", async () => {
-    const other = await createSandbox(server, server.adminKey, { mem_size_mib: 128 });
+    const other = await createSandbox(fixture.server, fixture.server.adminKey, { mem_size_mib: 128 });
     const context = await newContext({ language: "python" }, other.id);
-    await deleteSandbox(server, server.adminKey, other.id);
-    const reply = await runCode({ language: "python", code: "1", context_id: context.id }, server.adminKey, other.id);
+    await deleteSandbox(fixture.server, fixture.server.adminKey, other.id);
+    const reply = await runCode(
+      { language: "python", code: "1", context_id: context.id },
+      fixture.server.adminKey,
+      other.id,
+    );
     assert.equal(reply.status, 404);
     assert.equal(reply.error?.code, "SANDBOX_NOT_FOUND");
   });
 
   test("a stopped sandbox drops its contexts", async () => {
-    const other = await createSandbox(server, server.adminKey, { mem_size_mib: 128 });
+    const other = await createSandbox(fixture.server, fixture.server.adminKey, { mem_size_mib: 128 });
     try {
       const context = await newContext({ language: "python" }, other.id);
-      assert.equal((await request(server, server.adminKey, "POST", `/v1/sandboxes/${other.id}/stop`)).status, 200);
-      assert.equal((await request(server, server.adminKey, "POST", `/v1/sandboxes/${other.id}/start`)).status, 200);
-      const reply = await runCode({ language: "python", code: "1", context_id: context.id }, server.adminKey, other.id);
+      assert.equal((await fixture.request("POST", `/v1/sandboxes/${other.id}/stop`)).status, 200);
+      assert.equal((await fixture.request("POST", `/v1/sandboxes/${other.id}/start`)).status, 200);
+      const reply = await runCode(
+        { language: "python", code: "1", context_id: context.id },
+        fixture.server.adminKey,
+        other.id,
+      );
       assert.equal(reply.status, 404, reply.text);
       assert.equal(reply.error?.code, "RESOURCE_NOT_FOUND");
     } finally {
-      await deleteSandbox(server, server.adminKey, other.id);
+      await deleteSandbox(fixture.server, fixture.server.adminKey, other.id);
     }
   });
 });
@@ -325,13 +312,9 @@ describe("hostile input", () => {
   test("another owner sees neither the sandbox nor its contexts", async () => {
     const context = await newContext({ language: "python" });
     await codeOk({ language: "python", code: "secret = 'mine'", context_id: context.id });
-    const other = await createKey(server, server.adminKey, ["*"]);
-    const SQLite = (await import("better-sqlite3")).default;
-    const db = new SQLite(path.join(server.dataDir, "shoal.db"));
-    db.prepare("update api_keys set owner_id = 'owner_other' where id = ?").run(other.id);
-    db.close();
+    const other = await createKeyOfAnotherOwner(fixture.server);
 
-    const base = `/v1/sandboxes/${sandbox.id}/code`;
+    const base = `/v1/sandboxes/${fixture.sandbox.id}/code`;
     for (const [method, suffix, body] of [
       ["POST", "", { language: "python", code: "secret", context_id: context.id }],
       ["POST", "", { language: "python", code: "print(1)" }],
@@ -340,12 +323,12 @@ describe("hostile input", () => {
       ["POST", `/contexts/${context.id}/restart`, undefined],
       ["DELETE", `/contexts/${context.id}`, undefined],
     ] as const) {
-      const reply = await request(server, other.secret, method, `${base}${suffix}`, body);
+      const reply = await request(fixture.server, other.secret, method, `${base}${suffix}`, body);
       assert.equal(reply.status, 404, `${method} ${suffix}: ${reply.text}`);
       assert.equal(reply.error?.code, "SANDBOX_NOT_FOUND", `${method} ${suffix}`);
     }
     // In a sandbox of its own, the other owner's context id names nothing.
-    const theirs = await createSandbox(server, other.secret, { mem_size_mib: 128 });
+    const theirs = await createSandbox(fixture.server, other.secret, { mem_size_mib: 128 });
     try {
       const reply = await runCode(
         { language: "python", code: "secret", context_id: context.id },
@@ -354,15 +337,15 @@ describe("hostile input", () => {
       );
       assert.equal(reply.status, 404);
       assert.equal(reply.error?.code, "RESOURCE_NOT_FOUND");
-      const listed = await request<{ items: ContextReply[] }>(
-        server,
+      const listed = await request<{ items: CodeContextView[] }>(
+        fixture.server,
         other.secret,
         "GET",
         `/v1/sandboxes/${theirs.id}/code/contexts`,
       );
       assert.deepEqual(listed.json?.items, []);
     } finally {
-      await deleteSandbox(server, other.secret, theirs.id);
+      await deleteSandbox(fixture.server, other.secret, theirs.id);
     }
     // Nothing changed for the owner.
     assert.equal((await codeOk({ language: "python", code: "secret", context_id: context.id })).result, "'mine'");

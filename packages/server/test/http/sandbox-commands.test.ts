@@ -4,12 +4,11 @@
  * signals, kill, timeouts, exit codes, the output cap, unknown ids and another owner's sandbox.
  */
 import assert from "node:assert/strict";
-import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import fc from "fast-check";
-import { createKey } from "../support/http.ts";
-import { createSandbox, request, sandboxServerEnv } from "../support/sandbox-workloads.ts";
-import { type ServerProcess, startServer } from "../support/server-process.ts";
+import { useSandbox } from "../support/sandbox-fixture.ts";
+import { createSandbox, request } from "../support/sandbox-workloads.ts";
+import { createKeyOfAnotherOwner } from "../support/sqlite-file.ts";
 import { openEvents, type ReceivedEvent } from "../support/sse-client.ts";
 
 interface CommandView {
@@ -47,26 +46,22 @@ interface LogPage {
 
 const outputCap = 64 * 1024;
 
-let server: ServerProcess;
-let sandboxId: string;
-
-before(async () => {
-  server = await startServer({ ...sandboxServerEnv, SHOAL_COMMAND_OUTPUT_LIMIT_BYTES: String(outputCap) });
-  sandboxId = (await createSandbox(server, server.adminKey, { mem_size_mib: 256 })).id;
+const fixture = useSandbox({
+  serverEnv: { SHOAL_COMMAND_OUTPUT_LIMIT_BYTES: String(outputCap) },
+  sandbox: { mem_size_mib: 256 },
 });
-after(() => server.dispose());
 
-const base = () => `/v1/sandboxes/${sandboxId}/commands`;
+const base = () => `/v1/sandboxes/${fixture.sandbox.id}/commands`;
 
 async function start(body: Record<string, unknown>): Promise<CommandView> {
-  const reply = await request<CommandView>(server, server.adminKey, "POST", base(), body);
+  const reply = await fixture.request<CommandView>("POST", base(), body);
   assert.equal(reply.status, 202, reply.text);
   assert.ok(reply.json);
   return reply.json;
 }
 
 async function show(id: string): Promise<CommandView> {
-  const reply = await request<CommandView>(server, server.adminKey, "GET", `${base()}/${id}`);
+  const reply = await fixture.request<CommandView>("GET", `${base()}/${id}`);
   assert.equal(reply.status, 200, reply.text);
   assert.ok(reply.json);
   return reply.json;
@@ -74,7 +69,7 @@ async function show(id: string): Promise<CommandView> {
 
 async function page(id: string, offset: number, limit?: number): Promise<LogPage> {
   const query = `offset=${offset}${limit === undefined ? "" : `&limit=${limit}`}`;
-  const reply = await request<LogPage>(server, server.adminKey, "GET", `${base()}/${id}/logs?${query}`);
+  const reply = await fixture.request<LogPage>("GET", `${base()}/${id}/logs?${query}`);
   assert.equal(reply.status, 200, reply.text);
   assert.ok(reply.json);
   return reply.json;
@@ -85,8 +80,8 @@ async function follow(
   id: string,
   options: { offset?: number; lastEventId?: string; stopAfter?: (events: ReceivedEvent[]) => boolean } = {},
 ): Promise<ReceivedEvent[]> {
-  const opened = await openEvents(`${server.url}${base()}/${id}/logs?offset=${options.offset ?? 0}`, {
-    key: server.adminKey,
+  const opened = await openEvents(`${fixture.server.url}${base()}/${id}/logs?offset=${options.offset ?? 0}`, {
+    key: fixture.server.adminKey,
     headers: options.lastEventId === undefined ? {} : { "last-event-id": options.lastEventId },
   });
   assert.equal(opened.status, 200, opened.text);
@@ -144,7 +139,7 @@ describe("background commands", () => {
     });
     assert.match(command.id, /^cmd_[0-9A-Za-z]{22}$/);
     assert.equal(command.state, "running");
-    assert.equal(command.sandbox_id, sandboxId);
+    assert.equal(command.sandbox_id, fixture.sandbox.id);
     assert.ok(command.pid !== null && command.pid > 1);
     assert.ok(command.started_at !== null && Date.parse(command.started_at) >= Date.parse(command.created_at) - 1000);
 
@@ -196,9 +191,7 @@ describe("background commands", () => {
     const past = await page(command.id, end + 100);
     assert.deepEqual([past.pieces.length, past.next_offset, past.done], [0, end, true]);
 
-    const list = await request<{ items: CommandView[]; next_cursor: string | null }>(
-      server,
-      server.adminKey,
+    const list = await fixture.request<{ items: CommandView[]; next_cursor: string | null }>(
       "GET",
       `${base()}?limit=1`,
     );
@@ -226,7 +219,7 @@ describe("background commands", () => {
   test("stdin reaches `cat`, in order, until EOF ends it", async () => {
     const command = await start({ cmd: ["cat"] });
     const send = (body: Record<string, unknown>) =>
-      request<CommandView>(server, server.adminKey, "POST", `${base()}/${command.id}/stdin`, body);
+      fixture.request<CommandView>("POST", `${base()}/${command.id}/stdin`, body);
     assert.equal((await send({ data: "hello " })).status, 200);
     assert.equal(
       (await send({ data: Buffer.from([0xff, 0x00, 0x41]).toString("base64"), encoding: "base64" })).status,
@@ -266,7 +259,7 @@ describe("background commands", () => {
       cmd: "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.01; done",
     });
     await follow(trapped.id, { stopAfter: (events) => textOf(events, 0).stdout.includes("ready") });
-    const termed = await request<CommandView>(server, server.adminKey, "POST", `${base()}/${trapped.id}/signal`, {
+    const termed = await fixture.request<CommandView>("POST", `${base()}/${trapped.id}/signal`, {
       signal: "SIGTERM",
     });
     assert.equal(termed.status, 202, termed.text);
@@ -274,10 +267,7 @@ describe("background commands", () => {
     assert.deepEqual([trappedEnd.state, trappedEnd.exit_code], ["failed", 7]);
 
     const sleeper = await start({ cmd: ["sleep", "600"] });
-    assert.equal(
-      (await request(server, server.adminKey, "POST", `${base()}/${sleeper.id}/signal`, { signal: 15 })).status,
-      202,
-    );
+    assert.equal((await fixture.request("POST", `${base()}/${sleeper.id}/signal`, { signal: 15 })).status, 202);
     const slept = await waitForEnd(sleeper.id);
     assert.deepEqual([slept.state, slept.exit_code, slept.signal, slept.timed_out], ["killed", null, "SIGTERM", false]);
 
@@ -286,22 +276,20 @@ describe("background commands", () => {
     const firstLine = await follow(tree.id, { stopAfter: (events) => textOf(events, 0).stdout.includes("\n") });
     const childPid = Number(textOf(firstLine, 0).stdout.trim());
     assert.ok(childPid > 1);
-    const killed = await request(server, server.adminKey, "POST", `${base()}/${tree.id}/signal`, { signal: "SIGKILL" });
+    const killed = await fixture.request("POST", `${base()}/${tree.id}/signal`, {
+      signal: "SIGKILL",
+    });
     assert.equal(killed.status, 202, killed.text);
     const treeEnd = await waitForEnd(tree.id);
     assert.deepEqual([treeEnd.state, treeEnd.signal], ["killed", "SIGKILL"]);
-    const alive = await request<{ stdout: string }>(
-      server,
-      server.adminKey,
-      "POST",
-      `/v1/sandboxes/${sandboxId}/exec`,
-      {
-        cmd: `kill -0 ${childPid} 2>/dev/null && echo alive || echo gone`,
-      },
-    );
+    const alive = await fixture.request<{ stdout: string }>("POST", `/v1/sandboxes/${fixture.sandbox.id}/exec`, {
+      cmd: `kill -0 ${childPid} 2>/dev/null && echo alive || echo gone`,
+    });
     assert.equal(alive.json?.stdout, "gone\n");
 
-    const late = await request(server, server.adminKey, "POST", `${base()}/${tree.id}/signal`, { signal: "SIGTERM" });
+    const late = await fixture.request("POST", `${base()}/${tree.id}/signal`, {
+      signal: "SIGTERM",
+    });
     assert.equal(late.status, 409);
     assert.equal(late.error?.code, "STATE_CONFLICT");
 
@@ -342,14 +330,14 @@ describe("background commands", () => {
     assert.ok(text.endsWith("x\ntail-marker\n"));
     const live = await follow(command.id, { offset: 0 });
     assert.equal(textOf(live, out.kept_from).end, end);
-    const du = await request<{ stdout: string }>(server, server.adminKey, "POST", `/v1/sandboxes/${sandboxId}/exec`, {
+    const du = await fixture.request<{ stdout: string }>("POST", `/v1/sandboxes/${fixture.sandbox.id}/exec`, {
       cmd: `du -sb /var/lib/shoal/commands/${command.id} | cut -f1`,
     });
     assert.ok(Number(du.json?.stdout) <= outputCap + 4096, `the log on disk stays near the cap: ${du.json?.stdout}`);
   });
 
   test("unknown ids, bad input and another owner's sandbox", async () => {
-    const unknown = await request(server, server.adminKey, "GET", `${base()}/cmd_0000000000000000000000`);
+    const unknown = await fixture.request("GET", `${base()}/cmd_0000000000000000000000`);
     assert.equal(unknown.status, 404);
     assert.equal(unknown.error?.code, "COMMAND_NOT_FOUND");
     assert.equal(unknown.error?.details.command_id, "cmd_0000000000000000000000");
@@ -358,24 +346,20 @@ describe("background commands", () => {
       ["POST", "/stdin", { data: "x" }],
       ["POST", "/signal", { signal: "SIGTERM" }],
     ] as const) {
-      const reply = await request(
-        server,
-        server.adminKey,
-        method,
-        `${base()}/cmd_0000000000000000000000${suffix}`,
-        body,
-      );
+      const reply = await fixture.request(method, `${base()}/cmd_0000000000000000000000${suffix}`, body);
       assert.equal(reply.error?.code, "COMMAND_NOT_FOUND", `${method} ${suffix}`);
     }
     for (const hostile of ["..%2F..%2Fetc", "..", "cmd_0000000000000000000000%00", "%2Fvar%2Flib%2Fshoal"]) {
-      const reply = await request(server, server.adminKey, "GET", `${base()}/${hostile}/logs`);
+      const reply = await fixture.request("GET", `${base()}/${hostile}/logs`);
       assert.equal(reply.status, 404, hostile);
       assert.ok(
         ["COMMAND_NOT_FOUND", "ROUTE_NOT_FOUND"].includes(reply.error?.code ?? ""),
         `${hostile}: ${reply.text}`,
       );
     }
-    const sse = await openEvents(`${server.url}${base()}/cmd_0000000000000000000000/logs`, { key: server.adminKey });
+    const sse = await openEvents(`${fixture.server.url}${base()}/cmd_0000000000000000000000/logs`, {
+      key: fixture.server.adminKey,
+    });
     assert.equal(sse.status, 404);
     assert.match(sse.text ?? "", /COMMAND_NOT_FOUND/);
 
@@ -387,30 +371,26 @@ describe("background commands", () => {
       { cmd: "true", extra: 1 },
       { cmd: "true", cwd: "rel" },
     ]) {
-      const reply = await request(server, server.adminKey, "POST", base(), body);
+      const reply = await fixture.request("POST", base(), body);
       assert.equal(reply.error?.code, "VALIDATION_ERROR", JSON.stringify(body));
     }
     for (const body of [{ signal: "SIGNOPE" }, { signal: 0 }, { signal: 65 }]) {
-      const reply = await request(server, server.adminKey, "POST", `${base()}/${mine.id}/signal`, body);
+      const reply = await fixture.request("POST", `${base()}/${mine.id}/signal`, body);
       assert.equal(reply.error?.code, "VALIDATION_ERROR", JSON.stringify(body));
     }
-    const badBase64 = await request(server, server.adminKey, "POST", `${base()}/${mine.id}/stdin`, {
+    const badBase64 = await fixture.request("POST", `${base()}/${mine.id}/stdin`, {
       data: "not base64!",
       encoding: "base64",
     });
     assert.equal(badBase64.error?.code, "VALIDATION_ERROR");
-    const badResume = await openEvents(`${server.url}${base()}/${mine.id}/logs`, {
-      key: server.adminKey,
+    const badResume = await openEvents(`${fixture.server.url}${base()}/${mine.id}/logs`, {
+      key: fixture.server.adminKey,
       headers: { "last-event-id": "-1" },
     });
     assert.equal(badResume.status, 400);
 
     // A key of another owner: the sandbox does not exist for it, and nothing changes.
-    const other = await createKey(server, server.adminKey, ["*"]);
-    const SQLite = (await import("better-sqlite3")).default;
-    const db = new SQLite(path.join(server.dataDir, "shoal.db"));
-    db.prepare("update api_keys set owner_id = 'owner_other' where id = ?").run(other.id);
-    db.close();
+    const other = await createKeyOfAnotherOwner(fixture.server);
     for (const [method, suffix, body] of [
       ["GET", "", undefined],
       ["POST", "", { cmd: "touch /tmp/intruder" }],
@@ -419,38 +399,34 @@ describe("background commands", () => {
       ["POST", `/${mine.id}/stdin`, { data: "x" }],
       ["POST", `/${mine.id}/signal`, { signal: "SIGKILL" }],
     ] as const) {
-      const reply = await request(server, other.secret, method, `${base()}${suffix}`, body);
+      const reply = await request(fixture.server, other.secret, method, `${base()}${suffix}`, body);
       assert.equal(reply.status, 404, `${method} ${suffix}: ${reply.text}`);
       assert.equal(reply.error?.code, "SANDBOX_NOT_FOUND", `${method} ${suffix}`);
     }
     assert.equal((await show(mine.id)).state, "running", "the other owner's signal changed nothing");
-    const intruder = await request<{ stdout: string }>(
-      server,
-      server.adminKey,
-      "POST",
-      `/v1/sandboxes/${sandboxId}/exec`,
-      {
-        cmd: "test -e /tmp/intruder && echo yes || echo no",
-      },
-    );
+    const intruder = await fixture.request<{ stdout: string }>("POST", `/v1/sandboxes/${fixture.sandbox.id}/exec`, {
+      cmd: "test -e /tmp/intruder && echo yes || echo no",
+    });
     assert.equal(intruder.json?.stdout, "no\n");
-    await request(server, server.adminKey, "POST", `${base()}/${mine.id}/signal`, { signal: "SIGKILL" });
+    await fixture.request("POST", `${base()}/${mine.id}/signal`, {
+      signal: "SIGKILL",
+    });
     assert.equal((await waitForEnd(mine.id)).state, "killed");
   });
 
   test("stopping the sandbox marks its running commands killed", async () => {
-    const own = await createSandbox(server, server.adminKey, { mem_size_mib: 128 });
-    const started = await request<CommandView>(server, server.adminKey, "POST", `/v1/sandboxes/${own.id}/commands`, {
+    const own = await createSandbox(fixture.server, fixture.server.adminKey, { mem_size_mib: 128 });
+    const started = await fixture.request<CommandView>("POST", `/v1/sandboxes/${own.id}/commands`, {
       cmd: ["sleep", "600"],
     });
     assert.equal(started.status, 202, started.text);
-    const stopped = await request(server, server.adminKey, "POST", `/v1/sandboxes/${own.id}/stop`);
+    const stopped = await fixture.request("POST", `/v1/sandboxes/${own.id}/stop`);
     assert.equal(stopped.status, 200, stopped.text);
     const id = started.json?.id ?? "";
-    await server.waitForLog((line) => line.command_id === id && line.msg === "command ended");
-    const shown = await request<CommandView>(server, server.adminKey, "GET", `/v1/sandboxes/${own.id}/commands/${id}`);
+    await fixture.server.waitForLog((line) => line.command_id === id && line.msg === "command ended");
+    const shown = await fixture.request<CommandView>("GET", `/v1/sandboxes/${own.id}/commands/${id}`);
     assert.equal(shown.json?.state, "killed");
     assert.match(shown.json?.error ?? "", /stopped/);
-    await request(server, server.adminKey, "DELETE", `/v1/sandboxes/${own.id}`);
+    await fixture.request("DELETE", `/v1/sandboxes/${own.id}`);
   });
 });

@@ -5,39 +5,21 @@
  * the scope and another owner change nothing.
  */
 import assert from "node:assert/strict";
-import path from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { createKey } from "../support/http.ts";
-import {
-  createSandbox,
-  deleteSandbox,
-  execOk,
-  request,
-  type SandboxView,
-  sandboxServerEnv,
-} from "../support/sandbox-workloads.ts";
-import { type ServerProcess, startServer } from "../support/server-process.ts";
+import { useSandbox } from "../support/sandbox-fixture.ts";
+import { createCodeContext, execOk, request } from "../support/sandbox-workloads.ts";
+import { createKeyOfAnotherOwner } from "../support/sqlite-file.ts";
 
-let server: ServerProcess;
-let sandbox: SandboxView;
-
-before(async () => {
-  server = await startServer({ ...sandboxServerEnv });
-  sandbox = await createSandbox(server, server.adminKey, {
-    mem_size_mib: 128,
-    env: { CREATE_VAR: "from create", KEEP: "kept" },
-  });
-});
-after(async () => {
-  await deleteSandbox(server, server.adminKey, sandbox.id);
-  await server.dispose();
+const fixture = useSandbox({
+  sandbox: { mem_size_mib: 128, env: { CREATE_VAR: "from create", KEEP: "kept" } },
 });
 
-const envPath = () => `/v1/sandboxes/${sandbox.id}/env`;
+const envPath = () => `/v1/sandboxes/${fixture.sandbox.id}/env`;
 
 /** The sandbox's variables as a command in it sees them (only the test's own names). */
 async function seenByExec(): Promise<Record<string, string>> {
-  const reply = await execOk(server, server.adminKey, sandbox.id, { cmd: ["env"] });
+  const reply = await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, { cmd: ["env"] });
   const names = new Set(["CREATE_VAR", "KEEP", "NEW", "ONLY", "QUOTED"]);
   return Object.fromEntries(
     reply.stdout
@@ -48,7 +30,7 @@ async function seenByExec(): Promise<Record<string, string>> {
 }
 
 async function seenByCode(name: string, contextId?: string): Promise<string | null> {
-  const reply = await request<{ stdout: string }>(server, server.adminKey, "POST", `/v1/sandboxes/${sandbox.id}/code`, {
+  const reply = await fixture.request<{ stdout: string }>("POST", `/v1/sandboxes/${fixture.sandbox.id}/code`, {
     language: "python",
     code: `import os\nprint(os.environ.get(${JSON.stringify(name)}, "<unset>"))`,
     ...(contextId === undefined ? {} : { context_id: contextId }),
@@ -59,11 +41,11 @@ async function seenByCode(name: string, contextId?: string): Promise<string | nu
 }
 
 test("the env set at create is read, merged, replaced, removed and cleared, and every later process sees it", async () => {
-  const read = await request<{ env: Record<string, string> }>(server, server.adminKey, "GET", envPath());
+  const read = await fixture.request<{ env: Record<string, string> }>("GET", envPath());
   assert.equal(read.status, 200, read.text);
   assert.deepEqual(read.json?.env, { CREATE_VAR: "from create", KEEP: "kept" });
 
-  const merged = await request<{ env: Record<string, string> }>(server, server.adminKey, "PATCH", envPath(), {
+  const merged = await fixture.request<{ env: Record<string, string> }>("PATCH", envPath(), {
     env: { NEW: 'it\'s "new" $HOME', CREATE_VAR: null },
   });
   assert.equal(merged.status, 200, merged.text);
@@ -72,44 +54,37 @@ test("the env set at create is read, merged, replaced, removed and cleared, and 
   assert.deepEqual(await seenByExec(), { KEEP: "kept", NEW: 'it\'s "new" $HOME' });
   assert.equal(await seenByCode("NEW"), 'it\'s "new" $HOME');
   assert.equal(await seenByCode("CREATE_VAR"), null);
-  const context = await request<{ id: string }>(
-    server,
-    server.adminKey,
-    "POST",
-    `/v1/sandboxes/${sandbox.id}/code/contexts`,
-    {
-      language: "python",
-    },
-  );
-  assert.equal(context.status, 201, context.text);
-  assert.equal(await seenByCode("KEEP", context.json?.id), "kept");
+  const context = await createCodeContext(fixture.server, fixture.server.adminKey, fixture.sandbox.id, {
+    language: "python",
+  });
+  assert.equal(await seenByCode("KEEP", context.id), "kept");
 
-  const replaced = await request<{ env: Record<string, string> }>(server, server.adminKey, "PUT", envPath(), {
+  const replaced = await fixture.request<{ env: Record<string, string> }>("PUT", envPath(), {
     env: { ONLY: "only" },
   });
   assert.deepEqual(replaced.json?.env, { ONLY: "only" });
   assert.deepEqual(await seenByExec(), { ONLY: "only" });
 
   // It is the sandbox's own env: a stop and a start keep it.
-  assert.equal((await request(server, server.adminKey, "POST", `/v1/sandboxes/${sandbox.id}/stop`)).status, 200);
-  assert.equal((await request(server, server.adminKey, "POST", `/v1/sandboxes/${sandbox.id}/start`)).status, 200);
+  assert.equal((await fixture.request("POST", `/v1/sandboxes/${fixture.sandbox.id}/stop`)).status, 200);
+  assert.equal((await fixture.request("POST", `/v1/sandboxes/${fixture.sandbox.id}/start`)).status, 200);
   assert.deepEqual(await seenByExec(), { ONLY: "only" });
 
-  const removed = await request(server, server.adminKey, "DELETE", `${envPath()}/ONLY`);
+  const removed = await fixture.request("DELETE", `${envPath()}/ONLY`);
   assert.equal(removed.status, 204, removed.text);
   assert.deepEqual(await seenByExec(), {});
-  assert.equal((await request(server, server.adminKey, "DELETE", `${envPath()}/ONLY`)).status, 204);
+  assert.equal((await fixture.request("DELETE", `${envPath()}/ONLY`)).status, 204);
 
-  await request(server, server.adminKey, "PATCH", envPath(), { env: { KEEP: "again", NEW: "n" } });
-  const cleared = await request(server, server.adminKey, "DELETE", envPath());
+  await fixture.request("PATCH", envPath(), { env: { KEEP: "again", NEW: "n" } });
+  const cleared = await fixture.request("DELETE", envPath());
   assert.equal(cleared.status, 204);
-  const empty = await request<{ env: Record<string, string> }>(server, server.adminKey, "GET", envPath());
+  const empty = await fixture.request<{ env: Record<string, string> }>("GET", envPath());
   assert.deepEqual(empty.json?.env, {});
   assert.deepEqual(await seenByExec(), {});
 });
 
 test("bad input, a key without the scope and another owner change nothing", async () => {
-  await request(server, server.adminKey, "PUT", envPath(), { env: { KEEP: "kept" } });
+  await fixture.request("PUT", envPath(), { env: { KEEP: "kept" } });
   const bad: [string, string, unknown][] = [
     ["PUT", envPath(), { env: { "BAD NAME": "x" } }],
     ["PUT", envPath(), { env: { "1ST": "x" } }],
@@ -122,23 +97,25 @@ test("bad input, a key without the scope and another owner change nothing", asyn
     ["DELETE", `${envPath()}/BAD-NAME`, undefined],
   ];
   for (const [method, route, body] of bad) {
-    const reply = await request(server, server.adminKey, method, route, body);
+    const reply = await fixture.request(method, route, body);
     assert.equal(reply.status, 400, `${method} ${JSON.stringify(body)?.slice(0, 80)}: ${reply.text.slice(0, 300)}`);
     assert.equal(reply.error?.code, "VALIDATION_ERROR");
   }
   // Merging past the limit: each patch is valid, the result would be too big.
-  await request(server, server.adminKey, "PUT", envPath(), {
+  await fixture.request("PUT", envPath(), {
     env: Object.fromEntries(Array.from({ length: 256 }, (_, n) => [`V${n}`, "x"])),
   });
-  const tooMany = await request(server, server.adminKey, "PATCH", envPath(), { env: { ONE_MORE: "x" } });
+  const tooMany = await fixture.request("PATCH", envPath(), {
+    env: { ONE_MORE: "x" },
+  });
   assert.equal(tooMany.status, 400, tooMany.text);
   assert.equal(tooMany.error?.code, "VALIDATION_ERROR");
-  await request(server, server.adminKey, "PUT", envPath(), { env: { KEEP: "kept" } });
+  await fixture.request("PUT", envPath(), { env: { KEEP: "kept" } });
 
-  const reader = await createKey(server, server.adminKey, ["sandboxes:read"]);
+  const reader = await createKey(fixture.server, fixture.server.adminKey, ["sandboxes:read"]);
   for (const method of ["GET", "PUT", "PATCH", "DELETE"]) {
     const reply = await request(
-      server,
+      fixture.server,
       reader.secret,
       method,
       envPath(),
@@ -148,11 +125,7 @@ test("bad input, a key without the scope and another owner change nothing", asyn
     assert.equal(reply.error?.code, "PERMISSION_DENIED");
   }
 
-  const other = await createKey(server, server.adminKey, ["*"]);
-  const SQLite = (await import("better-sqlite3")).default;
-  const db = new SQLite(path.join(server.dataDir, "shoal.db"));
-  db.prepare("update api_keys set owner_id = 'owner_other' where id = ?").run(other.id);
-  db.close();
+  const other = await createKeyOfAnotherOwner(fixture.server);
   for (const [method, route, body] of [
     ["GET", envPath(), undefined],
     ["PUT", envPath(), { env: { STOLEN: "x" } }],
@@ -160,11 +133,11 @@ test("bad input, a key without the scope and another owner change nothing", asyn
     ["DELETE", `${envPath()}/KEEP`, undefined],
     ["DELETE", envPath(), undefined],
   ] as const) {
-    const reply = await request(server, other.secret, method, route, body);
+    const reply = await request(fixture.server, other.secret, method, route, body);
     assert.equal(reply.status, 404, `${method} ${route}: ${reply.text}`);
     assert.equal(reply.error?.code, "SANDBOX_NOT_FOUND");
   }
-  const unchanged = await request<{ env: Record<string, string> }>(server, server.adminKey, "GET", envPath());
+  const unchanged = await fixture.request<{ env: Record<string, string> }>("GET", envPath());
   assert.deepEqual(unchanged.json?.env, { KEEP: "kept" });
   assert.deepEqual(await seenByExec(), { KEEP: "kept" });
 });

@@ -5,25 +5,18 @@
  * the command.
  */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { createSandbox, deleteSandbox, execOk, sandboxServerEnv } from "../support/sandbox-workloads.ts";
-import { type ServerProcess, startServer } from "../support/server-process.ts";
+import { test } from "node:test";
+import { useSandbox } from "../support/sandbox-fixture.ts";
+import { execOk } from "../support/sandbox-workloads.ts";
 import { openEvents, type ReceivedEvent } from "../support/sse-client.ts";
 
-let server: ServerProcess;
-let sandboxId: string;
-
-before(async () => {
-  server = await startServer({ ...sandboxServerEnv });
-  sandboxId = (await createSandbox(server, server.adminKey, { mem_size_mib: 128 })).id;
-});
-after(async () => {
-  await deleteSandbox(server, server.adminKey, sandboxId);
-  await server.dispose();
-});
+const fixture = useSandbox({ sandbox: { mem_size_mib: 128 } });
 
 function execEvents(body: unknown) {
-  return openEvents(`${server.url}/v1/sandboxes/${sandboxId}/exec`, { key: server.adminKey, body });
+  return openEvents(`${fixture.server.url}/v1/sandboxes/${fixture.sandbox.id}/exec`, {
+    key: fixture.server.adminKey,
+    body,
+  });
 }
 
 async function collect(events: AsyncGenerator<ReceivedEvent>): Promise<ReceivedEvent[]> {
@@ -71,7 +64,7 @@ test("the first output arrives before the command ends", async () => {
   const first = await iterator.next();
   assert.equal((first.value as ReceivedEvent).event, "stdout");
   assert.deepEqual((first.value as ReceivedEvent).data, { text: "ready\n" });
-  await execOk(server, server.adminKey, sandboxId, { cmd: ["touch", "/tmp/stream-go"] });
+  await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, { cmd: ["touch", "/tmp/stream-go"] });
   const rest: ReceivedEvent[] = [];
   for (let next = await iterator.next(); !next.done; next = await iterator.next()) rest.push(next.value);
   assert.equal(textOf(rest, "stdout"), "done\n");
@@ -100,8 +93,8 @@ test("a timeout ends the stream with an EXEC_TIMEOUT error event", async () => {
 });
 
 test("errors before the start answer as plain HTTP errors", async () => {
-  const missing = await openEvents(`${server.url}/v1/sandboxes/sbx_0000000000000000000000/exec`, {
-    key: server.adminKey,
+  const missing = await openEvents(`${fixture.server.url}/v1/sandboxes/sbx_0000000000000000000000/exec`, {
+    key: fixture.server.adminKey,
     body: { cmd: ["true"] },
   });
   assert.equal(missing.status, 404);
@@ -119,9 +112,13 @@ test("a client that disconnects kills the command", async () => {
   assert.equal(((await iterator.next()).value as ReceivedEvent).event, "stdout");
   opened.close();
   // The command's pid was recorded; poll until no process of that pid is left in the sandbox.
-  const pid = (await execOk(server, server.adminKey, sandboxId, { cmd: ["cat", "/tmp/streamed.pid"] })).stdout.trim();
+  const pid = (
+    await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, { cmd: ["cat", "/tmp/streamed.pid"] })
+  ).stdout.trim();
   for (;;) {
-    const alive = await execOk(server, server.adminKey, sandboxId, { cmd: `kill -0 ${pid} 2>/dev/null && echo alive` });
+    const alive = await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, {
+      cmd: `kill -0 ${pid} 2>/dev/null && echo alive`,
+    });
     if (alive.stdout === "") break;
     await new Promise<void>((resolve) => setImmediate(resolve));
   }

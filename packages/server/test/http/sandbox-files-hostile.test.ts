@@ -11,7 +11,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import fc from "fast-check";
 import {
   type FileEntryView,
@@ -20,50 +20,26 @@ import {
   filesQuery,
   putUntilAnswered,
 } from "../support/files-api.ts";
-import {
-  deleteSandbox,
-  execOk,
-  mapLimit,
-  request,
-  type SandboxView,
-  sandboxServerEnv,
-} from "../support/sandbox-workloads.ts";
-import { type ServerProcess, startServer } from "../support/server-process.ts";
+import { useSandbox } from "../support/sandbox-fixture.ts";
+import { mapLimit } from "../support/sandbox-workloads.ts";
 
 const roots = ["/workspace", "/tmp"];
 const canary = `CANARY-${randomBytes(8).toString("hex")}`;
-let server: ServerProcess;
-let sandbox: SandboxView;
 let files: FilesClient;
 let hostDir: string;
-
-before(async () => {
-  server = await startServer({ ...sandboxServerEnv });
-  const created = await request<SandboxView>(server, server.adminKey, "POST", "/v1/sandboxes", {
-    mem_size_mib: 256,
-    disk_mib: 64,
-    allowed_roots: roots,
-  });
-  assert.equal(created.status, 201, created.text);
-  sandbox = created.json as SandboxView;
-  files = filesClient(server, server.adminKey, sandbox.id);
-  hostDir = mkdtempSync(path.join(tmpdir(), "shoal-files-canary-"));
-  writeFileSync(path.join(hostDir, "secret.txt"), canary);
-  await sh(
-    `mkdir -p /canary /workspacex /workspace /tmp && for f in /canary/secret.txt /canary/victim /workspacex/secret.txt /secret.txt /victim; do echo ${canary} > $f; done && touch /canary/canary-only.txt`,
-  );
+const fixture = useSandbox({
+  sandbox: { mem_size_mib: 256, disk_mib: 64, allowed_roots: roots },
+  setup: async ({ server, sandbox, sh }) => {
+    files = filesClient(server, server.adminKey, sandbox.id);
+    hostDir = mkdtempSync(path.join(tmpdir(), "shoal-files-canary-"));
+    writeFileSync(path.join(hostDir, "secret.txt"), canary);
+    await sh(
+      `mkdir -p /canary /workspacex /workspace /tmp && for f in /canary/secret.txt /canary/victim /workspacex/secret.txt /secret.txt /victim; do echo ${canary} > $f; done && touch /canary/canary-only.txt`,
+    );
+  },
+  teardown: () => rmSync(hostDir, { recursive: true, force: true }),
 });
-after(async () => {
-  await deleteSandbox(server, server.adminKey, sandbox.id);
-  await server.dispose();
-  rmSync(hostDir, { recursive: true, force: true });
-});
-
-async function sh(cmd: string, timeoutMs = 60_000): Promise<string> {
-  const reply = await execOk(server, server.adminKey, sandbox.id, { cmd, timeout_ms: timeoutMs });
-  assert.equal(reply.exit_code, 0, `${cmd}: ${reply.stderr}`);
-  return reply.stdout;
-}
+const { sh } = fixture;
 
 /** What lies outside the allowed roots (and the kernel's own filesystems): names, types, sizes, modes, times. */
 const outsideSnapshot = () =>
@@ -319,9 +295,9 @@ test("a full disk is QUOTA_STORAGE_EXCEEDED, keeps the old file and frees what t
   const free = async () => Number((await sh("df -k --output=avail /workspace | tail -1")).trim());
   const before = await free();
   const full = await putUntilAnswered(
-    server,
-    server.adminKey,
-    sandbox.id,
+    fixture.server,
+    fixture.server.adminKey,
+    fixture.sandbox.id,
     "/workspace/keep.bin",
     100 * 1024 * 1024,
     false,

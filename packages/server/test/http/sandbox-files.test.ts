@@ -6,49 +6,27 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { type FileEntryView, type FilesClient, filesClient, putUntilAnswered } from "../support/files-api.ts";
 import { createKey } from "../support/http.ts";
-import {
-  createSandbox,
-  deleteSandbox,
-  execOk,
-  request,
-  type SandboxView,
-  sandboxServerEnv,
-} from "../support/sandbox-workloads.ts";
-import { type ServerProcess, startServer } from "../support/server-process.ts";
+import { useSandbox } from "../support/sandbox-fixture.ts";
+import { createSandbox, deleteSandbox, type SandboxView } from "../support/sandbox-workloads.ts";
 
 const maxFileBytes = 8 * 1024 * 1024;
-let server: ServerProcess;
-let sandbox: SandboxView;
 let files: FilesClient;
-
-before(async () => {
-  server = await startServer({ ...sandboxServerEnv, SHOAL_FILE_MAX_BYTES: String(maxFileBytes) });
-  const created = await request<SandboxView>(server, server.adminKey, "POST", "/v1/sandboxes", {
-    mem_size_mib: 128,
-    allowed_roots: ["/workspace", "/tmp/../tmp/"],
-  });
-  assert.equal(created.status, 201, created.text);
-  sandbox = created.json as SandboxView;
-  files = filesClient(server, server.adminKey, sandbox.id);
-  // Outside the allowed roots: a secret, and symlinks that lead to it from inside.
-  await sh(
-    "mkdir -p /outside /workspace && echo outside-secret > /outside/secret.txt && " +
-      "ln -s /outside /workspace/out-abs && ln -s ../outside /workspace/out-rel && ln -s / /workspace/to-root",
-  );
+const fixture = useSandbox({
+  serverEnv: { SHOAL_FILE_MAX_BYTES: String(maxFileBytes) },
+  sandbox: { mem_size_mib: 128, allowed_roots: ["/workspace", "/tmp/../tmp/"] },
+  setup: async ({ server, sandbox, sh }) => {
+    files = filesClient(server, server.adminKey, sandbox.id);
+    // Outside the allowed roots: a secret, and symlinks that lead to it from inside.
+    await sh(
+      "mkdir -p /outside /workspace && echo outside-secret > /outside/secret.txt && " +
+        "ln -s /outside /workspace/out-abs && ln -s ../outside /workspace/out-rel && ln -s / /workspace/to-root",
+    );
+  },
 });
-after(async () => {
-  await deleteSandbox(server, server.adminKey, sandbox.id);
-  await server.dispose();
-});
-
-async function sh(cmd: string): Promise<string> {
-  const reply = await execOk(server, server.adminKey, sandbox.id, { cmd });
-  assert.equal(reply.exit_code, 0, `${cmd}: ${reply.stderr}`);
-  return reply.stdout;
-}
+const { sh } = fixture;
 
 function ok<T>(reply: { status: number; text: string; json: T | undefined }, status = 200): T {
   assert.equal(reply.status, status, reply.text);
@@ -61,10 +39,17 @@ function failed(reply: { status: number; error?: { code: string } | undefined },
 }
 
 test("the sandbox answers its normalised allowed roots; a relative root is refused at create", async () => {
-  assert.deepEqual((sandbox as SandboxView & { allowed_roots: string[] }).allowed_roots, ["/workspace", "/tmp"]);
-  const refused = await request(server, server.adminKey, "POST", "/v1/sandboxes", { allowed_roots: ["workspace"] });
+  assert.deepEqual((fixture.sandbox as SandboxView & { allowed_roots: string[] }).allowed_roots, [
+    "/workspace",
+    "/tmp",
+  ]);
+  const refused = await fixture.request("POST", "/v1/sandboxes", {
+    allowed_roots: ["workspace"],
+  });
   failed(refused, 400, "VALIDATION_ERROR");
-  const nul = await request(server, server.adminKey, "POST", "/v1/sandboxes", { allowed_roots: ["/a\u0000b"] });
+  const nul = await fixture.request("POST", "/v1/sandboxes", {
+    allowed_roots: ["/a\u0000b"],
+  });
   failed(nul, 400, "INVALID_PATH");
 });
 
@@ -85,9 +70,12 @@ describe("write and read", () => {
   test("a large file read by a slow client arrives whole (the agent is held back, not the memory)", async () => {
     const bytes = randomBytes(maxFileBytes);
     ok(await files.put("/workspace/slow.bin", bytes));
-    const response = await fetch(`${server.url}/v1/sandboxes/${sandbox.id}/files?path=/workspace/slow.bin`, {
-      headers: { authorization: `Bearer ${server.adminKey}` },
-    });
+    const response = await fetch(
+      `${fixture.server.url}/v1/sandboxes/${fixture.sandbox.id}/files?path=/workspace/slow.bin`,
+      {
+        headers: { authorization: `Bearer ${fixture.server.adminKey}` },
+      },
+    );
     assert.equal(response.status, 200);
     const reader = (response.body as ReadableStream<Uint8Array>).getReader();
     const chunks: Uint8Array[] = [];
@@ -194,9 +182,9 @@ describe("the body limit", () => {
   test("a declared body over SHOAL_FILE_MAX_BYTES is PAYLOAD_TOO_LARGE before it is sent, and writes nothing", async () => {
     ok(await files.put("/workspace/keep.txt", "old"));
     const reply = await putUntilAnswered(
-      server,
-      server.adminKey,
-      sandbox.id,
+      fixture.server,
+      fixture.server.adminKey,
+      fixture.sandbox.id,
       "/workspace/keep.txt",
       maxFileBytes + 1,
       true,
@@ -210,9 +198,9 @@ describe("the body limit", () => {
 
   test("a streamed body that grows past the limit is refused and leaves the old file and no temporary", async () => {
     const reply = await putUntilAnswered(
-      server,
-      server.adminKey,
-      sandbox.id,
+      fixture.server,
+      fixture.server.adminKey,
+      fixture.sandbox.id,
       "/workspace/keep.txt",
       4 * maxFileBytes,
       false,
@@ -428,20 +416,24 @@ describe("paths", () => {
 
 describe("access", () => {
   test("read routes need files:read, write routes files:write", async () => {
-    const reader = await createKey(server, server.adminKey, ["files:read"]);
-    const asReader = filesClient(server, reader.secret, sandbox.id);
+    const reader = await createKey(fixture.server, fixture.server.adminKey, ["files:read"]);
+    const asReader = filesClient(fixture.server, reader.secret, fixture.sandbox.id);
     assert.equal((await asReader.get("/workspace/r.txt")).status, 200);
     const write = await asReader.put("/workspace/r.txt", "x");
     failed(write, 403, "PERMISSION_DENIED");
     assert.equal(write.error && (write.error.details as { required_scope?: string }).required_scope, "files:write");
     failed(await asReader.json("DELETE", "/files?path=/workspace/r.txt"), 403, "PERMISSION_DENIED");
-    const writer = await createKey(server, server.adminKey, ["files:write"]);
-    failed(await filesClient(server, writer.secret, sandbox.id).get("/workspace/r.txt"), 403, "PERMISSION_DENIED");
+    const writer = await createKey(fixture.server, fixture.server.adminKey, ["files:write"]);
+    failed(
+      await filesClient(fixture.server, writer.secret, fixture.sandbox.id).get("/workspace/r.txt"),
+      403,
+      "PERMISSION_DENIED",
+    );
   });
 
   test("an unknown sandbox is SANDBOX_NOT_FOUND on every route", async () => {
     // Keys of another owner cannot be made over the API yet; the service looks sandboxes up by owner and id.
-    const nobody = filesClient(server, server.adminKey, "sbx_0000000000000000000000");
+    const nobody = filesClient(fixture.server, fixture.server.adminKey, "sbx_0000000000000000000000");
     failed(await nobody.get("/workspace/r.txt"), 404, "SANDBOX_NOT_FOUND");
     failed(await nobody.put("/workspace/r.txt", "x"), 404, "SANDBOX_NOT_FOUND");
     failed(await nobody.json("GET", "/files/list?path=/workspace"), 404, "SANDBOX_NOT_FOUND");
@@ -449,20 +441,23 @@ describe("access", () => {
   });
 
   test("a stopped sandbox is STATE_CONFLICT", async () => {
-    const stopped = await createSandbox(server, server.adminKey, { mem_size_mib: 64 });
+    const stopped = await createSandbox(fixture.server, fixture.server.adminKey, { mem_size_mib: 64 });
     try {
-      assert.equal((await request(server, server.adminKey, "POST", `/v1/sandboxes/${stopped.id}/stop`)).status, 200);
-      const reply = await filesClient(server, server.adminKey, stopped.id).json("GET", "/files/stat?path=/");
+      assert.equal((await fixture.request("POST", `/v1/sandboxes/${stopped.id}/stop`)).status, 200);
+      const reply = await filesClient(fixture.server, fixture.server.adminKey, stopped.id).json(
+        "GET",
+        "/files/stat?path=/",
+      );
       failed(reply, 409, "STATE_CONFLICT");
     } finally {
-      await deleteSandbox(server, server.adminKey, stopped.id);
+      await deleteSandbox(fixture.server, fixture.server.adminKey, stopped.id);
     }
   });
 
   test("a malformed JSON body is BAD_REQUEST", async () => {
-    const response = await fetch(`${server.url}/v1/sandboxes/${sandbox.id}/files`, {
+    const response = await fetch(`${fixture.server.url}/v1/sandboxes/${fixture.sandbox.id}/files`, {
       method: "POST",
-      headers: { authorization: `Bearer ${server.adminKey}`, "content-type": "application/json" },
+      headers: { authorization: `Bearer ${fixture.server.adminKey}`, "content-type": "application/json" },
       body: '{"path": "/workspace/x", "content": ',
     });
     assert.equal(response.status, 400);

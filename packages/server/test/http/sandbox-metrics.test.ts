@@ -4,18 +4,11 @@
  * it allocates, disk after it writes a file, pids with a background sleep.
  */
 import assert from "node:assert/strict";
-import path from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { createKey } from "../support/http.ts";
-import {
-  createSandbox,
-  deleteSandbox,
-  execOk,
-  request,
-  type SandboxView,
-  sandboxServerEnv,
-} from "../support/sandbox-workloads.ts";
-import { type ServerProcess, startServer } from "../support/server-process.ts";
+import { useSandbox } from "../support/sandbox-fixture.ts";
+import { createCodeContext, createSandbox, deleteSandbox, execOk, request } from "../support/sandbox-workloads.ts";
+import { createKeyOfAnotherOwner } from "../support/sqlite-file.ts";
 
 interface Metrics {
   sandbox_id: string;
@@ -27,20 +20,10 @@ interface Metrics {
 }
 
 const MiB = 1024 * 1024;
-let server: ServerProcess;
-let sandbox: SandboxView;
-
-before(async () => {
-  server = await startServer({ ...sandboxServerEnv });
-  sandbox = await createSandbox(server, server.adminKey, { mem_size_mib: 256, disk_mib: 512, vcpu_count: 1 });
-});
-after(async () => {
-  await deleteSandbox(server, server.adminKey, sandbox.id);
-  await server.dispose();
-});
+const fixture = useSandbox({ sandbox: { mem_size_mib: 256, disk_mib: 512, vcpu_count: 1 } });
 
 async function metrics(): Promise<Metrics> {
-  const reply = await request<Metrics>(server, server.adminKey, "GET", `/v1/sandboxes/${sandbox.id}/metrics`);
+  const reply = await fixture.request<Metrics>("GET", `/v1/sandboxes/${fixture.sandbox.id}/metrics`);
   assert.equal(reply.status, 200, reply.text);
   assert.ok(reply.json);
   return reply.json;
@@ -48,7 +31,7 @@ async function metrics(): Promise<Metrics> {
 
 test("the limits are the sandbox's own", async () => {
   const reading = await metrics();
-  assert.equal(reading.sandbox_id, sandbox.id);
+  assert.equal(reading.sandbox_id, fixture.sandbox.id);
   assert.equal(reading.cpu.limit_vcpus, 1);
   assert.ok(reading.cpu.window_ms >= 250, `window ${reading.cpu.window_ms}`);
   assert.ok(reading.cpu.percent >= 0);
@@ -68,7 +51,7 @@ test("the limits are the sandbox's own", async () => {
 test("CPU time grows after the sandbox computes", async () => {
   const before = await metrics();
   // 0.4 s of CPU time, however busy the host is.
-  await execOk(server, server.adminKey, sandbox.id, {
+  await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, {
     cmd: ["python3", "-c", "import time\nwhile time.process_time() < 0.4: pass"],
   });
   const afterBusy = await metrics();
@@ -77,28 +60,15 @@ test("CPU time grows after the sandbox computes", async () => {
 });
 
 test("memory grows after the sandbox allocates", async () => {
-  const context = await request<{ id: string }>(
-    server,
-    server.adminKey,
-    "POST",
-    `/v1/sandboxes/${sandbox.id}/code/contexts`,
-    {
-      language: "python",
-    },
-  );
-  assert.equal(context.status, 201, context.text);
+  const context = await createCodeContext(fixture.server, fixture.server.adminKey, fixture.sandbox.id, {
+    language: "python",
+  });
   const before = await metrics();
-  const allocated = await request<{ success: boolean }>(
-    server,
-    server.adminKey,
-    "POST",
-    `/v1/sandboxes/${sandbox.id}/code`,
-    {
-      language: "python",
-      code: "block = b'x' * (64 << 20)",
-      context_id: context.json?.id,
-    },
-  );
+  const allocated = await fixture.request<{ success: boolean }>("POST", `/v1/sandboxes/${fixture.sandbox.id}/code`, {
+    language: "python",
+    code: "block = b'x' * (64 << 20)",
+    context_id: context.id,
+  });
   assert.equal(allocated.json?.success, true, allocated.text);
   const afterAllocation = await metrics();
   const grown = afterAllocation.memory.current_bytes - before.memory.current_bytes;
@@ -107,12 +77,12 @@ test("memory grows after the sandbox allocates", async () => {
     afterAllocation.memory.peak_bytes !== null &&
       afterAllocation.memory.peak_bytes >= afterAllocation.memory.current_bytes,
   );
-  await request(server, server.adminKey, "DELETE", `/v1/sandboxes/${sandbox.id}/code/contexts/${context.json?.id}`);
+  await fixture.request("DELETE", `/v1/sandboxes/${fixture.sandbox.id}/code/contexts/${context.id}`);
 });
 
 test("disk use grows after a file is written", async () => {
   const before = await metrics();
-  await execOk(server, server.adminKey, sandbox.id, {
+  await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, {
     cmd: "head -c 33554432 /dev/urandom > /workspace/blob && sync",
   });
   const afterWrite = await metrics();
@@ -120,41 +90,39 @@ test("disk use grows after a file is written", async () => {
   const grown = afterWrite.disk.used_bytes - before.disk.used_bytes;
   assert.ok(grown >= 30 * MiB, `grew ${grown / MiB} MiB`);
   assert.equal(afterWrite.disk.total_bytes, before.disk.total_bytes);
-  await execOk(server, server.adminKey, sandbox.id, { cmd: ["rm", "/workspace/blob"] });
+  await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, { cmd: ["rm", "/workspace/blob"] });
 });
 
 test("pids grow with a background sleep", async () => {
   const before = await metrics();
-  await execOk(server, server.adminKey, sandbox.id, { cmd: "sleep 60 >/dev/null 2>&1 & sleep 60 >/dev/null 2>&1 &" });
+  await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, {
+    cmd: "sleep 60 >/dev/null 2>&1 & sleep 60 >/dev/null 2>&1 &",
+  });
   const afterSpawn = await metrics();
   assert.ok(afterSpawn.pids.current >= before.pids.current + 2, `${before.pids.current} → ${afterSpawn.pids.current}`);
-  await execOk(server, server.adminKey, sandbox.id, { cmd: "pkill -x sleep; true" });
+  await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, { cmd: "pkill -x sleep; true" });
 });
 
 test("a stopped sandbox, another owner and a key without the scope get no metrics", async () => {
-  const other = await createSandbox(server, server.adminKey, { mem_size_mib: 64 });
+  const other = await createSandbox(fixture.server, fixture.server.adminKey, { mem_size_mib: 64 });
   try {
-    assert.equal((await request(server, server.adminKey, "POST", `/v1/sandboxes/${other.id}/stop`)).status, 200);
-    const stopped = await request(server, server.adminKey, "GET", `/v1/sandboxes/${other.id}/metrics`);
+    assert.equal((await fixture.request("POST", `/v1/sandboxes/${other.id}/stop`)).status, 200);
+    const stopped = await fixture.request("GET", `/v1/sandboxes/${other.id}/metrics`);
     assert.equal(stopped.status, 409, stopped.text);
     assert.equal(stopped.error?.code, "STATE_CONFLICT");
   } finally {
-    await deleteSandbox(server, server.adminKey, other.id);
+    await deleteSandbox(fixture.server, fixture.server.adminKey, other.id);
   }
-  const gone = await request(server, server.adminKey, "GET", `/v1/sandboxes/${other.id}/metrics`);
+  const gone = await fixture.request("GET", `/v1/sandboxes/${other.id}/metrics`);
   assert.equal(gone.error?.code, "SANDBOX_NOT_FOUND");
 
-  const stranger = await createKey(server, server.adminKey, ["*"]);
-  const SQLite = (await import("better-sqlite3")).default;
-  const db = new SQLite(path.join(server.dataDir, "shoal.db"));
-  db.prepare("update api_keys set owner_id = 'owner_other' where id = ?").run(stranger.id);
-  db.close();
-  const foreign = await request(server, stranger.secret, "GET", `/v1/sandboxes/${sandbox.id}/metrics`);
+  const stranger = await createKeyOfAnotherOwner(fixture.server);
+  const foreign = await request(fixture.server, stranger.secret, "GET", `/v1/sandboxes/${fixture.sandbox.id}/metrics`);
   assert.equal(foreign.status, 404);
   assert.equal(foreign.error?.code, "SANDBOX_NOT_FOUND");
 
-  const writer = await createKey(server, server.adminKey, ["sandboxes:exec"]);
-  const denied = await request(server, writer.secret, "GET", `/v1/sandboxes/${sandbox.id}/metrics`);
+  const writer = await createKey(fixture.server, fixture.server.adminKey, ["sandboxes:exec"]);
+  const denied = await request(fixture.server, writer.secret, "GET", `/v1/sandboxes/${fixture.sandbox.id}/metrics`);
   assert.equal(denied.status, 403);
   assert.equal(denied.error?.code, "PERMISSION_DENIED");
 });

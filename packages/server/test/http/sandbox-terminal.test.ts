@@ -6,19 +6,13 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import fc from "fast-check";
 import WebSocket from "ws";
 import { call, createKey, errorOf } from "../support/http.ts";
-import {
-  createSandbox,
-  deleteSandbox,
-  execOk,
-  type SandboxView,
-  sandboxServerEnv,
-} from "../support/sandbox-workloads.ts";
-import { type ServerProcess, startServer } from "../support/server-process.ts";
-import { openStoreFile } from "../support/sqlite-file.ts";
+import { useSandbox } from "../support/sandbox-fixture.ts";
+import { createSandbox, deleteSandbox, execOk, type SandboxView } from "../support/sandbox-workloads.ts";
+import { createKeyOfAnotherOwner } from "../support/sqlite-file.ts";
 
 const ticketTTLSeconds = 2;
 const maxMessageBytes = 4096;
@@ -111,15 +105,26 @@ class TerminalClient {
 }
 
 describe("the terminal WebSocket", { timeout: 300_000 }, () => {
-  let server: ServerProcess;
-  let sandbox: SandboxView;
   let other: SandboxView;
+  const fixture = useSandbox({
+    serverEnv: {
+      SHOAL_TERMINAL_TICKET_TTL_SECONDS: String(ticketTTLSeconds),
+      SHOAL_WS_MAX_MESSAGE_BYTES: String(maxMessageBytes),
+      SHOAL_AUTH_CACHE_MS: "0",
+    },
+    sandbox: { mem_size_mib: 256 },
+    setup: async ({ server }) => {
+      other = await createSandbox(server, server.adminKey, { mem_size_mib: 64 });
+    },
+    teardown: ({ server }) => deleteSandbox(server, server.adminKey, other.id),
+  });
 
-  const wsURL = (id: string, query = "") => `${server.url.replace(/^http/, "ws")}/v1/sandboxes/${id}/terminal${query}`;
+  const wsURL = (id: string, query = "") =>
+    `${fixture.server.url.replace(/^http/, "ws")}/v1/sandboxes/${id}/terminal${query}`;
 
-  const mint = async (id: string, key = server.adminKey) => {
+  const mint = async (id: string, key = fixture.server.adminKey) => {
     const reply = await call<{ ticket: string; expires_at: string }>(
-      server,
+      fixture.server,
       "POST",
       `/v1/sandboxes/${id}/terminal/tickets`,
       {
@@ -145,29 +150,13 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
     return { error: first.error, code };
   };
 
-  before(async () => {
-    server = await startServer({
-      ...sandboxServerEnv,
-      SHOAL_TERMINAL_TICKET_TTL_SECONDS: String(ticketTTLSeconds),
-      SHOAL_WS_MAX_MESSAGE_BYTES: String(maxMessageBytes),
-      SHOAL_AUTH_CACHE_MS: "0",
-    });
-    sandbox = await createSandbox(server, server.adminKey, { mem_size_mib: 256 });
-    other = await createSandbox(server, server.adminKey, { mem_size_mib: 64 });
-  });
-  after(async () => {
-    await deleteSandbox(server, server.adminKey, sandbox.id);
-    await deleteSandbox(server, server.adminKey, other.id);
-    await server.dispose();
-  });
-
   test("a ticket opens a shell on a pty: input, output, size, resize, tty and the exit code", async () => {
-    const { ticket, expires_at } = await mint(sandbox.id);
+    const { ticket, expires_at } = await mint(fixture.sandbox.id);
     assert.match(ticket, /^tkt_[A-Za-z0-9_-]{43}$/);
     const ttl = Date.parse(expires_at) - Date.now();
     assert.ok(ttl > 0 && ttl <= ticketTTLSeconds * 1000, `expires in ${ttl} ms`);
 
-    const client = new TerminalClient(wsURL(sandbox.id, `?ticket=${ticket}&cols=100&rows=30`));
+    const client = new TerminalClient(wsURL(fixture.sandbox.id, `?ticket=${ticket}&cols=100&rows=30`));
     await client.opened;
     client.input('echo "A=$((6*7))"\r');
     await client.outputMatch(/A=42\r\n/);
@@ -194,7 +183,9 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
 
   test("a Bearer key also opens a terminal; user, cwd and env apply", async () => {
     const query = "?user=user&cwd=/tmp&env=FOO%3Dbar%20baz&env=TWO%3D2&cols=90&rows=20";
-    const client = new TerminalClient(wsURL(sandbox.id, query), { authorization: `Bearer ${server.adminKey}` });
+    const client = new TerminalClient(wsURL(fixture.sandbox.id, query), {
+      authorization: `Bearer ${fixture.server.adminKey}`,
+    });
     await client.opened;
     client.input('echo "I=$(id -u) P=$(pwd) F=$FOO/$TWO E=$TERM"\r');
     await client.outputMatch(/I=1000 P=\/tmp F=bar baz\/2 E=xterm-256color\r\n/);
@@ -207,29 +198,29 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
 
   test("refusals come over the socket: WS_AUTH_REQUIRED and a 4401 close", async () => {
     const cases: [string, string, Record<string, string>][] = [];
-    cases.push(["missing_credentials", wsURL(sandbox.id), {}]);
-    cases.push(["invalid_ticket", wsURL(sandbox.id, "?ticket=tkt_nope"), {}]);
-    cases.push(["invalid_ticket", wsURL(sandbox.id, `?ticket=tkt_${"A".repeat(43)}`), {}]);
-    cases.push(["invalid_key", wsURL(sandbox.id), { authorization: "Bearer sk_notakey" }]);
+    cases.push(["missing_credentials", wsURL(fixture.sandbox.id), {}]);
+    cases.push(["invalid_ticket", wsURL(fixture.sandbox.id, "?ticket=tkt_nope"), {}]);
+    cases.push(["invalid_ticket", wsURL(fixture.sandbox.id, `?ticket=tkt_${"A".repeat(43)}`), {}]);
+    cases.push(["invalid_key", wsURL(fixture.sandbox.id), { authorization: "Bearer sk_notakey" }]);
 
-    const used = await mint(sandbox.id);
-    const first = new TerminalClient(wsURL(sandbox.id, `?ticket=${used.ticket}`));
+    const used = await mint(fixture.sandbox.id);
+    const first = new TerminalClient(wsURL(fixture.sandbox.id, `?ticket=${used.ticket}`));
     await first.opened;
     first.input('echo "U=up"\r');
     await first.outputMatch(/U=up/);
     first.socket.close();
-    cases.push(["ticket_used", wsURL(sandbox.id, `?ticket=${used.ticket}`), {}]);
+    cases.push(["ticket_used", wsURL(fixture.sandbox.id, `?ticket=${used.ticket}`), {}]);
 
     const elsewhere = await mint(other.id);
-    cases.push(["ticket_for_another_sandbox", wsURL(sandbox.id, `?ticket=${elsewhere.ticket}`), {}]);
+    cases.push(["ticket_for_another_sandbox", wsURL(fixture.sandbox.id, `?ticket=${elsewhere.ticket}`), {}]);
     // Presented at the wrong door, it is used up: not even its own sandbox takes it now.
     cases.push(["ticket_used", wsURL(other.id, `?ticket=${elsewhere.ticket}`), {}]);
 
-    const holder = await createKey(server, server.adminKey, ["sandboxes:exec"]);
-    const revokedTicket = await mint(sandbox.id, holder.secret);
-    const revoked = await call(server, "DELETE", `/v1/api-keys/${holder.id}`, { key: server.adminKey });
+    const holder = await createKey(fixture.server, fixture.server.adminKey, ["sandboxes:exec"]);
+    const revokedTicket = await mint(fixture.sandbox.id, holder.secret);
+    const revoked = await call(fixture.server, "DELETE", `/v1/api-keys/${holder.id}`, { key: fixture.server.adminKey });
     assert.ok(revoked.status === 200 || revoked.status === 204, revoked.text);
-    cases.push(["key_revoked", wsURL(sandbox.id, `?ticket=${revokedTicket.ticket}`), {}]);
+    cases.push(["key_revoked", wsURL(fixture.sandbox.id, `?ticket=${revokedTicket.ticket}`), {}]);
 
     for (const [reason, url, headers] of cases) {
       const { error, code } = await refused(url, headers);
@@ -241,17 +232,17 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
   });
 
   test("an expired ticket is refused", async () => {
-    const { ticket, expires_at } = await mint(sandbox.id);
+    const { ticket, expires_at } = await mint(fixture.sandbox.id);
     // Waiting out the clock is what is under test here.
     await new Promise((resolve) => setTimeout(resolve, Date.parse(expires_at) - Date.now() + 50));
-    const { error, code } = await refused(wsURL(sandbox.id, `?ticket=${ticket}`));
+    const { error, code } = await refused(wsURL(fixture.sandbox.id, `?ticket=${ticket}`));
     assert.equal(error.code, "WS_AUTH_REQUIRED");
     assert.equal(error.details.reason, "ticket_expired");
     assert.equal(code, 4401);
   });
 
   test("no string but the ticket itself opens the terminal, and failed guesses do not use it up", async () => {
-    const { ticket } = await mint(sandbox.id);
+    const { ticket } = await mint(fixture.sandbox.id);
     const near = fc.oneof(
       fc.string({ maxLength: 80 }),
       fc.stringMatching(/^tkt_[A-Za-z0-9_-]{43}$/),
@@ -263,7 +254,7 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
     );
     await fc.assert(
       fc.asyncProperty(near, async (guess) => {
-        const { error, code } = await refused(wsURL(sandbox.id, `?ticket=${encodeURIComponent(guess)}`));
+        const { error, code } = await refused(wsURL(fixture.sandbox.id, `?ticket=${encodeURIComponent(guess)}`));
         // A ticket that is too long fails validation of the query; every other guess fails authentication.
         assert.ok(
           (error.code === "WS_AUTH_REQUIRED" && code === 4401) || (error.code === "VALIDATION_ERROR" && code === 4400),
@@ -272,7 +263,7 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
       }),
       { numRuns: 60 },
     );
-    const client = new TerminalClient(wsURL(sandbox.id, `?ticket=${ticket}`));
+    const client = new TerminalClient(wsURL(fixture.sandbox.id, `?ticket=${ticket}`));
     await client.opened;
     client.input('echo "K=$((1+1))"\r');
     await client.outputMatch(/K=2\r\n/);
@@ -280,38 +271,34 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
   });
 
   test("another tenant's sandbox looks missing, and a key needs sandboxes:exec", async () => {
-    const stranger = await createKey(server, server.adminKey, ["*"]);
-    const file = openStoreFile(server.dataDir);
-    try {
-      file.prepare("UPDATE api_keys SET owner_id = 'owner_stranger' WHERE id = ?").run(stranger.id);
-    } finally {
-      file.close();
-    }
-    const minted = await call(server, "POST", `/v1/sandboxes/${sandbox.id}/terminal/tickets`, { key: stranger.secret });
+    const stranger = await createKeyOfAnotherOwner(fixture.server);
+    const minted = await call(fixture.server, "POST", `/v1/sandboxes/${fixture.sandbox.id}/terminal/tickets`, {
+      key: stranger.secret,
+    });
     assert.equal(minted.status, 404);
     assert.equal(errorOf(minted).code, "SANDBOX_NOT_FOUND");
-    const viaKey = await refused(wsURL(sandbox.id), { authorization: `Bearer ${stranger.secret}` });
+    const viaKey = await refused(wsURL(fixture.sandbox.id), { authorization: `Bearer ${stranger.secret}` });
     assert.equal(viaKey.error.code, "SANDBOX_NOT_FOUND");
-    assert.equal(viaKey.error.details.sandbox_id, sandbox.id);
+    assert.equal(viaKey.error.details.sandbox_id, fixture.sandbox.id);
     assert.equal(viaKey.code, 4404);
 
-    const reader = await createKey(server, server.adminKey, ["sandboxes:read"]);
-    const denied = await refused(wsURL(sandbox.id), { authorization: `Bearer ${reader.secret}` });
+    const reader = await createKey(fixture.server, fixture.server.adminKey, ["sandboxes:read"]);
+    const denied = await refused(wsURL(fixture.sandbox.id), { authorization: `Bearer ${reader.secret}` });
     assert.equal(denied.error.code, "PERMISSION_DENIED");
     assert.equal(denied.error.details.required_scope, "sandboxes:exec");
     assert.equal(denied.code, 4403);
-    const mintDenied = await call(server, "POST", `/v1/sandboxes/${sandbox.id}/terminal/tickets`, {
+    const mintDenied = await call(fixture.server, "POST", `/v1/sandboxes/${fixture.sandbox.id}/terminal/tickets`, {
       key: reader.secret,
     });
     assert.equal(errorOf(mintDenied).code, "PERMISSION_DENIED");
-    const missing = await call(server, "POST", "/v1/sandboxes/sbx_0000000000000000000000/terminal/tickets", {
-      key: server.adminKey,
+    const missing = await call(fixture.server, "POST", "/v1/sandboxes/sbx_0000000000000000000000/terminal/tickets", {
+      key: fixture.server.adminKey,
     });
     assert.equal(errorOf(missing).code, "SANDBOX_NOT_FOUND");
   });
 
   test("bad query parameters are refused over the socket with a 4400 close", async () => {
-    const bearer = { authorization: `Bearer ${server.adminKey}` };
+    const bearer = { authorization: `Bearer ${fixture.server.adminKey}` };
     for (const [query, code, field] of [
       ["?cols=0", "VALIDATION_ERROR", "cols"],
       ["?rows=1001", "VALIDATION_ERROR", "rows"],
@@ -322,18 +309,20 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
       ["?cwd=tmp", "INVALID_PATH", undefined],
       ["?cwd=/tmp%00x", "INVALID_PATH", undefined],
     ] as const) {
-      const { error, code: closeCode } = await refused(wsURL(sandbox.id, query), bearer);
+      const { error, code: closeCode } = await refused(wsURL(fixture.sandbox.id, query), bearer);
       assert.equal(error.code, code, `${query}: ${JSON.stringify(error)}`);
       if (field !== undefined) assert.ok(field in (error.details.fields as Record<string, string>), query);
       assert.equal(closeCode, 4400, query);
     }
-    const missingDir = await refused(wsURL(sandbox.id, "?cwd=/does/not/exist"), bearer);
+    const missingDir = await refused(wsURL(fixture.sandbox.id, "?cwd=/does/not/exist"), bearer);
     assert.equal(missingDir.error.code, "EXEC_FAILED", JSON.stringify(missingDir.error));
     assert.equal(missingDir.code, 4422);
   });
 
   test("oversize and malformed messages are answered and dropped; the terminal stays", async () => {
-    const client = new TerminalClient(wsURL(sandbox.id), { authorization: `Bearer ${server.adminKey}` });
+    const client = new TerminalClient(wsURL(fixture.sandbox.id), {
+      authorization: `Bearer ${fixture.server.adminKey}`,
+    });
     await client.opened;
     const big = JSON.stringify({ type: "input", data: `echo "X=${"y".repeat(maxMessageBytes)}"\r` });
     client.send(big);
@@ -362,13 +351,17 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
   });
 
   test("closing the socket ends the shell and its jobs: nothing is left in the sandbox", async () => {
-    const client = new TerminalClient(wsURL(sandbox.id), { authorization: `Bearer ${server.adminKey}` });
+    const client = new TerminalClient(wsURL(fixture.sandbox.id), {
+      authorization: `Bearer ${fixture.server.adminKey}`,
+    });
     await client.opened;
     client.input('sleep 1000 & echo "P=$$ J=$!"\r');
     const [, shell, job] = await client.outputMatch(/P=(\d+) J=(\d+)\r\n/);
     const alive = async (pid: string) =>
       (
-        await execOk(server, server.adminKey, sandbox.id, { cmd: `test -d /proc/${pid} && echo yes || echo no` })
+        await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, {
+          cmd: `test -d /proc/${pid} && echo yes || echo no`,
+        })
       ).stdout.trim();
     assert.equal(await alive(job as string), "yes");
     client.socket.close();
@@ -378,7 +371,7 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
       if ((await alive(shell as string)) === "no" && (await alive(job as string)) === "no") break;
       assert.ok(attempt < 200, "the shell and its job ended");
     }
-    const listing = await execOk(server, server.adminKey, sandbox.id, {
+    const listing = await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, {
       cmd: "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done",
     });
     assert.ok(!/shoal-agent pty|sleep 1000|bash -l/.test(listing.stdout), listing.stdout);
@@ -387,7 +380,7 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
   test("both routes are in the OpenAPI document with the scope they enforce", async () => {
     type Operation = { "x-required-scope"?: string; security?: unknown[] };
     const document = await call<{ paths: Record<string, Record<string, Operation>> }>(
-      server,
+      fixture.server,
       "GET",
       "/v1/openapi.json",
     );
@@ -398,12 +391,12 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
   });
 
   test("an upgrade to any other route is answered over HTTP and its socket closed", async () => {
-    const { hostname, port } = new URL(server.url);
+    const { hostname, port } = new URL(fixture.server.url);
     for (const [path, upgrade, status] of [
       ["/healthz", "websocket", "200"],
       ["/v1/sandboxes", "websocket", "401"],
       ["/nowhere", "websocket", "404"],
-      [`/v1/sandboxes/${sandbox.id}/terminal`, "h2c", "401"],
+      [`/v1/sandboxes/${fixture.sandbox.id}/terminal`, "h2c", "401"],
     ] as const) {
       const answer = await new Promise<string>((resolve, reject) => {
         let data = "";
@@ -425,10 +418,12 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
   });
 
   test("a plain GET is not a terminal", async () => {
-    const anonymous = await call(server, "GET", `/v1/sandboxes/${sandbox.id}/terminal`);
+    const anonymous = await call(fixture.server, "GET", `/v1/sandboxes/${fixture.sandbox.id}/terminal`);
     assert.equal(anonymous.status, 401);
     assert.equal(errorOf(anonymous).code, "AUTH_REQUIRED");
-    const plain = await call(server, "GET", `/v1/sandboxes/${sandbox.id}/terminal`, { key: server.adminKey });
+    const plain = await call(fixture.server, "GET", `/v1/sandboxes/${fixture.sandbox.id}/terminal`, {
+      key: fixture.server.adminKey,
+    });
     assert.equal(plain.status, 400);
     assert.equal(errorOf(plain).details.reason, "websocket_upgrade_required");
   });

@@ -5,34 +5,15 @@
  * inside the sandbox; a missing, forbidden or symlinked-out directory is a plain HTTP error.
  */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { deleteSandbox, execOk, request, type SandboxView, sandboxServerEnv } from "../support/sandbox-workloads.ts";
-import { type ServerProcess, startServer } from "../support/server-process.ts";
+import { test } from "node:test";
+import { useSandbox } from "../support/sandbox-fixture.ts";
 import { type OpenedEvents, openEvents, type ReceivedEvent } from "../support/sse-client.ts";
 
-let server: ServerProcess;
-let sandbox: SandboxView;
-
-before(async () => {
-  server = await startServer({ ...sandboxServerEnv });
-  const created = await request<SandboxView>(server, server.adminKey, "POST", "/v1/sandboxes", {
-    mem_size_mib: 128,
-    allowed_roots: ["/workspace", "/tmp"],
-  });
-  assert.equal(created.status, 201, created.text);
-  sandbox = created.json as SandboxView;
-  await sh("mkdir -p /workspace /outside && ln -s /outside /workspace/out");
+const fixture = useSandbox({
+  sandbox: { mem_size_mib: 128, allowed_roots: ["/workspace", "/tmp"] },
+  setup: ({ sh }) => sh("mkdir -p /workspace /outside && ln -s /outside /workspace/out"),
 });
-after(async () => {
-  await deleteSandbox(server, server.adminKey, sandbox.id);
-  await server.dispose();
-});
-
-async function sh(cmd: string): Promise<string> {
-  const reply = await execOk(server, server.adminKey, sandbox.id, { cmd });
-  assert.equal(reply.exit_code, 0, `${cmd}: ${reply.stderr}`);
-  return reply.stdout;
-}
+const { sh } = fixture;
 
 interface EventData {
   type?: string;
@@ -62,8 +43,8 @@ class Watch {
 
   static async open(dir: string, recursive: boolean): Promise<Watch> {
     const query = new URLSearchParams({ path: dir, recursive: String(recursive) });
-    const stream = await openEvents(`${server.url}/v1/sandboxes/${sandbox.id}/files/watch?${query}`, {
-      key: server.adminKey,
+    const stream = await openEvents(`${fixture.server.url}/v1/sandboxes/${fixture.sandbox.id}/files/watch?${query}`, {
+      key: fixture.server.adminKey,
     });
     assert.equal(stream.status, 200, stream.text);
     const watch = new Watch(stream);
@@ -168,8 +149,8 @@ test("a missing, forbidden, symlinked-out or non-directory path is a plain HTTP 
   ];
   for (const [path, status, code] of cases) {
     const query = new URLSearchParams({ path });
-    const stream = await openEvents(`${server.url}/v1/sandboxes/${sandbox.id}/files/watch?${query}`, {
-      key: server.adminKey,
+    const stream = await openEvents(`${fixture.server.url}/v1/sandboxes/${fixture.sandbox.id}/files/watch?${query}`, {
+      key: fixture.server.adminKey,
     });
     assert.equal(stream.status, status, `${path}: ${stream.text}`);
     assert.equal((JSON.parse(stream.text ?? "{}") as { error: { code: string } }).error.code, code, path);

@@ -154,3 +154,35 @@ export function putUntilAnswered(
     if (!declared) pump();
   });
 }
+
+/** The answer to `PUT /files/tar`: what was unpacked, or the error naming the entry and the rule it broke. */
+export interface TarPutReply {
+  status: number;
+  json: { path: string; entries: number; bytes: number } | undefined;
+  error: (ApiError & { details: { entry?: string; rule?: string } }) | undefined;
+  text: string;
+}
+
+/** `PUT /files/tar?path=dir`: unpacks a tar (gzipped with that content type) into `dir`; a stream is sent as it is read. */
+export async function putTar(
+  target: Target,
+  key: string,
+  sandboxId: string,
+  dir: string,
+  body: Buffer | ReadableStream<Uint8Array>,
+  contentType = "application/x-tar",
+): Promise<TarPutReply> {
+  const response = await fetch(
+    `${target.url}/v1/sandboxes/${sandboxId}/files/tar?${new URLSearchParams({ path: dir })}`,
+    {
+      method: "PUT",
+      headers: { authorization: `Bearer ${key}`, "content-type": contentType },
+      body,
+      signal: AbortSignal.timeout(300_000),
+      ...(body instanceof ReadableStream ? { duplex: "half" } : {}),
+    } as RequestInit,
+  );
+  const text = await response.text();
+  const json = text === "" ? undefined : (JSON.parse(text) as TarPutReply["json"] & { error?: TarPutReply["error"] });
+  return { status: response.status, json, error: json?.error, text };
+}

@@ -36,6 +36,14 @@ export interface ExecView {
   duration_ms: number;
 }
 
+export interface CodeContextView {
+  id: string;
+  language: string;
+  cwd: string | null;
+  user: string;
+  created_at: string;
+}
+
 export async function createSandbox(
   target: { url: string },
   key: string,

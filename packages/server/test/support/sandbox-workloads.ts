@@ -12,9 +12,9 @@
 import { type Dirent, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { type CallResult, call } from "./http.ts";
-import type { ExecView, SandboxView } from "./sandbox-api.ts";
+import type { CodeContextView, ExecView, SandboxView } from "./sandbox-api.ts";
 
-export type { SandboxView } from "./sandbox-api.ts";
+export type { CodeContextView, SandboxView } from "./sandbox-api.ts";
 
 /** Limits high enough that neither rate limits nor quotas shape what a test or a benchmark sees. */
 export const sandboxServerEnv: Readonly<Record<string, string>> = {
@@ -33,6 +33,8 @@ export interface CreateSandboxBody {
   timeout_seconds?: number;
   on_timeout?: "kill" | "pause";
   wait?: boolean;
+  /** The directories the files API may reach in the sandbox. */
+  allowed_roots?: string[];
 }
 
 export interface ExecBody {
@@ -41,6 +43,13 @@ export interface ExecBody {
   cwd?: string;
   stdin?: string;
   timeout_ms?: number;
+  user?: "root" | "user";
+}
+
+export interface CodeContextBody {
+  language: string;
+  cwd?: string;
+  env?: Record<string, string>;
   user?: "root" | "user";
 }
 
@@ -138,6 +147,22 @@ export async function execTimeout(
     );
   }
   return reply.error.details as unknown as ExecTimeoutDetails;
+}
+
+/** Opens a code context (a long-lived interpreter) in the sandbox; throws with the answer unless it is 201. */
+export async function createCodeContext(
+  target: Target,
+  key: string,
+  id: string,
+  body: CodeContextBody,
+): Promise<CodeContextView> {
+  const reply = await request<CodeContextView>(target, key, "POST", `/v1/sandboxes/${id}/code/contexts`, body);
+  if (reply.status !== 201 || reply.json === undefined) {
+    throw new Error(
+      `POST /v1/sandboxes/${id}/code/contexts ${JSON.stringify(body)} answered ${reply.status}: ${reply.text}`,
+    );
+  }
+  return reply.json;
 }
 
 export async function deleteSandbox(target: Target, key: string, id: string): Promise<void> {
