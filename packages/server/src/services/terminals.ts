@@ -85,7 +85,7 @@ export class TerminalService {
     principal: Principal,
     id: string,
     request: TerminalRequest,
-    onOutput: (text: string) => void,
+    onOutput: (text: string) => void | Promise<void>,
   ): Promise<Terminal> {
     const prepared = await this.options.exec.prepare(
       principal,
@@ -115,9 +115,9 @@ export class TerminalService {
         outputLimitBytes: keptOutputBytes,
         streamStdin: true,
         onOutput: (stream, data) => {
-          if (stream !== "stdout") return;
+          if (stream !== "stdout") return undefined;
           const text = decoder.decode(data, { stream: true });
-          if (text !== "") onOutput(text);
+          return text === "" ? undefined : onOutput(text);
         },
       }),
     );

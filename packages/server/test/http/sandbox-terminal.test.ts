@@ -350,6 +350,57 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
     assert.equal((await client.closed).code, 1009);
   });
 
+  test("a client that stops reading slows the shell down and loses nothing", async () => {
+    const client = new TerminalClient(wsURL(fixture.sandbox.id), {
+      authorization: `Bearer ${fixture.server.adminKey}`,
+    });
+    await client.opened;
+    // The quotes keep the typed command's echo from matching what the shell prints.
+    client.input('stty -echo; echo RE""ADY\r');
+    await client.outputMatch(/READY\r\n/);
+    // 32 MiB of output while the client's socket is not read: the server must hold the shell back
+    // (its backlog is 1 MiB) rather than buffer it all or cut the client off.
+    const lines = 512 * 1024;
+    const tcp = (client.socket as unknown as { _socket: net.Socket })._socket;
+    tcp.pause();
+    client.input(`seq -w ${lines} | sed 's/$/ 0123456789abcdefghijklmnopqrstuvwxyz0123/'; echo DO""NE\r`);
+    // Follow how much the producer (the sed writing to the terminal) has written, through the API,
+    // until it stops growing: held back, it stalls far below the 24 MiB it has to write; unthrottled
+    // it would run to its end while the client reads nothing.
+    const written = async (): Promise<number | undefined> => {
+      const reply = await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, {
+        cmd: "p=$(pgrep -x sed) && sed -n 's/^wchar: //p' /proc/$p/io",
+      });
+      return reply.stdout === "" ? undefined : Number(reply.stdout);
+    };
+    let last = -1;
+    let unchanged = 0;
+    while (unchanged < 10) {
+      const now = await written();
+      if (now === undefined && last >= 0) assert.fail("the producer finished into a client that read nothing");
+      if (now === last) unchanged++;
+      else unchanged = 0;
+      last = now ?? -1;
+    }
+    assert.ok(last < 12 * 1024 * 1024, `${last} bytes written before the shell was held back`);
+    // The output is 25 MB: only the last characters of each message are searched for its end.
+    let tail = "";
+    const ended = new Promise<void>((resolve) =>
+      client.socket.on("message", (data) => {
+        const message = JSON.parse(data.toString()) as ServerMessage;
+        if (message.type === "output") tail = (tail + message.data).slice(-64);
+        if (tail.includes("\nDONE\r\n")) resolve();
+      }),
+    );
+    tcp.resume();
+    await ended;
+    const got = client.output.split("\r\n").filter((line) => / 0123456789abcdef/.test(line));
+    assert.equal(got.length, lines, "every line arrives");
+    assert.equal(got.at(-1)?.slice(0, 6), String(lines).padStart(6, "0"));
+    client.socket.close();
+    await client.closed;
+  });
+
   test("closing the socket ends the shell and its jobs: nothing is left in the sandbox", async () => {
     const client = new TerminalClient(wsURL(fixture.sandbox.id), {
       authorization: `Bearer ${fixture.server.adminKey}`,

@@ -42,11 +42,10 @@ export interface TerminalRouteDependencies {
 const maxDimension = 1000;
 /** Input not yet taken by the sandbox beyond which the socket is not read. */
 const inputHighWaterBytes = 1024 * 1024;
-/** Output the client has not taken beyond which it is cut off: the shell cannot be paused. */
-const outputHighWaterBytes = 16 * 1024 * 1024;
+/** Output the client has not taken beyond which the shell is paused until the socket flushed. */
+const outputHighWaterBytes = 1024 * 1024;
 const heartbeatMs = 30_000;
 const CLOSE_NORMAL = 1000;
-const CLOSE_TRY_AGAIN_LATER = 1013;
 
 const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
 
@@ -357,11 +356,14 @@ function serveTerminal(socket: WebSocket, request: FastifyRequest, terminals: Te
       (request.params as { id: string }).id,
       { cols: query.cols, rows: query.rows, cwd, user: query.user, env: envOf(query.env) },
       (text) => {
-        send(socket, { type: "output", data: text });
-        if (socket.bufferedAmount > outputHighWaterBytes) {
-          request.log.warn({ buffered: socket.bufferedAmount }, "terminal client too slow; closing");
-          socket.close(CLOSE_TRY_AGAIN_LATER, "client too slow");
+        if (socket.readyState !== socket.OPEN) return undefined;
+        const message = JSON.stringify({ type: "output", data: text });
+        if (socket.bufferedAmount + message.length <= outputHighWaterBytes) {
+          socket.send(message);
+          return undefined;
         }
+        // A slow client slows the shell: the agent stops reading the pty until this was flushed.
+        return new Promise<void>((flushed) => socket.send(message, () => flushed()));
       },
     );
     terminal = opened;
