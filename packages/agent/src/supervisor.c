@@ -3,6 +3,7 @@
  */
 #define _GNU_SOURCE
 #include "supervisor.h"
+#include "proc_stat.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -41,18 +42,8 @@ uint64_t now_ms(void) {
 }
 
 static pid_t parent_of(const char *pid) {
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/%s/stat", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
-  /* The command name is in parentheses and may itself contain ") ". */
-  char *p = strrchr(buf, ')');
-  if (p == NULL || p[1] != ' ' || p[2] == 0 || p[3] != ' ') return -1;
-  return (pid_t)strtol(p + 4, NULL, 10);
+  struct proc_stat st;
+  return proc_stat_read(pid, &st) == 0 ? st.ppid : -1;
 }
 
 void signal_children(int signo) {

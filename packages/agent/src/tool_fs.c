@@ -301,19 +301,6 @@ static int cmd_list(struct opts *o) {
 
 /* --- read ------------------------------------------------------------------------------------- */
 
-static int write_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 /* Copies n bytes from in at offset to out: sendfile, else read and write. */
 static int copy_out(int in, int out, off_t offset, long long n) {
   while (n > 0) {

@@ -152,3 +152,15 @@ void tool_fail(int err, const char *path) {
   fputs("}\n", stderr);
   fflush(stderr);
 }
+
+int write_all(int fd, const void *buf, size_t n) {
+  const char *p = buf;
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}

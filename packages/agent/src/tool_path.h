@@ -37,4 +37,7 @@ void tool_fail(int err, const char *path);
    U+FFFD so that the line stays valid JSON. */
 void json_string(FILE *f, const char *s);
 
+/* Writes all n bytes, retrying short writes and EINTR; 0, or -1 with errno. */
+int write_all(int fd, const void *buf, size_t n);
+
 #endif

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "tool_path.h"
+#include "proc_stat.h"
 #include "tools.h"
 
 #ifndef TIOCGPTPEER
@@ -69,19 +70,6 @@ static int parse_dim(const char *s, unsigned short *out) {
   return 0;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 static int set_size(int master, unsigned short cols, unsigned short rows) {
   struct winsize ws = {.ws_row = rows, .ws_col = cols};
   return ioctl(master, TIOCSWINSZ, &ws);
@@ -89,21 +77,10 @@ static int set_size(int master, unsigned short cols, unsigned short rows) {
 
 /* The session of a process from /proc/PID/stat, and whether it is a zombie; -1 when it is gone. */
 static pid_t session_of(const char *pid, int *zombie) {
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/%s/stat", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
-  /* The command name may hold spaces and parentheses: the fields resume after the last ')'. */
-  char *p = strrchr(buf, ')');
-  char state;
-  int ppid, pgrp, session;
-  if (p == NULL || sscanf(p + 1, " %c %d %d %d", &state, &ppid, &pgrp, &session) != 4) return -1;
-  *zombie = state == 'Z';
-  return (pid_t)session;
+  struct proc_stat st;
+  if (proc_stat_read(pid, &st) < 0) return -1;
+  *zombie = st.state == 'Z';
+  return st.session;
 }
 
 /* Sends sig to every live process of session sid (the ones this uid may signal); returns how many. */
