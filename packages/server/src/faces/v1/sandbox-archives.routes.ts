@@ -22,7 +22,7 @@ import { envelope, toShoalError } from "../http/error-response.ts";
 import { policy } from "../http/route-policy.ts";
 import { openEventStream } from "../http/sse.ts";
 import { fileEntryView } from "./sandbox-files.routes.ts";
-import { principalOf } from "./sandboxes.routes.ts";
+import { principalOf, SandboxIdParams } from "./sandboxes.routes.ts";
 
 export interface ArchiveRouteServices {
   archives: SandboxArchivesService;
@@ -30,7 +30,6 @@ export interface ArchiveRouteServices {
   files: SandboxFilesService;
 }
 
-const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
 const PathText = Type.String({ minLength: 1, maxLength: 8192, description: "An absolute path in the sandbox" });
 const DirQuery = Type.Object({ path: PathText }, { additionalProperties: false });
 
@@ -77,7 +76,7 @@ export async function sandboxArchiveRoutes(app: FastifyInstance, services: Archi
             "The archive is staged inside `path` and moved into place only once all of it was accepted: a refused " +
             "or broken upload leaves nothing of itself. Setuid and setgid bits are dropped.",
           tags: ["files"],
-          params: IdParams,
+          params: SandboxIdParams,
           querystring: DirQuery,
           response: { 200: UnpackResultSchema },
         },
@@ -131,7 +130,7 @@ export async function sandboxArchiveRoutes(app: FastifyInstance, services: Archi
             "A filename may hold subdirectories but not `..` nor be absolute (INVALID_PATH). Files written before a " +
             "failure stay; the error's `details.written` lists them. Each file is held to SHOAL_FILE_MAX_BYTES.",
           tags: ["files"],
-          params: IdParams,
+          params: SandboxIdParams,
           querystring: Type.Object({ path: Type.Optional(PathText) }, { additionalProperties: false }),
           consumes: ["multipart/form-data"],
           response: { 200: Type.Object({ files: Type.Array(Type.Unsafe({ $ref: "FileEntry#" })) }) },
@@ -199,7 +198,7 @@ export async function sandboxArchiveRoutes(app: FastifyInstance, services: Archi
           "symlinks (not followed) and hard links; sockets, fifos and devices are left out, and so is any other " +
           "file system mounted below. A failure midway cuts the transfer, so a short archive is never complete.",
         tags: ["files"],
-        params: IdParams,
+        params: SandboxIdParams,
         querystring: DirQuery,
         response: { 200: Type.Unsafe({ type: "string", format: "binary" }) },
       },
@@ -226,7 +225,7 @@ export async function sandboxArchiveRoutes(app: FastifyInstance, services: Archi
           "new ones included (what a new directory already holds is reported as created, possibly twice). Ends " +
           "with `end` when the directory itself goes away; the watch stops when the client disconnects.",
         tags: ["files"],
-        params: IdParams,
+        params: SandboxIdParams,
         querystring: Type.Object(
           { path: PathText, recursive: Type.Boolean({ default: false }) },
           { additionalProperties: false },

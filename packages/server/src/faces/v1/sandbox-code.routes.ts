@@ -11,7 +11,13 @@ import { languageAliases, languageOf } from "../../services/code-drivers/languag
 import type { CodeLanguage } from "../../services/code-drivers/protocol.ts";
 import type { CodeRunner, ContextView } from "../../services/code-runner.ts";
 import { policy } from "../http/route-policy.ts";
-import { emptyBodyIsObject, envNamePattern, principalOf, StringMapSchema } from "./sandboxes.routes.ts";
+import {
+  emptyBodyIsObject,
+  envNamePattern,
+  principalOf,
+  SandboxIdParams,
+  StringMapSchema,
+} from "./sandboxes.routes.ts";
 
 const LanguageSchema = Type.Unsafe<string>({
   type: "string",
@@ -100,7 +106,6 @@ const NewContextBody = Type.Object(
   { additionalProperties: false },
 );
 
-const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
 const ContextParams = Type.Object({
   id: Type.String({ minLength: 1, maxLength: 64 }),
   context: Type.String({ minLength: 1, maxLength: 64 }),
@@ -157,7 +162,7 @@ export async function sandboxCodeRoutes(app: FastifyInstance, code: CodeRunner):
           "EXEC_TIMEOUT (408) carries the output so far (a context is interrupted, and restarted if that does not " +
           "stop the code). `env` applies to this call only.",
         tags: contextsTag,
-        params: IdParams,
+        params: SandboxIdParams,
         body: CodeBody,
         response: { 200: Type.Unsafe({ $ref: "CodeResult#" }) },
       },
@@ -200,7 +205,7 @@ export async function sandboxCodeRoutes(app: FastifyInstance, code: CodeRunner):
           "Starts an interpreter that keeps its state between `POST /code` calls naming it. Contexts live in the " +
           "server's memory: a server restart, or the sandbox stopping, restarting or being deleted, ends them.",
         tags: contextsTag,
-        params: IdParams,
+        params: SandboxIdParams,
         body: NewContextBody,
         response: { 201: ContextRef },
       },
@@ -225,7 +230,7 @@ export async function sandboxCodeRoutes(app: FastifyInstance, code: CodeRunner):
       schema: {
         summary: "List code contexts",
         tags: contextsTag,
-        params: IdParams,
+        params: SandboxIdParams,
         response: { 200: Type.Object({ items: Type.Array(ContextRef) }) },
       },
     },

@@ -13,7 +13,7 @@ import type { CommandService } from "../../services/commands.ts";
 import { envelope, toShoalError } from "../http/error-response.ts";
 import { policy } from "../http/route-policy.ts";
 import { lastEventId, openEventStream, wantsEventStream } from "../http/sse.ts";
-import { envNamePattern, principalOf, StringMapSchema } from "./sandboxes.routes.ts";
+import { envNamePattern, principalOf, SandboxIdParams, StringMapSchema } from "./sandboxes.routes.ts";
 
 /** Linux's signal numbers by name; a number from 1 to 64 is accepted as well. */
 const signalNumbers: Readonly<Record<string, number>> = {
@@ -123,7 +123,6 @@ const StartBody = Type.Object(
   { additionalProperties: false },
 );
 
-const Params = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
 const CommandParams = Type.Object({
   id: Type.String({ minLength: 1, maxLength: 64 }),
   cid: Type.String({ minLength: 1, maxLength: 64 }),
@@ -186,7 +185,7 @@ export async function sandboxCommandRoutes(app: FastifyInstance, commands: Comma
           "running after the request, the client and the server are gone; its output (both streams, at most " +
           "SHOAL_COMMAND_OUTPUT_LIMIT_BYTES, the newest kept) stays on the sandbox's disk.",
         tags: ["commands"],
-        params: Params,
+        params: SandboxIdParams,
         body: StartBody,
         response: { 202: CommandRef },
       },
@@ -213,7 +212,7 @@ export async function sandboxCommandRoutes(app: FastifyInstance, commands: Comma
         summary: "List a sandbox's commands",
         description: "Newest first.",
         tags: ["commands"],
-        params: Params,
+        params: SandboxIdParams,
         querystring: Type.Object(
           {
             limit: Type.Integer({ minimum: 1, maximum: 200, default: 50 }),

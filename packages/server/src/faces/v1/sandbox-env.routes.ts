@@ -10,7 +10,7 @@ import { Type } from "typebox";
 import { ShoalError } from "../../errors/shoal-error.ts";
 import type { SandboxEnvService } from "../../services/sandbox-env.ts";
 import { policy } from "../http/route-policy.ts";
-import { envNamePattern, principalOf, StringMapSchema } from "./sandboxes.routes.ts";
+import { envNamePattern, principalOf, SandboxIdParams, StringMapSchema } from "./sandboxes.routes.ts";
 
 /** As at create (sandboxes.routes.ts). */
 export const MAX_ENV_VARIABLES = 256;
@@ -39,7 +39,6 @@ const MergeBody = Type.Object(
   { additionalProperties: false },
 );
 
-const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
 const NameParams = Type.Object({
   id: Type.String({ minLength: 1, maxLength: 64 }),
   name: Type.String({ minLength: 1, maxLength: 256, pattern: envNamePattern }),
@@ -70,7 +69,7 @@ export async function sandboxEnvRoutes(app: FastifyInstance, env: SandboxEnvServ
         summary: "Read the runtime environment variables",
         description: "The sandbox's own variables (not the defaults such as PATH and HOME that every process gets).",
         tags,
-        params: IdParams,
+        params: SandboxIdParams,
         response: { 200: EnvRef },
       },
     },
@@ -84,7 +83,7 @@ export async function sandboxEnvRoutes(app: FastifyInstance, env: SandboxEnvServ
       schema: {
         summary: "Replace the runtime environment variables",
         tags,
-        params: IdParams,
+        params: SandboxIdParams,
         body: ReplaceBody,
         response: { 200: EnvRef },
       },
@@ -103,7 +102,7 @@ export async function sandboxEnvRoutes(app: FastifyInstance, env: SandboxEnvServ
         summary: "Merge into the runtime environment variables",
         description: "Sets the variables given and removes those given as null; the others stay.",
         tags,
-        params: IdParams,
+        params: SandboxIdParams,
         body: MergeBody,
         response: { 200: EnvRef },
       },
@@ -121,7 +120,7 @@ export async function sandboxEnvRoutes(app: FastifyInstance, env: SandboxEnvServ
       schema: {
         summary: "Remove every runtime environment variable",
         tags,
-        params: IdParams,
+        params: SandboxIdParams,
         response: { 204: Type.Null() },
       },
     },

@@ -9,7 +9,7 @@ import type { ExecCommand, ExecService } from "../../services/exec.ts";
 import { streamExec } from "../http/exec-event-stream.ts";
 import { policy } from "../http/route-policy.ts";
 import { wantsEventStream } from "../http/sse.ts";
-import { envNamePattern, principalOf, StringMapSchema } from "./sandboxes.routes.ts";
+import { envNamePattern, principalOf, SandboxIdParams, StringMapSchema } from "./sandboxes.routes.ts";
 
 const ExecBody = Type.Object(
   {
@@ -66,7 +66,7 @@ export async function sandboxExecRoutes(app: FastifyInstance, exec: ExecService)
           "Every event has an increasing `id`. Errors found before the command starts answer as usual. " +
           "Disconnecting kills the command.",
         tags: ["exec"],
-        params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }),
+        params: SandboxIdParams,
         body: ExecBody,
         response: { 200: Type.Unsafe({ $ref: "ExecResult#" }) },
       },

@@ -14,12 +14,11 @@ import { Type } from "typebox";
 import { ShoalError } from "../../errors/shoal-error.ts";
 import type { ByteRange, FileEntry, SandboxFilesService } from "../../services/sandbox-files.ts";
 import { policy } from "../http/route-policy.ts";
-import { principalOf } from "./sandboxes.routes.ts";
+import { principalOf, SandboxIdParams } from "./sandboxes.routes.ts";
 
 /** JSON write bodies are held in memory whole; larger files go through PUT. */
 const jsonBodyCapBytes = 64 * 1024 * 1024;
 
-const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
 const PathText = Type.String({ minLength: 1, maxLength: 8192, description: "An absolute path in the sandbox" });
 const ModeText = Type.String({ pattern: "^0?[0-7]{1,4}$", description: "Octal permission bits, e.g. `0644`" });
 
@@ -108,7 +107,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
             "atomically once the whole body arrived; a failed or refused write leaves it as it was. A body over " +
             "SHOAL_FILE_MAX_BYTES is PAYLOAD_TOO_LARGE; a full disk is QUOTA_STORAGE_EXCEEDED.",
           tags: ["files"],
-          params: IdParams,
+          params: SandboxIdParams,
           querystring: Type.Object(
             {
               path: PathText,
@@ -157,7 +156,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
             "`content` in utf8 or base64. Replaces the old file atomically. Bodies up to 64 MiB (or " +
             "SHOAL_FILE_MAX_BYTES when smaller); use PUT for larger files.",
           tags: ["files"],
-          params: IdParams,
+          params: SandboxIdParams,
           body: WriteBody,
           response: { 200: EntryRef },
         },
@@ -189,7 +188,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
           "Content-Range; a range outside the file is RANGE_NOT_SATISFIABLE (416). Directories are " +
           "FILE_OPERATION_FAILED; list them instead.",
         tags: ["files"],
-        params: IdParams,
+        params: SandboxIdParams,
         querystring: PathQuery,
         response: {
           200: Type.Unsafe({ type: "string", format: "binary" }),
@@ -221,7 +220,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
           "A non-empty directory needs `recursive=true`. Symlinks are removed, never followed. An allowed root " +
           "itself cannot be removed.",
         tags: ["files"],
-        params: IdParams,
+        params: SandboxIdParams,
         querystring: Type.Object(
           { path: PathText, recursive: Type.Boolean({ default: false }) },
           { additionalProperties: false },
@@ -245,7 +244,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
           "Entries in name order per directory, `depth` levels deep (1: the directory's own entries, 0: the whole " +
           "tree). Symlinks are listed, not followed. At most 10,000 entries; `truncated` says when there were more.",
         tags: ["files"],
-        params: IdParams,
+        params: SandboxIdParams,
         querystring: Type.Object(
           { path: PathText, depth: Type.Integer({ minimum: 0, maximum: 64, default: 1 }) },
           { additionalProperties: false },
@@ -272,7 +271,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
         summary: "Show a file's metadata",
         description: "A symlink is described itself (with `symlink_target`), not what it points to.",
         tags: ["files"],
-        params: IdParams,
+        params: SandboxIdParams,
         querystring: PathQuery,
         response: { 200: EntryRef },
       },
@@ -287,7 +286,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
       schema: {
         summary: "Tell whether a path exists",
         tags: ["files"],
-        params: IdParams,
+        params: SandboxIdParams,
         querystring: PathQuery,
         response: {
           200: Type.Object({
@@ -308,7 +307,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
         summary: "Create a directory",
         description: "RESOURCE_ALREADY_EXISTS when it exists, unless `parents` (then an existing directory is fine).",
         tags: ["files"],
-        params: IdParams,
+        params: SandboxIdParams,
         body: Type.Object(
           { path: PathText, parents: Type.Boolean({ default: false }), mode: Type.Optional(ModeText) },
           { additionalProperties: false },
@@ -335,7 +334,7 @@ export async function sandboxFilesRoutes(app: FastifyInstance, files: SandboxFil
           "Both paths within the allowed roots. An existing `to` is RESOURCE_ALREADY_EXISTS unless `overwrite` " +
           "(a directory replaces only an empty one).",
         tags: ["files"],
-        params: IdParams,
+        params: SandboxIdParams,
         body: Type.Object(
           { from: PathText, to: PathText, overwrite: Type.Boolean({ default: false }) },
           { additionalProperties: false },

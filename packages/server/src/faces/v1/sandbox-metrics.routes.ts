@@ -4,7 +4,7 @@ import type { FastifyInstance } from "fastify";
 import { Type } from "typebox";
 import type { SandboxMetricsService } from "../../services/sandbox-metrics.ts";
 import { policy } from "../http/route-policy.ts";
-import { principalOf } from "./sandboxes.routes.ts";
+import { principalOf, SandboxIdParams } from "./sandboxes.routes.ts";
 
 const Nullable = (description: string) => Type.Union([Type.Number(), Type.Null()], { description });
 
@@ -55,7 +55,7 @@ export async function sandboxMetricsRoutes(app: FastifyInstance, metrics: Sandbo
           "CPU, memory, disk and processes from the sandbox's cgroup and disk. The first reading of a sandbox (or " +
           "one a minute after the last) waits 250 ms to measure the CPU percentage; later ones cover the time since.",
         tags: ["sandboxes"],
-        params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }),
+        params: SandboxIdParams,
         response: { 200: Type.Unsafe({ $ref: "SandboxMetrics#" }) },
       },
     },

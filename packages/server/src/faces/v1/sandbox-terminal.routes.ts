@@ -31,7 +31,7 @@ import { refusal, type TerminalTickets } from "../../services/terminal-tickets.t
 import type { Terminal, TerminalService } from "../../services/terminals.ts";
 import { envelope, toShoalError } from "../http/error-response.ts";
 import { policy } from "../http/route-policy.ts";
-import { principalOf } from "./sandboxes.routes.ts";
+import { principalOf, SandboxIdParams } from "./sandboxes.routes.ts";
 
 export interface TerminalRouteDependencies {
   config: Config;
@@ -46,8 +46,6 @@ const inputHighWaterBytes = 1024 * 1024;
 const outputHighWaterBytes = 1024 * 1024;
 const heartbeatMs = 30_000;
 const CLOSE_NORMAL = 1000;
-
-const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
 
 const TicketSchema = Type.Object(
   {
@@ -109,7 +107,7 @@ export async function sandboxTerminalRoutes(app: FastifyInstance, deps: Terminal
           "Authorization header on a WebSocket. It stands for this key, for this sandbox only, once, until " +
           "`expires_at` (SHOAL_TERMINAL_TICKET_TTL_SECONDS, 60 s by default).",
         tags: ["terminal"],
-        params: IdParams,
+        params: SandboxIdParams,
         response: { 201: Type.Unsafe({ $ref: "TerminalTicket#" }) },
       },
     },
@@ -167,7 +165,7 @@ export async function sandboxTerminalRoutes(app: FastifyInstance, deps: Terminal
           '`{"type":"error","error":{…}}`. Refusals come as an error message, then a close with code 4000 + the ' +
           "HTTP status (WS_AUTH_REQUIRED: 4401). Without an upgrade the route answers BAD_REQUEST.",
         tags: ["terminal"],
-        params: IdParams,
+        params: SandboxIdParams,
         querystring: TerminalQuery,
       },
       handler: async () => {

@@ -75,7 +75,8 @@ const CreateBody = Type.Object(
   { additionalProperties: false },
 );
 
-const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
+/** `{id}` of every `/v1/sandboxes/{id}/…` route. */
+export const SandboxIdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
 
 export function view(sandbox: Sandbox, runtime: string) {
   return {
@@ -199,7 +200,12 @@ export async function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxServ
     "/v1/sandboxes/:id",
     {
       config: policy({ scope: "sandboxes:read" }),
-      schema: { summary: "Show a sandbox", tags: ["sandboxes"], params: IdParams, response: { 200: SandboxRef } },
+      schema: {
+        summary: "Show a sandbox",
+        tags: ["sandboxes"],
+        params: SandboxIdParams,
+        response: { 200: SandboxRef },
+      },
     },
     async (request) => render(await sandboxes.get(principalOf(request), request.params.id)),
   );
@@ -212,7 +218,7 @@ export async function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxServ
         summary: "Delete a sandbox",
         description: "Ends its processes and removes everything the host holds for it. A deleted sandbox is gone.",
         tags: ["sandboxes"],
-        params: IdParams,
+        params: SandboxIdParams,
         response: { 204: Type.Null() },
       },
     },
@@ -231,7 +237,7 @@ export async function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxServ
           summary: actionSummaries[action],
           description: "Answers the sandbox once the action is done. STATE_CONFLICT names the state it was in.",
           tags: ["sandboxes"],
-          params: IdParams,
+          params: SandboxIdParams,
           response: { 200: SandboxRef },
         },
       },
@@ -247,7 +253,7 @@ export async function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxServ
         summary: "Set a sandbox's timeout",
         description: "The deadline becomes now + `timeout_seconds`; `on_timeout` applies when it passes.",
         tags: ["sandboxes"],
-        params: IdParams,
+        params: SandboxIdParams,
         body: Type.Object(
           { timeout_seconds: Type.Integer({ minimum: 1, maximum: 86_400 }) },
           { additionalProperties: false },
@@ -269,7 +275,7 @@ export async function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxServ
           "Answers once the sandbox is in `state` (and no action is under way); OPERATION_TIMEOUT after `timeout` " +
           "seconds; STATE_CONFLICT when it can no longer get there (failed, deleted).",
         tags: ["sandboxes"],
-        params: IdParams,
+        params: SandboxIdParams,
         querystring: Type.Object(
           {
             state: Type.Unsafe<SandboxState>({ type: "string", enum: [...sandboxStates], default: "running" }),
