@@ -35,8 +35,9 @@ import {
   parseStatus,
   pieceOf,
 } from "./command-log.ts";
+import { commandEnv } from "./exec.ts";
 import type { Clock, Log, SandboxRepository } from "./ports.ts";
-import { type ExecRequest, type ExecResult, type Runtime, SANDBOX_AGENT_PATH } from "./runtime-port.ts";
+import { type ExecRequest, type ExecResult, type Runtime, SANDBOX_AGENT_PATH, TOOL_ENV } from "./runtime-port.ts";
 import type { SandboxService } from "./sandboxes.ts";
 
 export interface CommandRepository {
@@ -98,8 +99,6 @@ export interface CommandServiceOptions {
 
 /** Each command's directory inside its sandbox: on its own disk, so it counts against its quota. */
 export const commandsDir = "/var/lib/shoal/commands";
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const toolEnv = { PATH: defaultPath, LANG: "C.UTF-8" };
 /** The unprivileged user of every sandbox. */
 const userIds = { uid: "1000", gid: "1000" };
 /** The bg tools that answer at once (run, status, signal, stdin) get this long. */
@@ -163,13 +162,7 @@ export class CommandService {
       result = await this.options.breaker.run(() =>
         this.options.runtime.exec(sandboxId, {
           argv,
-          env: {
-            PATH: defaultPath,
-            HOME: root ? "/root" : "/home/user",
-            LANG: "C.UTF-8",
-            ...sandbox.env,
-            ...request.env,
-          },
+          env: commandEnv(sandbox.env, request.env, request.user),
           ...(request.cwd === undefined ? {} : { cwd: request.cwd }),
           timeoutMs: toolTimeoutMs,
           outputLimitBytes: toolOutputBytes,
@@ -302,7 +295,7 @@ export class CommandService {
     };
     const tail = await this.options.runtime.spawn(sandboxId, {
       argv: [SANDBOX_AGENT_PATH, "bg", "tail", commandDirOf(id), "--offset", String(offset), "--follow"],
-      env: toolEnv,
+      env: TOOL_ENV,
       timeoutMs: 0,
       outputLimitBytes: 0,
       onOutput: (stream, data) => {
@@ -419,7 +412,7 @@ export class CommandService {
     try {
       result = await this.options.runtime.exec(command.sandboxId, {
         argv: [SANDBOX_AGENT_PATH, "bg", "wait", commandDirOf(command.id)],
-        env: toolEnv,
+        env: TOOL_ENV,
         timeoutMs: 0,
         outputLimitBytes: toolOutputBytes,
       });
@@ -579,7 +572,7 @@ export class CommandService {
     return this.options.breaker.run(() =>
       this.options.runtime.exec(sandboxId, {
         argv: [SANDBOX_AGENT_PATH, "bg", ...args],
-        env: toolEnv,
+        env: TOOL_ENV,
         timeoutMs: toolTimeoutMs,
         outputLimitBytes: toolOutputBytes,
         ...extra,

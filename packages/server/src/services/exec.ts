@@ -10,7 +10,14 @@
 import type { Principal } from "../domain/api-key.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
-import type { ExecRequest, ExecResult, OutputStream, Runtime, SandboxProcess } from "./runtime-port.ts";
+import {
+  type ExecRequest,
+  type ExecResult,
+  type OutputStream,
+  type Runtime,
+  SANDBOX_DEFAULT_PATH,
+  type SandboxProcess,
+} from "./runtime-port.ts";
 import type { SandboxService } from "./sandboxes.ts";
 
 export interface ExecCommand {
@@ -41,7 +48,6 @@ export interface ExecServiceOptions {
   outputLimitBytes: number;
 }
 
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /** The unprivileged user of every sandbox. */
 const userIds = { uid: 1000, gid: 1000 };
 
@@ -86,13 +92,7 @@ export class ExecService {
     const root = command.user === "root";
     return {
       ...(typeof command.cmd === "string" ? { shell: command.cmd } : { argv: command.cmd }),
-      env: {
-        PATH: defaultPath,
-        HOME: root ? "/root" : "/home/user",
-        LANG: "C.UTF-8",
-        ...sandbox.env,
-        ...command.env,
-      },
+      env: commandEnv(sandbox.env, command.env, command.user),
       ...(command.cwd === undefined ? {} : { cwd: command.cwd }),
       ...(root ? {} : userIds),
       ...(command.stdin === undefined ? {} : { stdin: new TextEncoder().encode(command.stdin) }),
@@ -118,4 +118,19 @@ export class ExecService {
       durationMs: result.durationMs,
     };
   }
+}
+
+/** A command's environment: the defaults, then the sandbox's, then the command's own. */
+export function commandEnv(
+  sandboxEnv: Readonly<Record<string, string>>,
+  env: Readonly<Record<string, string>> | undefined,
+  user: "root" | "user",
+): Record<string, string> {
+  return {
+    PATH: SANDBOX_DEFAULT_PATH,
+    HOME: user === "root" ? "/root" : "/home/user",
+    LANG: "C.UTF-8",
+    ...sandboxEnv,
+    ...env,
+  };
 }

@@ -63,6 +63,12 @@ export interface ExecResult {
 /** Where every runtime puts shoal-agent inside a sandbox; its tools run as `AGENT_PATH fs stat /x` etc. */
 export const SANDBOX_AGENT_PATH = "/opt/shoal/shoal-agent";
 
+/** The PATH of a process in a sandbox unless the sandbox or the command sets one. */
+export const SANDBOX_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** The whole environment of the agent's tools: nothing of the sandbox's env can change how they run. */
+export const TOOL_ENV: Readonly<Record<string, string>> = { PATH: SANDBOX_DEFAULT_PATH, LANG: "C.UTF-8" };
+
 export type OutputStream = "stdout" | "stderr";
 
 export interface SpawnRequest extends ExecRequest {

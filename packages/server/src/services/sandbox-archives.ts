@@ -21,7 +21,7 @@ import { parseToolFailure, toolError } from "./agent-tool-error.ts";
 import { type ArchiveRecord, decodeRecords, encodeRecord, endRecord } from "./archive-records.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
 import { Handoff } from "./handoff.ts";
-import { type ExecResult, type Runtime, SANDBOX_AGENT_PATH, type SandboxProcess } from "./runtime-port.ts";
+import { type ExecResult, type Runtime, SANDBOX_AGENT_PATH, type SandboxProcess, TOOL_ENV } from "./runtime-port.ts";
 import type { ResolvedPath, SandboxFilesService } from "./sandbox-files.ts";
 
 export interface SandboxArchivesOptions {
@@ -46,7 +46,6 @@ export interface PackStream {
   readonly body: Readable;
 }
 
-const toolEnv = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" };
 /** Records go to the agent in pieces of about this size: fewer frames for archives of small files. */
 const stdinPieceBytes = 256 * 1024;
 const SIGKILL = 9;
@@ -78,7 +77,7 @@ export class SandboxArchivesService {
     const process = await this.options.breaker.run(() =>
       this.options.runtime.spawn(target.sandbox.id, {
         argv: [SANDBOX_AGENT_PATH, "archive", "unpack", "--root", target.path.root, dir],
-        env: toolEnv,
+        env: TOOL_ENV,
         streamStdin: true,
         timeoutMs: 0,
         outputLimitBytes: 64 * 1024,
@@ -126,7 +125,7 @@ export class SandboxArchivesService {
     const process = await this.options.breaker.run(() =>
       this.options.runtime.spawn(target.sandbox.id, {
         argv: [SANDBOX_AGENT_PATH, "archive", "pack", "--root", target.path.root, dir],
-        env: toolEnv,
+        env: TOOL_ENV,
         timeoutMs: 0,
         // Keeps the tool's error line (stderr); stdout goes through onOutput.
         outputLimitBytes: 64 * 1024,

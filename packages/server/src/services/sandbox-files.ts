@@ -23,6 +23,7 @@ import {
   type OutputStream,
   type Runtime,
   SANDBOX_AGENT_PATH,
+  TOOL_ENV,
 } from "./runtime-port.ts";
 import type { SandboxService } from "./sandboxes.ts";
 
@@ -77,7 +78,6 @@ export interface SandboxFilesOptions {
   maxFileBytes: number;
 }
 
-const toolEnv = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" };
 /** Metadata operations are quick unless the sandbox's disk hangs. */
 const shortTimeoutMs = 60_000;
 /** Recursive listings and removals walk whole trees. */
@@ -360,7 +360,7 @@ export class SandboxFilesService {
     const [subcommand, ...rest] = args;
     return {
       argv: [SANDBOX_AGENT_PATH, "fs", subcommand ?? "", "--root", target.path.root, ...rest],
-      env: toolEnv,
+      env: TOOL_ENV,
       timeoutMs: shortTimeoutMs,
       outputLimitBytes: 1024 * 1024,
     };

@@ -13,7 +13,7 @@ import type { Principal } from "../domain/api-key.ts";
 import { toolError } from "./agent-tool-error.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
 import { Handoff } from "./handoff.ts";
-import { type ExecResult, type Runtime, SANDBOX_AGENT_PATH } from "./runtime-port.ts";
+import { type ExecResult, type Runtime, SANDBOX_AGENT_PATH, TOOL_ENV } from "./runtime-port.ts";
 import type { SandboxFilesService } from "./sandbox-files.ts";
 
 export type WatchEventType = "create" | "modify" | "delete" | "move" | "overflow";
@@ -42,7 +42,6 @@ export interface SandboxWatchOptions {
   breaker: CircuitBreaker;
 }
 
-const toolEnv = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" };
 /** One event line is a few hundred bytes; a longer line is not the tool's. */
 const maxLineBytes = 64 * 1024;
 const SIGKILL = 9;
@@ -76,7 +75,7 @@ export class SandboxWatchService {
           ...(options.recursive ? ["--recursive"] : []),
           dir,
         ],
-        env: toolEnv,
+        env: TOOL_ENV,
         timeoutMs: 0,
         // Keeps the tool's error line (stderr); stdout goes through onOutput.
         outputLimitBytes: 64 * 1024,

@@ -8,7 +8,7 @@
  *   await writeFile(paths.config, JSON.stringify(spec));
  */
 
-import type { SandboxSpec } from "../../../services/runtime-port.ts";
+import { SANDBOX_DEFAULT_PATH, type SandboxSpec } from "../../../services/runtime-port.ts";
 import { CONTAINER_AGENT_BINARY, CONTAINER_AGENT_DIR, CONTAINER_SOCKET } from "./layout.ts";
 import { type SeccompProfile, seccompProfile } from "./seccomp-profile.ts";
 
@@ -181,7 +181,7 @@ export function buildOCISpec(input: OCISpecInput): OCISpec {
       user: { uid: 0, gid: 0 },
       args: [CONTAINER_AGENT_BINARY, "--socket", CONTAINER_SOCKET],
       env: [
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        `PATH=${SANDBOX_DEFAULT_PATH}`,
         "HOME=/root",
         "LANG=C.UTF-8",
         `HOSTNAME=${sandbox.id}`,
