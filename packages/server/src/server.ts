@@ -121,6 +121,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
   });
   const exec = new ExecService({ sandboxes, runtime, breaker, outputLimitBytes: config.execOutputLimitBytes });
   const code = new CodeRunner({
+    sandboxes,
     exec,
     runtime,
     breaker,

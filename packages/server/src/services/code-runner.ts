@@ -22,6 +22,7 @@ import type { ExecService } from "./exec.ts";
 import type { Clock } from "./ports.ts";
 import type { Runtime } from "./runtime-port.ts";
 import type { SandboxEvents } from "./sandbox-events.ts";
+import type { SandboxService } from "./sandboxes.ts";
 
 export interface CodeRequest {
   code: string;
@@ -62,6 +63,7 @@ export interface ContextView {
 }
 
 export interface CodeRunnerOptions {
+  sandboxes: SandboxService;
   exec: ExecService;
   runtime: Runtime;
   breaker: CircuitBreaker;
@@ -125,7 +127,7 @@ export class CodeRunner {
   }
 
   async createContext(principal: Principal, sandboxId: string, request: NewContext): Promise<ContextView> {
-    await this.runnable(principal, sandboxId, request.user);
+    await this.runnable(principal, sandboxId);
     const held = this.sandboxes.get(sandboxId)?.entries.size ?? 0;
     if (held >= this.options.maxContextsPerSandbox) {
       throw new ShoalError("QUOTA_EXCEEDED", {
@@ -187,7 +189,7 @@ export class CodeRunner {
   }
 
   async listContexts(principal: Principal, sandboxId: string): Promise<ContextView[]> {
-    await this.runnable(principal, sandboxId, "root");
+    await this.runnable(principal, sandboxId);
     const entries = this.sandboxes.get(sandboxId)?.entries.values() ?? [];
     return [...entries].filter((entry) => entry.ownerId === principal.ownerId).map((entry) => entry.view);
   }
@@ -243,7 +245,7 @@ export class CodeRunner {
 
   /** The caller's context in a sandbox that can run it, or RESOURCE_NOT_FOUND. */
   private async find(principal: Principal, sandboxId: string, contextId: string): Promise<Entry> {
-    await this.runnable(principal, sandboxId, "root");
+    await this.runnable(principal, sandboxId);
     const entry = this.sandboxes.get(sandboxId)?.entries.get(contextId);
     if (entry === undefined || entry.ownerId !== principal.ownerId) {
       throw new ShoalError("RESOURCE_NOT_FOUND", {
@@ -255,8 +257,8 @@ export class CodeRunner {
   }
 
   /** Checks, as exec does, that the sandbox is the caller's and can run a process now. */
-  private async runnable(principal: Principal, sandboxId: string, user: "root" | "user"): Promise<void> {
-    await this.options.exec.prepare(principal, sandboxId, { cmd: ["true"], timeoutMs: 1, user });
+  private async runnable(principal: Principal, sandboxId: string): Promise<void> {
+    await this.options.sandboxes.getRunning(principal, sandboxId, "exec");
   }
 
   private contextsOf(sandboxId: string): SandboxContexts {
