@@ -11,6 +11,7 @@ import { languageAliases, languageOf } from "../../services/code-drivers/languag
 import type { CodeLanguage } from "../../services/code-drivers/protocol.ts";
 import type { CodeRunner, ContextView } from "../../services/code-runner.ts";
 import { policy } from "../http/route-policy.ts";
+import { CommandUserSchema } from "./sandbox-exec.routes.ts";
 import {
   emptyBodyIsObject,
   envNamePattern,
@@ -24,13 +25,6 @@ const LanguageSchema = Type.Unsafe<string>({
   enum: Object.keys(languageAliases),
   default: "python",
   description: "python (py, python3), javascript (js, node, nodejs) or bash (sh, shell)",
-});
-
-const UserSchema = Type.Unsafe<"root" | "user">({
-  type: "string",
-  enum: ["root", "user"],
-  default: "root",
-  description: "`user` runs as uid/gid 1000",
 });
 
 const CwdSchema = Type.String({ minLength: 1, maxLength: 4096, pattern: "^/", description: "An absolute path" });
@@ -52,7 +46,7 @@ const CodeBody = Type.Object(
     context_id: Type.Optional(
       Type.String({ minLength: 1, maxLength: 64, description: "Run in this context, which keeps its state" }),
     ),
-    user: UserSchema,
+    user: CommandUserSchema,
   },
   { additionalProperties: false },
 );
@@ -101,7 +95,7 @@ const NewContextBody = Type.Object(
     env: Type.Optional(
       StringMapSchema("Added over the sandbox's environment, for the context's life", 256, envNamePattern),
     ),
-    user: UserSchema,
+    user: CommandUserSchema,
   },
   { additionalProperties: false },
 );

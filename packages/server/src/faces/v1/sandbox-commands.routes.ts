@@ -13,6 +13,7 @@ import type { CommandService } from "../../services/commands.ts";
 import { envelope, toShoalError } from "../http/error-response.ts";
 import { policy } from "../http/route-policy.ts";
 import { lastEventId, openEventStream, wantsEventStream } from "../http/sse.ts";
+import { CommandUserSchema } from "./sandbox-exec.routes.ts";
 import { envNamePattern, principalOf, SandboxIdParams, StringMapSchema } from "./sandboxes.routes.ts";
 
 /** Linux's signal numbers by name; a number from 1 to 64 is accepted as well. */
@@ -113,12 +114,7 @@ const StartBody = Type.Object(
     stdin: Type.Optional(
       Type.String({ maxLength: stdinLimitBytes, description: "Written to its stdin, which is then closed" }),
     ),
-    user: Type.Unsafe<"root" | "user">({
-      type: "string",
-      enum: ["root", "user"],
-      default: "root",
-      description: "`user` runs as uid/gid 1000",
-    }),
+    user: CommandUserSchema,
   },
   { additionalProperties: false },
 );

@@ -11,6 +11,14 @@ import { policy } from "../http/route-policy.ts";
 import { wantsEventStream } from "../http/sse.ts";
 import { envNamePattern, principalOf, SandboxIdParams, StringMapSchema } from "./sandboxes.routes.ts";
 
+/** Who a command runs as: root, or `user` (uid/gid 1000). Shared by every route that starts processes. */
+export const CommandUserSchema = Type.Unsafe<"root" | "user">({
+  type: "string",
+  enum: ["root", "user"],
+  default: "root",
+  description: "`user` runs as uid/gid 1000",
+});
+
 const ExecBody = Type.Object(
   {
     cmd: Type.Union(
@@ -24,12 +32,7 @@ const ExecBody = Type.Object(
     cwd: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, pattern: "^/", description: "An absolute path" })),
     stdin: Type.Optional(Type.String({ maxLength: 16 * 1024 * 1024 })),
     timeout_ms: Type.Integer({ minimum: 1, maximum: 3_600_000, default: 60_000 }),
-    user: Type.Unsafe<"root" | "user">({
-      type: "string",
-      enum: ["root", "user"],
-      default: "root",
-      description: "`user` runs as uid/gid 1000",
-    }),
+    user: CommandUserSchema,
   },
   { additionalProperties: false },
 );

@@ -31,6 +31,7 @@ import { refusal, type TerminalTickets } from "../../services/terminal-tickets.t
 import type { Terminal, TerminalService } from "../../services/terminals.ts";
 import { envelope, toShoalError } from "../http/error-response.ts";
 import { policy } from "../http/route-policy.ts";
+import { CommandUserSchema } from "./sandbox-exec.routes.ts";
 import { principalOf, SandboxIdParams } from "./sandboxes.routes.ts";
 
 export interface TerminalRouteDependencies {
@@ -61,12 +62,7 @@ const TerminalQuery = Type.Object(
     cols: Type.Integer({ minimum: 1, maximum: maxDimension, default: 80 }),
     rows: Type.Integer({ minimum: 1, maximum: maxDimension, default: 24 }),
     cwd: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: "An absolute path" })),
-    user: Type.Unsafe<"root" | "user">({
-      type: "string",
-      enum: ["root", "user"],
-      default: "root",
-      description: "`user` runs as uid/gid 1000",
-    }),
+    user: CommandUserSchema,
     env: Type.Optional(
       Type.Array(Type.String({ maxLength: 16_384, pattern: "^[A-Za-z_][A-Za-z0-9_]*=[^\\u0000]*$" }), {
         maxItems: 256,
