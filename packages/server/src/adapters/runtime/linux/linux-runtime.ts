@@ -558,28 +558,14 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   }
 
   async exec(id: string, request: ExecRequest): Promise<ExecResult> {
-    const paths = this.#sandbox(id);
-    const cgroup = this.#cgroup(await this.#prepare(), id);
-    const env = { ...(await this.#baseEnv(id, paths)), ...request.env };
-    if (request.uid === SANDBOX_USER.uid && request.env.HOME === undefined) env.HOME = SANDBOX_USER.home;
-    const before = cgroup.oomKills();
-    const result = await this.#links.use(id, paths.socket, (agent) => agent.exec({ ...request, env }));
-    // The agent sees a SIGKILL; only the cgroup knows the OOM killer sent it.
-    const oomKilled = result.oomKilled || cgroup.oomKills() > before;
-    return oomKilled === result.oomKilled ? result : { ...result, oomKilled };
+    const { socket, env, withOom } = await this.#processSetup(id, request);
+    return withOom(await this.#links.use(id, socket, (agent) => agent.exec({ ...request, env })));
   }
 
   async spawn(id: string, request: SpawnRequest): Promise<SandboxProcess> {
-    const paths = this.#sandbox(id);
-    const cgroup = this.#cgroup(await this.#prepare(), id);
-    const env = { ...(await this.#baseEnv(id, paths)), ...request.env };
-    if (request.uid === SANDBOX_USER.uid && request.env.HOME === undefined) env.HOME = SANDBOX_USER.home;
-    const before = cgroup.oomKills();
-    const started = await this.#links.use(id, paths.socket, (agent) => agent.spawn({ ...request, env }));
-    const result = started.result.then((outcome) => {
-      const oomKilled = outcome.oomKilled || cgroup.oomKills() > before;
-      return oomKilled === outcome.oomKilled ? outcome : { ...outcome, oomKilled };
-    });
+    const { socket, env, withOom } = await this.#processSetup(id, request);
+    const started = await this.#links.use(id, socket, (agent) => agent.spawn({ ...request, env }));
+    const result = started.result.then(withOom);
     result.catch(() => undefined);
     return {
       pid: started.pid,
@@ -588,6 +574,22 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       signal: (signo) => started.signal(signo),
       result,
     };
+  }
+
+  /**
+   * What exec and spawn share: the agent's socket, the process's whole environment (the sandbox's
+   * own under the request's), and a check that completes its result with what only the cgroup
+   * knows: the agent sees a SIGKILL, the cgroup's OOM counter tells who sent it.
+   */
+  async #processSetup(id: string, request: ExecRequest) {
+    const paths = this.#sandbox(id);
+    const cgroup = this.#cgroup(await this.#prepare(), id);
+    const env = { ...(await this.#baseEnv(id, paths)), ...request.env };
+    if (request.uid === SANDBOX_USER.uid && request.env.HOME === undefined) env.HOME = SANDBOX_USER.home;
+    const before = cgroup.oomKills();
+    const withOom = (result: ExecResult): ExecResult =>
+      result.oomKilled || cgroup.oomKills() <= before ? result : { ...result, oomKilled: true };
+    return { socket: paths.socket, env, withOom };
   }
 
   async metrics(id: string): Promise<SandboxUsage> {
