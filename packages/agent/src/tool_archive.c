@@ -325,55 +325,6 @@ static void remove_tree(int parent, const char *name, int depth) {
   unlinkat(parent, name, AT_REMOVEDIR);
 }
 
-struct names {
-  char **v;
-  size_t n;
-};
-
-static void free_names(struct names *l) {
-  for (size_t i = 0; i < l->n; i++) free(l->v[i]);
-  free(l->v);
-}
-
-static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* The names in a directory, sorted, read in full before anyone moves them. Consumes fd. */
-static int list_dir(int fd, struct names *out) {
-  out->v = NULL, out->n = 0;
-  DIR *d = fdopendir(fd);
-  if (d == NULL) {
-    close(fd);
-    return -1;
-  }
-  size_t cap = 0;
-  struct dirent *e;
-  errno = 0;
-  while ((e = readdir(d)) != NULL) {
-    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-    if (out->n == cap) {
-      cap = cap ? 2 * cap : 16;
-      char **grown = realloc(out->v, cap * sizeof *grown);
-      if (grown == NULL) goto oom;
-      out->v = grown;
-    }
-    if ((out->v[out->n] = strdup(e->d_name)) == NULL) goto oom;
-    out->n++;
-    errno = 0;
-  }
-  int saved = errno;
-  closedir(d);
-  if (saved != 0) {
-    free_names(out);
-    return errno = saved, -1;
-  }
-  if (out->n > 1) qsort(out->v, out->n, sizeof *out->v, by_name);
-  return 0;
-oom:
-  closedir(d);
-  free_names(out);
-  return errno = ENOMEM, -1;
-}
-
 /*
  * Moves the staged tree sfd into tfd. A staged directory merges into a directory already there,
  * or replaces a non-directory; anything else replaces what is there, except a directory
@@ -381,9 +332,9 @@ oom:
  * `rel` (the entry's name below DIR, for errors) has room for NAME_CAP bytes.
  */
 static int merge(struct unpack *u, int sfd, int tfd, char *rel, int check, int depth) {
-  struct names l;
+  struct dir_names l;
   int lfd = openat(sfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (lfd < 0 || list_dir(lfd, &l) < 0) return fail_at(u, errno, rel), -1;
+  if (lfd < 0 || dir_names_read(lfd, &l) < 0) return fail_at(u, errno, rel), -1;
   size_t base = strlen(rel);
   int result = 0;
   for (size_t i = 0; i < l.n && result == 0; i++) {
@@ -418,7 +369,7 @@ static int merge(struct unpack *u, int sfd, int tfd, char *rel, int check, int d
     }
   }
   rel[base] = 0;
-  free_names(&l);
+  dir_names_free(&l);
   return result;
 }
 
@@ -590,9 +541,9 @@ static int pack_file(struct pack *p, int dirfd, const char *n, const char *rel, 
 
 /* Packs the entries of dirfd; rel is their directory below DIR ("" for DIR), NAME_CAP bytes. */
 static int pack_dir(struct pack *p, int dirfd, char *rel, int depth) {
-  struct names l;
+  struct dir_names l;
   int lfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (lfd < 0 || list_dir(lfd, &l) < 0) return pack_fail(p, errno, rel), -1;
+  if (lfd < 0 || dir_names_read(lfd, &l) < 0) return pack_fail(p, errno, rel), -1;
   size_t base = strlen(rel);
   int result = 0;
   for (size_t i = 0; i < l.n && result == 0; i++) {
@@ -636,7 +587,7 @@ static int pack_dir(struct pack *p, int dirfd, char *rel, int depth) {
     rel[base] = 0;
   }
   rel[base] = 0;
-  free_names(&l);
+  dir_names_free(&l);
   if (ferror(stdout)) return pack_fail(p, EPIPE, rel), -1;
   return result;
 }

@@ -179,64 +179,12 @@ static int cmd_exists(struct opts *o) {
 
 /* --- list ------------------------------------------------------------------------------------- */
 
-static int by_name(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 struct walk {
   long long left; /* entries still to print; -1: no limit */
   int truncated;
   const char *fail_path;
   int fail_errno;
 };
-
-/* Joins dir and name into buf; ENAMETOOLONG when it does not fit. */
-static int join(char *buf, size_t cap, const char *dir, const char *name) {
-  int n = snprintf(buf, cap, "%s%s%s", dir, strcmp(dir, "/") == 0 ? "" : "/", name);
-  if (n < 0 || (size_t)n >= cap) return errno = ENAMETOOLONG, -1;
-  return 0;
-}
-
-/* The names in the directory fd (closed here), sorted; NULL with errno on failure. */
-static char **read_names(int fd, size_t *count) {
-  DIR *d = fdopendir(fd);
-  if (d == NULL) {
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return NULL;
-  }
-  size_t n = 0, cap = 64;
-  char **names = malloc(cap * sizeof *names);
-  struct dirent *e;
-  errno = 0;
-  while (names != NULL && (e = readdir(d)) != NULL) {
-    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-    if (n == cap) {
-      char **more = realloc(names, (cap *= 2) * sizeof *names);
-      if (more == NULL) break;
-      names = more;
-    }
-    if ((names[n] = strdup(e->d_name)) == NULL) break;
-    n++;
-  }
-  int saved = errno;
-  closedir(d);
-  if (names == NULL || saved != 0) {
-    for (size_t i = 0; names != NULL && i < n; i++) free(names[i]);
-    free(names);
-    errno = saved ? saved : ENOMEM;
-    return NULL;
-  }
-  qsort(names, n, sizeof *names, by_name);
-  *count = n;
-  return names;
-}
-
-static void free_names(char **names, size_t n) {
-  for (size_t i = 0; i < n; i++) free(names[i]);
-  free(names);
-}
 
 /* A directory's entries, walked with a dirfd held open so that no entry is looked up by path. */
 static void list_at(int dirfd, const char *dir, long long depth, int level, dev_t dev, struct walk *w) {
@@ -245,17 +193,16 @@ static void list_at(int dirfd, const char *dir, long long depth, int level, dev_
     if (w->fail_errno == 0) w->fail_errno = errno, w->fail_path = strdup(dir);
     return;
   }
-  size_t n = 0;
-  char **names = read_names(copy, &n);
-  if (names == NULL) {
+  struct dir_names names;
+  if (dir_names_read(copy, &names) < 0) {
     if (w->fail_errno == 0) w->fail_errno = errno, w->fail_path = strdup(dir);
     return;
   }
-  for (size_t i = 0; i < n && !w->truncated; i++) {
+  for (size_t i = 0; i < names.n && !w->truncated; i++) {
     char path[PATH_MAX];
     struct stat st;
-    if (join(path, sizeof path, dir, names[i]) < 0) continue;
-    if (fstatat(dirfd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) continue; /* removed meanwhile */
+    if (path_join(path, sizeof path, dir, names.v[i]) < 0) continue;
+    if (fstatat(dirfd, names.v[i], &st, AT_SYMLINK_NOFOLLOW) < 0) continue; /* removed meanwhile */
     if (w->left == 0) {
       w->truncated = 1;
       break;
@@ -263,23 +210,23 @@ static void list_at(int dirfd, const char *dir, long long depth, int level, dev_
     char target[PATH_MAX];
     const char *link = NULL;
     if (S_ISLNK(st.st_mode)) {
-      ssize_t len = readlinkat(dirfd, names[i], target, sizeof target - 1);
+      ssize_t len = readlinkat(dirfd, names.v[i], target, sizeof target - 1);
       target[len < 0 ? 0 : len] = 0;
       link = target;
     }
-    print_entry(stdout, path, names[i], &st, link);
+    print_entry(stdout, path, names.v[i], &st, link);
     putchar('\n');
     if (w->left > 0) w->left--;
     /* Another filesystem mounted below (/proc under /, say) is listed as a name, not walked. */
     if (S_ISDIR(st.st_mode) && st.st_dev == dev && (depth == 0 || level < depth) && level < MAX_WALK_DEPTH) {
-      int sub = openat(dirfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      int sub = openat(dirfd, names.v[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (sub >= 0) {
         list_at(sub, path, depth, level + 1, dev, w);
         close(sub);
       }
     }
   }
-  free_names(names, n);
+  dir_names_free(&names);
 }
 
 static int cmd_list(struct opts *o) {
@@ -584,21 +531,20 @@ static void remove_tree(int dirfd, const char *name, const char *path, int level
     return removal_failed(rm, EBUSY, path);
   }
   int copy = dup(fd);
-  size_t n = 0;
-  char **names = copy < 0 ? NULL : read_names(copy, &n);
-  if (names == NULL) {
+  struct dir_names names;
+  if (copy < 0 || dir_names_read(copy, &names) < 0) {
     close(fd);
     return removal_failed(rm, errno, path);
   }
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; i < names.n; i++) {
     char child[PATH_MAX];
-    if (join(child, sizeof child, path, names[i]) < 0) {
+    if (path_join(child, sizeof child, path, names.v[i]) < 0) {
       removal_failed(rm, ENAMETOOLONG, path);
       continue;
     }
-    remove_tree(fd, names[i], child, level + 1, rm);
+    remove_tree(fd, names.v[i], child, level + 1, rm);
   }
-  free_names(names, n);
+  dir_names_free(&names);
   close(fd);
   if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0) removal_failed(rm, errno, path);
 }

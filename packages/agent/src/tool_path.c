@@ -2,7 +2,10 @@
 #define _GNU_SOURCE
 #include "tool_path.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
@@ -163,4 +166,56 @@ int write_all(int fd, const void *buf, size_t n) {
     n -= (size_t)w;
   }
   return 0;
+}
+
+int path_join(char *buf, size_t cap, const char *dir, const char *name) {
+  int n = snprintf(buf, cap, "%s%s%s", dir, strcmp(dir, "/") == 0 ? "" : "/", name);
+  if (n < 0 || (size_t)n >= cap) return errno = ENAMETOOLONG, -1;
+  return 0;
+}
+
+static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+void dir_names_free(struct dir_names *names) {
+  for (size_t i = 0; i < names->n; i++) free(names->v[i]);
+  free(names->v);
+  names->v = NULL;
+  names->n = 0;
+}
+
+int dir_names_read(int fd, struct dir_names *out) {
+  out->v = NULL, out->n = 0;
+  DIR *d = fdopendir(fd);
+  if (d == NULL) {
+    int saved = errno;
+    close(fd);
+    return errno = saved, -1;
+  }
+  size_t cap = 0;
+  struct dirent *e;
+  errno = 0;
+  while ((e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    if (out->n == cap) {
+      cap = cap ? 2 * cap : 16;
+      char **grown = realloc(out->v, cap * sizeof *grown);
+      if (grown == NULL) goto oom;
+      out->v = grown;
+    }
+    if ((out->v[out->n] = strdup(e->d_name)) == NULL) goto oom;
+    out->n++;
+    errno = 0;
+  }
+  int saved = errno;
+  closedir(d);
+  if (saved != 0) {
+    dir_names_free(out);
+    return errno = saved, -1;
+  }
+  if (out->n > 1) qsort(out->v, out->n, sizeof *out->v, by_name);
+  return 0;
+oom:
+  closedir(d);
+  dir_names_free(out);
+  return errno = ENOMEM, -1;
 }

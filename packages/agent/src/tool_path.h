@@ -40,4 +40,16 @@ void json_string(FILE *f, const char *s);
 /* Writes all n bytes, retrying short writes and EINTR; 0, or -1 with errno. */
 int write_all(int fd, const void *buf, size_t n);
 
+/* dir + "/" + name into buf ("/name" when dir is "/"); -1 with ENAMETOOLONG when it does not fit. */
+int path_join(char *buf, size_t cap, const char *dir, const char *name);
+
+/* The names in a directory, read in full (so that none is missed while entries move) and sorted. */
+struct dir_names {
+  char **v;
+  size_t n;
+};
+/* Reads the directory open as fd, which it consumes, without "." and ".."; 0, or -1 with errno. */
+int dir_names_read(int fd, struct dir_names *out);
+void dir_names_free(struct dir_names *names);
+
 #endif

@@ -64,11 +64,6 @@ static void event(const char *type, const char *path, int is_dir, const char *fr
   printf(",\"is_dir\":%s}\n", is_dir ? "true" : "false");
 }
 
-static int join(char *out, size_t cap, const char *dir, const char *name) {
-  int n = snprintf(out, cap, "%s%s%s", dir, strcmp(dir, "/") == 0 ? "" : "/", name);
-  return n < 0 || (size_t)n >= cap ? -1 : 0;
-}
-
 /* Watches the directory open as fd (known as path); returns the wd or -1 with errno. */
 static int add_watch(int fd, const char *path) {
   char proc[64];
@@ -115,7 +110,7 @@ static int watch_tree(int fd, const char *path, int announce, int depth) {
   while ((e = readdir(d)) != NULL) {
     if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
     char child[PATH_MAX];
-    if (join(child, sizeof child, path, e->d_name) < 0) continue;
+    if (path_join(child, sizeof child, path, e->d_name) < 0) continue;
     struct stat st;
     if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
     int is_dir = S_ISDIR(st.st_mode);
@@ -203,7 +198,7 @@ static int handle(const struct inotify_event *ev) {
   }
   if (ev->len == 0) return 0;
   char path[PATH_MAX];
-  if (join(path, sizeof path, dir, ev->name) < 0) return 0;
+  if (path_join(path, sizeof path, dir, ev->name) < 0) return 0;
   int is_dir = (ev->mask & IN_ISDIR) != 0;
   if (ev->mask & IN_MOVED_FROM) {
     flush_pending();
