@@ -30,6 +30,8 @@ export function documentRoute(route: RouteOptions): void {
   const schema = route.schema as Record<string, unknown>;
   schema.security = routePolicy.scope === "public" ? [] : [{ bearerAuth: [] }, { apiKeyHeader: [] }];
   if (routePolicy.scope !== "public") schema["x-required-scope"] = routePolicy.scope;
+  // The SDK sends an Idempotency-Key on exactly these operations.
+  if (routePolicy.idempotent) schema["x-idempotent"] = true;
   schema.response ??= {};
   const responses = schema.response as Record<string, unknown>;
   responses["4XX"] ??= { $ref: "ErrorEnvelope#" };
@@ -54,6 +56,10 @@ export async function registerOpenAPI(app: FastifyInstance, version: string): Pr
         },
       },
     },
+    transformObject: (documentObject) =>
+      "openapiObject" in documentObject
+        ? clientView(documentObject.openapiObject as JSONObject)
+        : documentObject.swaggerObject,
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
   });
   await app.register(swaggerUI, {
@@ -66,4 +72,45 @@ export async function registerOpenAPI(app: FastifyInstance, version: string): Pr
   app.get("/v1/openapi.json", { config: policy({ scope: "public" }), schema: { hide: true } }, async () =>
     app.swagger(),
   );
+}
+
+type JSONObject = Record<string, unknown>;
+
+/**
+ * The document as a client sees it. Validation fills in a defaulted field before it checks
+ * `required`, so for the server such a field is required; a client may leave it out.
+ */
+function clientView(document: JSONObject): JSONObject {
+  const copy = structuredClone(document);
+  for (const pathItem of Object.values(asObject(copy.paths))) {
+    for (const operation of Object.values(asObject(pathItem))) {
+      const op = asObject(operation);
+      for (const parameter of asArray(op.parameters)) {
+        const param = asObject(parameter);
+        if (param.in !== "path" && asObject(param.schema).default !== undefined) param.required = false;
+      }
+      for (const media of Object.values(asObject(asObject(op.requestBody).content))) {
+        dropDefaultedFromRequired(asObject(asObject(media).schema));
+      }
+    }
+  }
+  return copy;
+}
+
+function dropDefaultedFromRequired(schema: JSONObject): void {
+  const properties = asObject(schema.properties);
+  if (Array.isArray(schema.required)) {
+    schema.required = schema.required.filter((name) => asObject(properties[String(name)]).default === undefined);
+  }
+  for (const variant of [...asArray(schema.anyOf), ...asArray(schema.oneOf), ...asArray(schema.allOf)]) {
+    dropDefaultedFromRequired(asObject(variant));
+  }
+}
+
+function asObject(value: unknown): JSONObject {
+  return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as JSONObject) : {};
+}
+
+function asArray(value: unknown): unknown[] {
+  return Array.isArray(value) ? value : [];
 }
