@@ -47,3 +47,6 @@ npm_config_build_from_source=true npm install --no-audit --no-fund --loglevel=er
 
 # shoal-agent, the PID 1 of every sandbox: a static binary, built from packages/agent.
 make -s -C packages/agent
+
+# The SDK and the CLI are published as JavaScript: build them (the `shoal` binary runs dist/).
+npm run build --workspace @shoal/sdk --workspace @shoal/cli --silent

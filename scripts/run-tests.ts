@@ -25,6 +25,13 @@ if (agentBuild.status !== 0) {
   process.exit(1);
 }
 
+// The CLI's tests run the built `shoal` on the built SDK: build both from the sources under test.
+const build = spawnSync("npm", ["run", "build", "--silent"], { cwd: root, stdio: "inherit" });
+if (build.status !== 0) {
+  console.error(`building the SDK and the CLI failed (${build.error?.message ?? `exit ${build.status}`})`);
+  process.exit(1);
+}
+
 const only = process.argv.slice(2);
 const files = only.length > 0 ? only.map((file) => path.resolve(file)) : testFiles(path.join(root, "packages"));
 const cluster = await startPostgresCluster();

@@ -1,0 +1,162 @@
+/** `shoal sandbox` (alias `sbx`): create, list, show, delete and drive the lifecycle of sandboxes. */
+
+import { type CreateSandboxOptions, Sandbox, type SandboxInfo, type SandboxState } from "@shoal/sdk";
+import type { Command } from "commander";
+import { action, type Context } from "../context.ts";
+import { fields, shortTime, table } from "../format.ts";
+import { keyValue, list, positiveInteger } from "../option-parsers.ts";
+import { withSpinner } from "../spinner.ts";
+
+interface CreateFlags {
+  template?: string;
+  name?: string;
+  vcpus?: number;
+  memory?: number;
+  disk?: number;
+  timeout?: number;
+  env?: Record<string, string>;
+  metadata?: Record<string, string>;
+  allowedRoot?: string[];
+}
+
+interface ListFlags {
+  state?: string[];
+  metadata?: Record<string, string>;
+}
+
+type Transition = "start" | "stop" | "pause" | "resume";
+
+const transitions: Record<Transition, { description: string; verb: string }> = {
+  start: { description: "start a stopped sandbox", verb: "starting" },
+  stop: { description: "stop a sandbox (its disk is kept)", verb: "stopping" },
+  pause: { description: "pause a running sandbox", verb: "pausing" },
+  resume: { description: "resume a paused sandbox", verb: "resuming" },
+};
+
+export function registerSandbox(program: Command): void {
+  const sandbox = program.command("sandbox").alias("sbx").description("manage sandboxes");
+
+  sandbox
+    .command("create")
+    .description("create a sandbox and wait until it runs; prints its id")
+    .option("--template <name>", "template to start from (default: system)")
+    .option("--name <name>", "a name to recognise it by")
+    .option("--vcpus <n>", "virtual CPUs", positiveInteger)
+    .option("--memory <mib>", "memory in MiB", positiveInteger)
+    .option("--disk <mib>", "disk in MiB", positiveInteger)
+    .option("--timeout <seconds>", "lifetime before it is killed", positiveInteger)
+    .option("--env <KEY=VALUE>", "environment of every process (repeatable)", keyValue)
+    .option("--metadata <KEY=VALUE>", "a label to find it by (repeatable)", keyValue)
+    .option("--allowed-root <path>", "a directory the files API may reach (repeatable)", list)
+    .action(action(create));
+
+  sandbox
+    .command("list")
+    .alias("ls")
+    .description("list sandboxes, newest first")
+    .option("--state <state>", "only these states (repeatable or a comma list)", list)
+    .option("--metadata <KEY=VALUE>", "only sandboxes with this label (repeatable)", keyValue)
+    .action(action(listSandboxes));
+
+  sandbox
+    .command("get")
+    .description("show one sandbox")
+    .argument("<id>")
+    .action(
+      action(async (context, id: string) => {
+        const found = await Sandbox.connect(id, context.connection());
+        context.print(found.info, () => describe(found.info));
+        return undefined;
+      }),
+    );
+
+  sandbox
+    .command("delete")
+    .alias("rm")
+    .description("delete a sandbox and everything in it")
+    .argument("<id>")
+    .action(
+      action(async (context, id: string) => {
+        const found = await Sandbox.connect(id, context.connection());
+        await withSpinner(`deleting ${id}`, () => found.kill());
+        context.print({ id, state: "deleted" }, () => `${id} deleted`);
+        return undefined;
+      }),
+    );
+
+  for (const [name, { description, verb }] of Object.entries(transitions) as [
+    Transition,
+    (typeof transitions)[Transition],
+  ][]) {
+    sandbox
+      .command(name)
+      .description(description)
+      .argument("<id>")
+      .action(
+        action(async (context, id: string) => {
+          const found = await Sandbox.connect(id, context.connection());
+          const info = await withSpinner(`${verb} ${id}`, () => found[name]());
+          context.print(info, () => `${info.id} ${info.state}`);
+          return undefined;
+        }),
+      );
+  }
+}
+
+async function create(context: Context): Promise<undefined> {
+  const flags = context.options<CreateFlags>();
+  const options: CreateSandboxOptions = { ...context.connection() };
+  if (flags.template !== undefined) options.template = flags.template;
+  if (flags.name !== undefined) options.name = flags.name;
+  if (flags.vcpus !== undefined) options.vcpu_count = flags.vcpus;
+  if (flags.memory !== undefined) options.mem_size_mib = flags.memory;
+  if (flags.disk !== undefined) options.disk_mib = flags.disk;
+  if (flags.timeout !== undefined) options.timeout_seconds = flags.timeout;
+  if (flags.env !== undefined) options.env = flags.env;
+  if (flags.metadata !== undefined) options.metadata = flags.metadata;
+  if (flags.allowedRoot !== undefined) options.allowed_roots = flags.allowedRoot;
+  const created = await withSpinner("creating sandbox", () => Sandbox.create(options));
+  context.print(created.info, () => created.id);
+  return undefined;
+}
+
+async function listSandboxes(context: Context): Promise<undefined> {
+  const flags = context.options<ListFlags>();
+  const found: SandboxInfo[] = [];
+  const query = { ...context.connection(), ...filters(flags) };
+  for await (const info of Sandbox.list(query)) found.push(info);
+  context.print(found, () =>
+    table(
+      ["ID", "NAME", "STATE", "TEMPLATE", "CREATED"],
+      found.map((info) => [info.id, info.name ?? "-", info.state, info.template, shortTime(info.created_at)]),
+    ),
+  );
+  return undefined;
+}
+
+function filters(flags: ListFlags): { state?: SandboxState[]; metadata?: Record<string, string> } {
+  const result: { state?: SandboxState[]; metadata?: Record<string, string> } = {};
+  // The server checks the states; an unknown one is its VALIDATION_ERROR, not a guess here.
+  if (flags.state !== undefined) result.state = flags.state as SandboxState[];
+  if (flags.metadata !== undefined) result.metadata = flags.metadata;
+  return result;
+}
+
+function describe(info: SandboxInfo): string {
+  const labels = Object.entries(info.metadata).map(([key, value]) => `${key}=${value}`);
+  return fields([
+    ["id", info.id],
+    ["name", info.name ?? "-"],
+    ["state", info.state_reason === null ? info.state : `${info.state} (${info.state_reason})`],
+    ["template", info.template],
+    ["runtime", info.runtime],
+    ["vcpus", String(info.vcpu_count)],
+    ["memory", `${info.mem_size_mib} MiB`],
+    ["disk", `${info.disk_mib} MiB`],
+    ["metadata", labels.length === 0 ? "-" : labels.join(" ")],
+    ["allowed roots", info.allowed_roots.join(" ")],
+    ["created", shortTime(info.created_at)],
+    ["started", shortTime(info.started_at)],
+    ["expires", shortTime(info.expires_at)],
+  ]);
+}
