@@ -75,13 +75,27 @@ export function retryAfterOf(error: ShoalError): number | undefined {
   return error.status === 429 || error.status === 503 ? defaultRetryAfterSeconds : undefined;
 }
 
-export function sendError(reply: FastifyReply, error: ShoalError): FastifyReply {
+/** How a face answers an error: the native envelope and status, or a compat face's own. */
+export type ErrorRenderer = (
+  error: ShoalError,
+  requestId: string,
+  retryAfterSeconds: number | undefined,
+) => { status: number; body: unknown };
+
+export const nativeRenderer: ErrorRenderer = (error, requestId, retryAfter) => {
+  const body = envelope(error, requestId);
+  if (retryAfter !== undefined) body.error.details.retry_after ??= retryAfter;
+  return { status: error.status, body };
+};
+
+export function sendError(
+  reply: FastifyReply,
+  error: ShoalError,
+  render: ErrorRenderer = nativeRenderer,
+): FastifyReply {
   const retryAfter = retryAfterOf(error);
-  const body = envelope(error, reply.request.id);
-  if (retryAfter !== undefined) {
-    reply.header("retry-after", String(retryAfter));
-    body.error.details.retry_after ??= retryAfter;
-  }
+  const { status, body } = render(error, reply.request.id, retryAfter);
+  if (retryAfter !== undefined) reply.header("retry-after", String(retryAfter));
   for (const [name, value] of Object.entries(error.headers)) reply.header(name, value);
-  return reply.code(error.status).header("x-request-id", reply.request.id).type("application/json").send(body);
+  return reply.code(status).header("x-request-id", reply.request.id).type("application/json").send(body);
 }
