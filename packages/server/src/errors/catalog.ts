@@ -63,7 +63,10 @@ export const errorCatalog = {
     retryable: false,
     message: "Invalid API key",
     hint: "Check the key for typos; list your keys with `GET /v1/api-keys` or create a new one.",
-    details: { reason: "`malformed_token` (not a Shoal key) or `unknown_token` (no such key)" },
+    details: {
+      reason:
+        "`malformed_token` (not a Shoal key), `unknown_token` (no such key) or `invalid_sandbox_token` (a sandbox token that is altered, foreign or for another sandbox)",
+    },
     aliases: {
       hyperfleet: ["UNAUTHORIZED"],
       hopx: ["INVALID_TOKEN"],
