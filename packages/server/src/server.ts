@@ -23,6 +23,7 @@ import { KyselySettingsRepository } from "./adapters/store/settings-repository.t
 import type { Config } from "./config.ts";
 import { buildApp } from "./faces/http/app.ts";
 import { MAX_ENV_VARIABLES } from "./faces/v1/sandbox-env.routes.ts";
+import { SandboxTokens } from "./security/sandbox-tokens.ts";
 import { sealedBox } from "./security/sealed-box.ts";
 import { loadSecretKey, tokenDigester } from "./security/secret-key.ts";
 import { ApiKeyService } from "./services/api-keys.ts";
@@ -161,6 +162,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     pageLimitBytes: config.execOutputLimitBytes,
   });
   const reconciler = new Reconciler({ repository: sandboxRepository, runtime, sandboxes, nodeId, clock, log });
+  const sandboxTokens = new SandboxTokens({ secret, clock, ttlSeconds: config.sandboxTokenTTLSeconds });
 
   let draining = false;
   const app = await buildApp({
@@ -179,6 +181,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     watches,
     terminals,
     terminalTickets,
+    sandboxTokens,
     limiter: new RateLimiter(clock),
     readiness: { draining: () => draining, pingStore: () => database.ping() },
     version,

@@ -12,6 +12,7 @@ import addFormats from "ajv-formats";
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
 import type { Config } from "../../config.ts";
 import { ShoalError } from "../../errors/shoal-error.ts";
+import type { SandboxTokens } from "../../security/sandbox-tokens.ts";
 import type { ApiKeyService } from "../../services/api-keys.ts";
 import type { CodeRunner } from "../../services/code-runner.ts";
 import type { CommandService } from "../../services/commands.ts";
@@ -27,6 +28,7 @@ import type { SandboxWatchService } from "../../services/sandbox-watch.ts";
 import type { SandboxService } from "../../services/sandboxes.ts";
 import type { TerminalTickets } from "../../services/terminal-tickets.ts";
 import type { TerminalService } from "../../services/terminals.ts";
+import { hopxRoutes } from "../compat/hopx/index.ts";
 import { healthRoutes, type Readiness } from "../health.routes.ts";
 import { apiKeyRoutes } from "../v1/api-keys.routes.ts";
 import { errorRoutes } from "../v1/errors.routes.ts";
@@ -65,6 +67,7 @@ export interface AppDependencies {
   watches: SandboxWatchService;
   terminals: TerminalService;
   terminalTickets: TerminalTickets;
+  sandboxTokens: SandboxTokens;
   limiter: RateLimiter;
   readiness: Readiness;
   version: string;
@@ -171,6 +174,7 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   await sandboxFilesRoutes(app, deps.files);
   await sandboxArchiveRoutes(app, { archives: deps.archives, watches: deps.watches, files: deps.files });
   await sandboxTerminalRoutes(app, { config, terminals: deps.terminals, tickets: deps.terminalTickets });
+  await hopxRoutes(app, { ...deps, bodyLimitBytes: config.bodyLimitBytes });
   return app;
 }
 

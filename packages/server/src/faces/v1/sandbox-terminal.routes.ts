@@ -56,7 +56,7 @@ const TicketSchema = Type.Object(
   { $id: "TerminalTicket", title: "TerminalTicket" },
 );
 
-const TerminalQuery = Type.Object(
+export const TerminalQuery = Type.Object(
   {
     ticket: Type.Optional(Type.String({ maxLength: 128, description: "From POST …/terminal/tickets" })),
     cols: Type.Integer({ minimum: 1, maximum: maxDimension, default: 80 }),
@@ -266,8 +266,29 @@ function envOf(pairs: readonly string[] | undefined): Record<string, string> {
   return env;
 }
 
-/** One terminal's life on one socket: open, relay both ways, end with the exit or the socket. */
-function serveTerminal(socket: WebSocket, request: FastifyRequest, terminals: TerminalService, config: Config): void {
+export interface ServeTerminalOptions {
+  /** The sandbox; the path's `:id` unless named. */
+  sandboxId?: string;
+  /**
+   * How output and exit messages are sent, when a face's client needs them paced (HopX's SDK
+   * takes one message at a time); the promise it answers holds the shell back until it settles.
+   */
+  post?: (message: Record<string, unknown>) => Promise<void>;
+}
+
+/**
+ * One terminal's life on one socket: open, relay both ways, end with the exit or the socket. The
+ * request carries the principal and TerminalQuery's fields.
+ */
+export function serveTerminal(
+  socket: WebSocket,
+  request: FastifyRequest,
+  terminals: TerminalService,
+  config: Config,
+  options: ServeTerminalOptions = {},
+): void {
+  const sandboxId = options.sandboxId ?? (request.params as { id: string }).id;
+  const post = options.post;
   const requestId = request.id;
   const maxBytes = config.wsMaxMessageBytes;
   const query = request.query as TerminalQueryValue;
@@ -347,10 +368,11 @@ function serveTerminal(socket: WebSocket, request: FastifyRequest, terminals: Te
     const cwd = query.cwd === undefined ? undefined : sandboxPath(query.cwd).path;
     const opened = await terminals.open(
       principalOf(request),
-      (request.params as { id: string }).id,
+      sandboxId,
       { cols: query.cols, rows: query.rows, cwd, user: query.user, env: envOf(query.env) },
       (text) => {
         if (socket.readyState !== socket.OPEN) return undefined;
+        if (post) return post({ type: "output", data: text });
         const message = JSON.stringify({ type: "output", data: text });
         if (socket.bufferedAmount + message.length <= outputHighWaterBytes) {
           socket.send(message);
@@ -363,8 +385,10 @@ function serveTerminal(socket: WebSocket, request: FastifyRequest, terminals: Te
     terminal = opened;
     if (closed) return opened.hangUp();
     for (const message of early.splice(0)) apply(message, opened);
-    opened.exit.then((exit) => {
-      send(socket, { type: "exit", exit_code: exit.exitCode, signal: exit.signal });
+    opened.exit.then(async (exit) => {
+      const message = { type: "exit", exit_code: exit.exitCode, signal: exit.signal };
+      if (post) await post(message);
+      else send(socket, message);
       if (socket.readyState === socket.OPEN) socket.close(CLOSE_NORMAL);
     }, fail);
   };
