@@ -95,3 +95,18 @@ test("sandbox settings: defaults, documented forms and refusals", () => {
       (error: Error) => error instanceof ConfigError && message.test(error.message),
     );
 });
+
+test("the public URL is an http(s) origin, or the request's own when unset", () => {
+  assert.equal(loadConfig({}).publicURL, undefined);
+  assert.equal(loadConfig({ SHOAL_PUBLIC_URL: "https://shoal.example.com/" }).publicURL, "https://shoal.example.com");
+  assert.equal(loadConfig({ SHOAL_PUBLIC_URL: "http://10.0.0.5:8080" }).publicURL, "http://10.0.0.5:8080");
+  assert.equal(loadConfig({ SHOAL_SANDBOX_TOKEN_TTL_SECONDS: "60" }).sandboxTokenTTLSeconds, 60);
+  for (const value of ["shoal.example.com", "ftp://x", "https://x/api", "https://x/?a=1", "https://u:p@x"]) {
+    assert.throws(
+      () => loadConfig({ SHOAL_PUBLIC_URL: value }),
+      (error: Error) => error instanceof ConfigError && /SHOAL_PUBLIC_URL/.test(error.message),
+      value,
+    );
+  }
+  assert.throws(() => loadConfig({ SHOAL_SANDBOX_TOKEN_TTL_SECONDS: "0" }), ConfigError);
+});

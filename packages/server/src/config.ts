@@ -65,6 +65,11 @@ export interface Config {
   readonly sandboxTokenTTLSeconds: number;
   /** The crun binary; undefined: the runtime looks in PATH. */
   readonly crunPath: string | undefined;
+  /**
+   * The origin clients reach this server at (behind a proxy), for the addresses it hands out,
+   * such as HopX's `public_host`; undefined: the origin of each request.
+   */
+  readonly publicURL: string | undefined;
   /** Sandboxes of the default shape the linux runtime keeps started for creates to claim; 0: none. */
   readonly warmPoolSize: number;
   readonly reconcileIntervalMs: number;
@@ -115,6 +120,7 @@ export function loadConfig(env: Env): Config {
     terminalTicketTTLSeconds: integer(env, "SHOAL_TERMINAL_TICKET_TTL_SECONDS", 60, 1, 3600),
     sandboxTokenTTLSeconds: integer(env, "SHOAL_SANDBOX_TOKEN_TTL_SECONDS", 3600, 1, 86_400),
     crunPath: absolutePath(env, "SHOAL_CRUN_PATH"),
+    publicURL: origin(env, "SHOAL_PUBLIC_URL"),
     warmPoolSize: integer(env, "SHOAL_WARM_POOL_SIZE", 2, 0, 1000),
     reconcileIntervalMs: integer(env, "SHOAL_RECONCILE_INTERVAL_MS", 10_000, 100, 3_600_000),
     circuitFailureThreshold: integer(env, "SHOAL_CIRCUIT_FAILURES", 5, 1, 1000),
@@ -200,6 +206,25 @@ function absolutePath(env: Env, name: string): string | undefined {
   if (raw === undefined || raw === "") return undefined;
   if (!path.isAbsolute(raw)) throw new ConfigError(`${name} must be an absolute path, not "${raw}"`);
   return raw;
+}
+
+/** An http(s) origin such as `https://shoal.example.com:8443`, without a path. */
+function origin(env: Env, name: string): string | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} must be a URL such as https://shoal.example.com, not "${raw}"`);
+  }
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || url.pathname.replace(/\/+$/, "") !== "") {
+    throw new ConfigError(`${name} must be an http(s) origin without a path, not "${raw}"`);
+  }
+  if (url.search !== "" || url.hash !== "" || url.username !== "" || url.password !== "") {
+    throw new ConfigError(`${name} must be an http(s) origin without a path, not "${raw}"`);
+  }
+  return url.origin;
 }
 
 function features(spec: string | undefined): ReadonlySet<FeatureName> {

@@ -484,3 +484,31 @@ describe("HopX rate limits", () => {
     assert.equal(limited.headers.get("x-ratelimit-remaining"), "0");
   });
 });
+
+describe("HopX behind a proxy", () => {
+  let server: ServerProcess;
+  before(async () => {
+    server = await startServer({ ...sandboxServerEnv, SHOAL_PUBLIC_URL: "https://shoal.example.com" });
+  });
+  after(() => server.dispose());
+
+  test("public_host is under SHOAL_PUBLIC_URL, not the request's own origin", async () => {
+    const headers = { "x-api-key": server.adminKey };
+    const created = await call(server, "POST", "/compat/hopx/v1/sandboxes", {
+      headers,
+      body: { template_name: "code-interpreter" },
+    });
+    assert.equal(created.status, 201, created.text);
+    const sandbox = created.json as { id: string; public_host: string };
+    try {
+      assert.equal(sandbox.public_host, `https://shoal.example.com/compat/hopx/sandboxes/${sandbox.id}/agent`);
+      const listed = await call(server, "GET", "/compat/hopx/v1/sandboxes", { headers });
+      const entry = (listed.json as { data: { id: string; public_host: string }[] }).data.find(
+        (item) => item.id === sandbox.id,
+      );
+      assert.equal(entry?.public_host, sandbox.public_host);
+    } finally {
+      await call(server, "DELETE", `/compat/hopx/v1/sandboxes/${sandbox.id}`, { headers });
+    }
+  });
+});

@@ -11,6 +11,7 @@
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { Type } from "typebox";
+import type { Config } from "../../../config.ts";
 import type { Principal } from "../../../domain/api-key.ts";
 import type { Sandbox } from "../../../domain/sandbox.ts";
 import { allowedRoots } from "../../../domain/sandbox-path.ts";
@@ -40,6 +41,7 @@ export interface HopxControlDependencies {
   sandboxes: SandboxService;
   sandboxTokens: SandboxTokens;
   version: string;
+  config: Pick<Config, "publicURL">;
 }
 
 /** Where the files API reaches in a HopX sandbox, as on HopX. */
@@ -90,7 +92,7 @@ function routes(scope: FastifyInstance, deps: HopxControlDependencies): void {
   const read = { config: policy({ scope: "sandboxes:read" }) };
   const write = { config: policy({ scope: "sandboxes:write" }) };
   const render = (sandbox: Sandbox, request: FastifyRequest) => ({
-    ...hopxSandboxView(sandbox, originOf(request)),
+    ...hopxSandboxView(sandbox, originOf(request, deps.config.publicURL)),
     request_id: request.id,
   });
   const startedAt = Date.now();
@@ -148,7 +150,7 @@ function routes(scope: FastifyInstance, deps: HopxControlDependencies): void {
     );
     return {
       object: "list",
-      data: page.items.map((sandbox) => hopxSandboxView(sandbox, originOf(request))),
+      data: page.items.map((sandbox) => hopxSandboxView(sandbox, originOf(request, deps.config.publicURL))),
       has_more: page.nextCursor !== null,
       next_cursor: page.nextCursor,
       url: "/v1/sandboxes",
@@ -255,7 +257,8 @@ async function mint(tokens: SandboxTokens, principal: Principal, sandboxId: stri
 }
 
 /** The origin the client reached this server at, from its own `Host`. */
-function originOf(request: FastifyRequest): string {
+function originOf(request: FastifyRequest, publicURL: string | undefined): string {
+  if (publicURL !== undefined) return publicURL;
   const host = request.host;
   // A host[:port], or a bracketed IPv6 address: anything else would not make a URL.
   if (!/^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(host)) {
