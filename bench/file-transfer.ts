@@ -8,13 +8,18 @@
  * The client is curl when it is installed (Node's fetch alone needs ~200 ms to move 100 MiB over
  * loopback on the reference machine, curl ~25 ms), else fetch; the report names it.
  *
+ * With curl and python3 it also measures the yardstick: the same two curl commands against
+ * bench/support/zero-copy-http.py, an HTTP server that does nothing but sendfile(2) and splice(2).
+ * No server can beat it on this machine, so its ratio to `cp` is the most the target can ask of
+ * any server here, and Shoal's time is also reported as a share of it.
+ *
  * Options: `--size-mib N` (100), `--iterations N` (5; medians are reported).
  * Missing a target does not fail the run: the verdict says so. Exits 1 when a transfer failed.
  *
  * @example
  *   npm run bench:files -- --iterations 3
  */
-import { execFileSync } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -40,7 +45,7 @@ if (!Number.isInteger(sizeMib) || sizeMib < 1 || !Number.isInteger(iterations) |
   throw new Error("--size-mib and --iterations take positive integers");
 }
 
-const curl = hasCurl();
+const curl = installed("curl");
 const scratch = mkdtempSync(path.join(tmpdir(), "shoal-bench-files-"));
 const source = path.join(scratch, "source.bin");
 const sink = path.join(scratch, "sink.bin");
@@ -88,23 +93,31 @@ try {
     copies.push(Number(copy.stdout.trim()) / 1e6);
   }
   await deleteSandbox(server, key, sandbox.id);
+  const ideal = curl && installed("python3") ? await measureZeroCopyServer() : undefined;
 
   const cp = summarize(copies).median;
-  const report = (name: string, samples: number[]) => {
+  const report = (name: string, samples: number[], idealSamples: number[] | undefined) => {
     const median = summarize(samples).median;
     const ratio = cp / median;
     const mibps = sizeMib / (median / 1000);
+    let yardstick = "";
+    if (idealSamples !== undefined) {
+      const idealMedian = summarize(idealSamples).median;
+      yardstick =
+        `; zero-copy server ${idealMedian.toFixed(1)} ms (ratio ${(cp / idealMedian).toFixed(2)}), ` +
+        `Shoal at ${((idealMedian / median) * 100).toFixed(0)}% of its speed`;
+    }
     process.stdout.write(
       `${name.padEnd(9)} median ${median.toFixed(1)} ms (${mibps.toFixed(0)} MiB/s), ratio to cp ${ratio.toFixed(2)} ` +
-        `(target ≥ ${targetRatio}): ${ratio >= targetRatio ? "met" : "MISSED"}\n`,
+        `(target ≥ ${targetRatio}): ${ratio >= targetRatio ? "met" : "MISSED"}${yardstick}\n`,
     );
   };
   process.stdout.write(
     `file transfer of ${sizeMib} MiB, ${iterations} iterations, client ${curl ? "curl" : "fetch"}; cp inside the sandbox: median ${cp.toFixed(1)} ms ` +
       `(${(sizeMib / (cp / 1000)).toFixed(0)} MiB/s)\n`,
   );
-  report("upload", uploads);
-  report("download", downloads);
+  report("upload", uploads, ideal?.uploads);
+  report("download", downloads, ideal?.downloads);
 } catch (error) {
   failed = true;
   process.stderr.write(`file transfer failed: ${error instanceof Error ? error.stack : String(error)}\n`);
@@ -114,9 +127,37 @@ try {
 }
 process.exitCode = failed ? 1 : 0;
 
-function hasCurl(): boolean {
+/** The same curl commands against the zero-copy server, checked like Shoal's. */
+async function measureZeroCopyServer(): Promise<{ uploads: number[]; downloads: number[] }> {
+  const received = path.join(scratch, "zero-copy-upload.bin");
+  const script = path.join(import.meta.dirname, "support", "zero-copy-http.py");
+  const child: ChildProcess = spawn("python3", [script, source, received], { stdio: ["ignore", "pipe", "inherit"] });
   try {
-    execFileSync("curl", ["--version"], { stdio: "ignore" });
+    const port = await new Promise<string>((resolve, reject) => {
+      child.stdout?.setEncoding("utf8").once("data", (line: string) => resolve(line.trim()));
+      child.once("exit", (code) => reject(new Error(`zero-copy-http.py exited (${code})`)));
+    });
+    const url = `http://127.0.0.1:${port}/`;
+    const uploads: number[] = [];
+    const downloads: number[] = [];
+    const digest = sha256(readFileSync(source));
+    for (let i = 0; i < iterations; i++) {
+      const put = curlTimed(["-T", source, url]);
+      if (put.status !== 200 || sha256(readFileSync(received)) !== digest) throw new Error("zero-copy upload differs");
+      uploads.push(put.ms);
+      const get = curlTimed([url], sink);
+      if (get.status !== 200 || sha256(readFileSync(sink)) !== digest) throw new Error("zero-copy download differs");
+      downloads.push(get.ms);
+    }
+    return { uploads, downloads };
+  } finally {
+    child.kill();
+  }
+}
+
+function installed(program: string): boolean {
+  try {
+    execFileSync(program, ["--version"], { stdio: "ignore" });
     return true;
   } catch {
     return false;
