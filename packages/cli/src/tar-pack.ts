@@ -12,6 +12,7 @@ import { lstat, readdir, readlink } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import tar from "tar-stream";
+import { drained } from "./drained.ts";
 
 type EntryHeader = Parameters<tar.Pack["entry"]>[0];
 
@@ -85,18 +86,6 @@ async function writeFile(packer: tar.Pack, full: string, info: Stats, common: En
 function quiet<T extends NodeJS.EventEmitter>(sink: T): T {
   sink.on("error", () => {});
   return sink;
-}
-
-function drained(stream: NodeJS.EventEmitter): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      stream.off("drain", done);
-      stream.off("close", done);
-      resolve();
-    };
-    stream.on("drain", done);
-    stream.on("close", done);
-  });
 }
 
 /** Every path under `root`, parents before children, in a stable order. */

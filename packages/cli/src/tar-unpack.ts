@@ -12,6 +12,7 @@ import { mkdir, open } from "node:fs/promises";
 import path from "node:path";
 import tar from "tar-stream";
 import { CliError } from "./cli-error.ts";
+import { drained } from "./drained.ts";
 
 export interface UnpackResult {
   files: number;
@@ -124,16 +125,4 @@ function archiveError(error: Error): CliError {
     `The archive could not be read: ${error.message}`,
     "Retry the copy; if it fails again, the sandbox sent a broken tar.",
   );
-}
-
-function drained(stream: NodeJS.EventEmitter): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      stream.off("drain", done);
-      stream.off("close", done);
-      resolve();
-    };
-    stream.on("drain", done);
-    stream.on("close", done);
-  });
 }
