@@ -28,8 +28,11 @@ test("an interactive shell: typing, Ctrl-C, resizing, and the shell's exit code"
     await tmux.waitFor(lastMatch(/^42\s*$/gm), "42 from the shell");
 
     // Raw mode: Ctrl-C reaches the sandbox's shell (ending its sleep) instead of ending the CLI.
-    await tmux.type("sleep 300");
+    // The marker shows that the shell took the line and runs it: a Ctrl-C typed earlier could reach
+    // readline while it still edits the line.
+    await tmux.type("echo sleep-$((2+2)); sleep 300");
     await tmux.key("Enter");
+    await tmux.waitFor(lastMatch(/^sleep-4\s*$/gm), "the sleep started");
     await tmux.key("C-c");
     await tmux.type("echo after-$((1+1))");
     await tmux.key("Enter");
