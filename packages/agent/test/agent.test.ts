@@ -3,7 +3,7 @@
  * driven through AgentClient (and a raw connection for what AgentClient never sends).
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { AgentClient } from "../../server/src/adapters/agent/agent-client.ts";
@@ -454,11 +454,15 @@ describe("shoal-agent lifecycle", () => {
     mkdirSync(dir, { recursive: true });
     const socketPath = path.join(dir, "agent.sock");
     assert.ok(Buffer.byteLength(socketPath) > 107);
-    const agent = await startAgent({ socketPath });
-    const client = await AgentClient.connect(socketPath);
-    assert.equal(text((await client.exec({ ...base, argv: ["echo", "long"] })).stdout), "long\n");
-    client.close();
-    await agent.stop();
+    try {
+      const agent = await startAgent({ socketPath });
+      const client = await AgentClient.connect(socketPath);
+      assert.equal(text((await client.exec({ ...base, argv: ["echo", "long"] })).stdout), "long\n");
+      client.close();
+      await agent.stop();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("SIGTERM ends every process and the agent exits 0", async () => {
