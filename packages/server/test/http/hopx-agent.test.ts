@@ -9,6 +9,9 @@
  * server's root with the sandbox taken from the token.
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { describe, test } from "node:test";
 import WebSocket from "ws";
 import { SandboxTokens } from "../../src/security/sandbox-tokens.ts";
@@ -16,7 +19,15 @@ import { loadSecretKey } from "../../src/security/secret-key.ts";
 import { useSandbox } from "../support/sandbox-fixture.ts";
 import { openEvents } from "../support/sse-client.ts";
 
+/** Small enough that an upload over it is cheap to send; larger than every file the tests write. */
+const fileMaxBytes = 8 * 1024 * 1024;
+
+/** The server's own TMPDIR, where an upload waits for its form to end: empty once each upload is done. */
+const serverTmp = mkdtempSync(path.join(tmpdir(), "shoal-hopx-agent-tmp-"));
+
 const fixture = useSandbox({
+  serverEnv: { SHOAL_FILE_MAX_BYTES: String(fileMaxBytes), TMPDIR: serverTmp },
+  teardown: () => rmSync(serverTmp, { recursive: true, force: true }),
   sandbox: { mem_size_mib: 256, allowed_roots: ["/workspace", "/tmp"] },
   setup: async ({ sh }) => {
     await sh("mkdir -p /workspace");
@@ -363,6 +374,32 @@ describe("files", () => {
     assert.equal(reply.success, true);
     assert.equal(reply.path, "/workspace/uploads/data.csv");
     assert.equal(await sh("cat /workspace/uploads/data.csv"), "a,b\n1,2\n");
+  });
+
+  test("uploads wait in the server's TMPDIR and leave nothing there: two files land, one over the limit writes nothing", async () => {
+    const first = Buffer.alloc(5 * 1024 * 1024, 1);
+    const second = Buffer.alloc(6 * 1024 * 1024, 2);
+    const form = new FormData();
+    form.append("file", new Blob([first]), "one.bin");
+    form.append("file", new Blob([second]), "two.bin");
+    form.append("path", "/workspace/staged");
+    ok(await agent("POST", "/files/upload", { body: form }));
+    assert.equal(
+      await sh("wc -c < /workspace/staged/one.bin; wc -c < /workspace/staged/two.bin"),
+      `${first.length}\n${second.length}\n`,
+    );
+
+    const huge = new FormData();
+    huge.append("file", new Blob([Buffer.alloc(fileMaxBytes + 1, 3)]), "huge.bin");
+    huge.append("path", "/workspace/huge.bin");
+    const refused = await agent("POST", "/files/upload", { body: huge });
+    assert.equal(refused.status, 413, refused.text);
+    assert.equal(refused.json.limit_bytes, fileMaxBytes);
+    assert.equal(await sh("test -e /workspace/huge.bin && echo there || echo absent"), "absent\n");
+    assert.deepEqual(
+      readdirSync(serverTmp).filter((name) => name.startsWith("shoal-hopx-upload-")),
+      [],
+    );
   });
 
   test("a missing file is 404 worded as the SDK's FileNotFoundError expects", async () => {

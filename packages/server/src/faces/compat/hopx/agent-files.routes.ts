@@ -4,7 +4,12 @@
  * same atomic writes. A missing file is worded as HopX words it, "File not found: <path>", which
  * is what the official SDK turns into its FileNotFoundError.
  */
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import hostPath from "node:path";
 import path from "node:path/posix";
+import { pipeline } from "node:stream/promises";
 import multipart from "@fastify/multipart";
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyInstance } from "fastify";
@@ -87,6 +92,28 @@ async function readAll(body: AsyncIterable<Uint8Array>, limit: number): Promise<
   return Buffer.concat(chunks);
 }
 
+/**
+ * Copies one uploaded part to a file of `dir` on the host, refusing more than `limit` bytes: the
+ * SDK sends the file before the field that says where it goes, and a file kept in memory until
+ * then would let one form hold gigabytes of the server's memory.
+ */
+async function stage(body: AsyncIterable<Uint8Array>, dir: string, index: number, limit: number): Promise<string> {
+  const file = hostPath.join(dir, String(index));
+  let total = 0;
+  await pipeline(
+    body,
+    async function* (chunks: AsyncIterable<Uint8Array>) {
+      for await (const chunk of chunks) {
+        total += chunk.byteLength;
+        if (total > limit) throw tooLarge(limit);
+        yield chunk;
+      }
+    },
+    createWriteStream(file, { mode: 0o600 }),
+  );
+  return file;
+}
+
 function tooLarge(limit: number): ShoalError {
   return new ShoalError("PAYLOAD_TOO_LARGE", {
     message: `The file is larger than ${limit} bytes`,
@@ -122,7 +149,8 @@ export async function agentFilesRoutes(app: FastifyInstance, deps: AgentFilesDep
     { config: read, schema: { summary: "HopX: read a text file", tags, params: AgentParams, querystring: PathQuery } },
     async (request) => {
       const download = await hopxWording(files.read(principalOf(request), request.params.id, request.query.path));
-      const bytes = await readAll(download.body, files.maxFileBytes);
+      // The answer is one JSON string: a text file is read whole, up to the JSON body cap.
+      const bytes = await readAll(download.body, Math.min(files.maxFileBytes, jsonBodyCapBytes));
       return { content: bytes.toString("utf8"), path: request.query.path, size: download.size };
     },
   );
@@ -245,42 +273,49 @@ export async function agentFilesRoutes(app: FastifyInstance, deps: AgentFilesDep
             details: { content_type: String(request.headers["content-type"] ?? "none") },
           });
         }
-        // The SDK sends the file before the `path` field, so the files wait for the form's end.
-        let target = request.query.path;
-        const received: { filename: string; data: Buffer }[] = [];
-        for await (const part of request.parts()) {
-          if (part.type === "field") {
-            if (part.fieldname === "path" && typeof part.value === "string") target = part.value;
-            continue;
+        // The SDK sends the file before the `path` field, so the files wait on the host for the form's end.
+        const staging = await mkdtemp(hostPath.join(tmpdir(), "shoal-hopx-upload-"));
+        try {
+          let target = request.query.path;
+          const received: { filename: string; file: string }[] = [];
+          for await (const part of request.parts()) {
+            if (part.type === "field") {
+              if (part.fieldname === "path" && typeof part.value === "string") target = part.value;
+              continue;
+            }
+            const file = await stage(part.file, staging, received.length, files.maxFileBytes);
+            received.push({ filename: part.filename, file });
           }
-          received.push({ filename: part.filename, data: await readAll(part.file, files.maxFileBytes) });
+          if (target === undefined) {
+            throw new ShoalError("VALIDATION_ERROR", {
+              message: "The form names no `path`",
+              details: { fields: { path: "required" } },
+            });
+          }
+          if (received.length === 0) {
+            throw new ShoalError("FILE_UPLOAD_FAILED", {
+              message: "Upload could not be read: no file part",
+              details: { reason: "the form holds no file part" },
+            });
+          }
+          const principal = principalOf(request);
+          const written: FileEntry[] = [];
+          for (const upload of received) {
+            // One file goes to `path` itself; several go into `path` as a directory, under their own names.
+            const destination = received.length === 1 ? target : path.join(target, path.basename(upload.filename));
+            const content = createReadStream(upload.file);
+            written.push(await files.write(principal, request.params.id, destination, content, { parents: true }));
+          }
+          const first = written[0];
+          return {
+            success: true,
+            path: first?.path ?? target,
+            size: first?.size ?? 0,
+            files: written.map(fileView),
+          };
+        } finally {
+          await rm(staging, { recursive: true, force: true });
         }
-        if (target === undefined) {
-          throw new ShoalError("VALIDATION_ERROR", {
-            message: "The form names no `path`",
-            details: { fields: { path: "required" } },
-          });
-        }
-        if (received.length === 0) {
-          throw new ShoalError("FILE_UPLOAD_FAILED", {
-            message: "Upload could not be read: no file part",
-            details: { reason: "the form holds no file part" },
-          });
-        }
-        const principal = principalOf(request);
-        const written: FileEntry[] = [];
-        for (const file of received) {
-          // One file goes to `path` itself; several go into `path` as a directory, under their own names.
-          const destination = received.length === 1 ? target : path.join(target, path.basename(file.filename));
-          written.push(await files.write(principal, request.params.id, destination, file.data, { parents: true }));
-        }
-        const first = written[0];
-        return {
-          success: true,
-          path: first?.path ?? target,
-          size: first?.size ?? 0,
-          files: written.map(fileView),
-        };
       },
     );
   });
