@@ -10,6 +10,7 @@ import { ShoalError } from "../../errors/shoal-error.ts";
 import type { ApiKeyService } from "../../services/api-keys.ts";
 import type { MaintenanceService } from "../../services/maintenance.ts";
 import type { RateLimiter } from "../../services/rate-limiter.ts";
+import { bearerCredential } from "./bearer.ts";
 import { mutatingMethods, type RoutePolicy } from "./route-policy.ts";
 
 export interface GuardDependencies {
@@ -83,14 +84,14 @@ function credentialsOf(request: FastifyRequest): string {
   const authorization = request.headers.authorization;
   const apiKeyHeader = request.headers["x-api-key"];
   if (authorization !== undefined) {
-    const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(authorization);
-    if (!match?.[1]) {
+    const credential = bearerCredential(authorization);
+    if (credential === undefined) {
       throw new ShoalError("AUTH_INVALID_TOKEN", {
         message: "Authorization must be `Bearer <api key>`",
         details: { reason: "malformed_token" },
       });
     }
-    return match[1];
+    return credential;
   }
   if (typeof apiKeyHeader === "string" && apiKeyHeader.trim() !== "") return apiKeyHeader.trim();
   throw new ShoalError("AUTH_REQUIRED", { details: { accepted: ["Authorization: Bearer", "X-API-Key"] } });

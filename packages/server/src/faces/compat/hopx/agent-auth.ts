@@ -13,6 +13,7 @@ import type { Principal } from "../../../domain/api-key.ts";
 import type { Scope } from "../../../domain/scopes.ts";
 import { ShoalError } from "../../../errors/shoal-error.ts";
 import { SANDBOX_TOKEN_SCOPES, type SandboxTokens } from "../../../security/sandbox-tokens.ts";
+import { bearerCredential } from "../../http/bearer.ts";
 import { policy, type RoutePolicy } from "../../http/route-policy.ts";
 
 export type AgentTokens = Pick<SandboxTokens, "verify">;
@@ -26,14 +27,14 @@ export async function sandboxTokenPrincipal(
   if (authorization === undefined || authorization.trim() === "") {
     throw new ShoalError("AUTH_REQUIRED", { details: { accepted: ["Authorization: Bearer <sandbox auth_token>"] } });
   }
-  const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(authorization);
-  if (!match?.[1]) {
+  const token = bearerCredential(authorization);
+  if (token === undefined) {
     throw new ShoalError("AUTH_INVALID_TOKEN", {
       message: "Authorization must be `Bearer <sandbox auth_token>`",
       details: { reason: "malformed_token" },
     });
   }
-  const claims = await tokens.verify(match[1], sandboxId);
+  const claims = await tokens.verify(token, sandboxId);
   // Rate limits count per sandbox: every token of one sandbox shares its budget.
   return { keyId: `sandbox-token:${claims.sandboxId}`, ownerId: claims.ownerId, scopes: SANDBOX_TOKEN_SCOPES };
 }
@@ -48,9 +49,9 @@ export const sandboxOfPath: SandboxOfRequest = (request) => (request.params as {
  * their path; the verification that follows still refuses a token that is not ours.
  */
 export const sandboxOfToken: SandboxOfRequest = (request) => {
-  const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(request.headers.authorization ?? "");
+  const token = bearerCredential(request.headers.authorization ?? "");
   try {
-    const subject = match?.[1] === undefined ? undefined : decodeJwt(match[1]).sub;
+    const subject = token === undefined ? undefined : decodeJwt(token).sub;
     return typeof subject === "string" ? subject : "";
   } catch {
     return "";
