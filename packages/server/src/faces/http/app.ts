@@ -42,7 +42,14 @@ import { sandboxFilesRoutes } from "../v1/sandbox-files.routes.ts";
 import { sandboxMetricsRoutes } from "../v1/sandbox-metrics.routes.ts";
 import { sandboxTerminalRoutes } from "../v1/sandbox-terminal.routes.ts";
 import { sandboxRoutes } from "../v1/sandboxes.routes.ts";
-import { envelope, sendError, toShoalError } from "./error-response.ts";
+import {
+  envelope,
+  errorHandler,
+  routeNotFound,
+  sendError,
+  toShoalError,
+  translationContext,
+} from "./error-response.ts";
 import { registerGuard } from "./guard.ts";
 import { idempotencyHooks } from "./idempotency.ts";
 import { registerMetrics } from "./metrics.ts";
@@ -89,7 +96,7 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 },
     clientErrorHandler: answerClientError,
     frameworkErrors: (error, request, reply) => {
-      sendError(reply, toShoalError(error, translationContext(config, request.headers)));
+      sendError(reply, toShoalError(error, translationContext(request, config.bodyLimitBytes)));
     },
   };
   const app = Fastify(options);
@@ -136,16 +143,9 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
     );
   });
 
-  app.setErrorHandler((error, request, reply) => {
-    const shoalError = toShoalError(error, translationContext(config, request.headers));
-    if (shoalError.status >= 500) {
-      request.log.error({ err: error, code: shoalError.code }, "request failed");
-    }
-    return sendError(reply, shoalError);
-  });
+  app.setErrorHandler(errorHandler(config.bodyLimitBytes));
   app.setNotFoundHandler((request, reply) => {
-    const path = request.url.split("?")[0] ?? "/";
-    const allowed = routeIndex.allowedMethods(path);
+    const allowed = routeIndex.allowedMethods(request.url.split("?")[0] ?? "/");
     if (allowed.length > 0) {
       return sendError(
         reply,
@@ -155,7 +155,7 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
         }),
       );
     }
-    return sendError(reply, new ShoalError("ROUTE_NOT_FOUND", { details: { method: request.method, path } }));
+    return sendError(reply, routeNotFound(request));
   });
 
   registerGuard(app, deps);
@@ -202,14 +202,6 @@ function registerFormAsJSON(app: FastifyInstance): void {
       undefined,
     );
   });
-}
-
-function translationContext(config: Config, headers: Record<string, string | string[] | undefined>) {
-  const contentType = headers["content-type"];
-  return {
-    bodyLimitBytes: config.bodyLimitBytes,
-    contentType: typeof contentType === "string" ? contentType : undefined,
-  };
 }
 
 function loggerOptions(

@@ -3,7 +3,7 @@
  * Only ShoalErrors speak to the client in their own words; every other failure becomes
  * INTERNAL_ERROR (or DATABASE_ERROR) and its cause goes to the log, never to the body.
  */
-import type { FastifyError, FastifyReply } from "fastify";
+import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import { StoreError } from "../../adapters/store/store-error.ts";
 import { ShoalError } from "../../errors/shoal-error.ts";
 import { type ValidationIssue, validationError } from "./validation-fields.ts";
@@ -98,4 +98,28 @@ export function sendError(
   if (retryAfter !== undefined) reply.header("retry-after", String(retryAfter));
   for (const [name, value] of Object.entries(error.headers)) reply.header(name, value);
   return reply.code(status).header("x-request-id", reply.request.id).type("application/json").send(body);
+}
+
+/** What translating a request's failure needs to know of the request and the server. */
+export function translationContext(request: FastifyRequest, bodyLimitBytes: number): TranslationContext {
+  const contentType = request.headers["content-type"];
+  return { bodyLimitBytes, contentType: typeof contentType === "string" ? contentType : undefined };
+}
+
+/**
+ * A face's error handler: anything thrown becomes a catalog error in the face's envelope, and a
+ * 5xx is logged with its cause under the request's id.
+ */
+export function errorHandler(bodyLimitBytes: number, render: ErrorRenderer = nativeRenderer) {
+  return (error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply => {
+    const shoalError = toShoalError(error, translationContext(request, bodyLimitBytes));
+    if (shoalError.status >= 500) request.log.error({ err: error, code: shoalError.code }, "request failed");
+    return sendError(reply, shoalError, render);
+  };
+}
+
+/** A request that no route of the face serves. */
+export function routeNotFound(request: FastifyRequest): ShoalError {
+  const path = request.url.split("?")[0] ?? "/";
+  return new ShoalError("ROUTE_NOT_FOUND", { details: { method: request.method, path } });
 }

@@ -15,8 +15,7 @@
  *   });
  */
 import type { FastifyInstance } from "fastify";
-import { ShoalError } from "../../../errors/shoal-error.ts";
-import { sendError, toShoalError } from "../../http/error-response.ts";
+import { errorHandler, routeNotFound, sendError } from "../../http/error-response.ts";
 import { hopxRenderer } from "./hopx-errors.ts";
 
 const HopxErrorSchema = {
@@ -38,11 +37,7 @@ export const hopxErrorResponses = { "4XX": HopxErrorSchema, "5XX": HopxErrorSche
  * header, and no entries in Shoal's OpenAPI document.
  */
 export function applyHopxConventions(scope: FastifyInstance, bodyLimitBytes: number): void {
-  scope.setErrorHandler((error, request, reply) => {
-    const shoalError = toShoalError(error, { bodyLimitBytes, contentType: request.headers["content-type"] });
-    if (shoalError.status >= 500) request.log.error({ err: error, code: shoalError.code }, "request failed");
-    return sendError(reply, shoalError, hopxRenderer);
-  });
+  scope.setErrorHandler(errorHandler(bodyLimitBytes, hopxRenderer));
 
   scope.addHook("onRoute", (route) => {
     const schema = (route.schema ?? {}) as { hide?: boolean; response?: Record<string, unknown> };
@@ -68,12 +63,5 @@ export function applyHopxConventions(scope: FastifyInstance, bodyLimitBytes: num
 
 /** Unknown routes under the scope's prefix in HopX's envelope (one handler per prefix). */
 export function answerUnknownHopxRoutes(scope: FastifyInstance): void {
-  scope.setNotFoundHandler((request, reply) => {
-    const path = request.url.split("?")[0] ?? "/";
-    return sendError(
-      reply,
-      new ShoalError("ROUTE_NOT_FOUND", { details: { method: request.method, path } }),
-      hopxRenderer,
-    );
-  });
+  scope.setNotFoundHandler((request, reply) => sendError(reply, routeNotFound(request), hopxRenderer));
 }
