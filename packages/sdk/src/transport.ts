@@ -5,7 +5,8 @@
  */
 import { randomUUID } from "node:crypto";
 import { type CallOptions, type ConnectionOptions, type ResolvedConnection, resolveConnection } from "./config.ts";
-import { isErrorCode, ShoalError, shoalError } from "./errors.ts";
+import { envelopeError } from "./error-envelope.ts";
+import { ShoalError, shoalError } from "./errors.ts";
 import { idempotentOperations } from "./generated/catalog.ts";
 import { backoffDelayMs, MAX_RETRY_AFTER_MS, parseRetryAfter } from "./retry-policy.ts";
 
@@ -188,24 +189,14 @@ export async function errorOfResponse(response: Response): Promise<ShoalError> {
   const requestId = response.headers.get("x-request-id") ?? undefined;
   const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"), Date.now());
   const text = await response.text().catch(() => "");
-  let envelope: { error?: { code?: unknown; message?: unknown; details?: unknown; request_id?: unknown } } = {};
+  let parsed: unknown;
   try {
-    envelope = JSON.parse(text);
+    parsed = JSON.parse(text);
   } catch {
     // not JSON: named by its status below
   }
-  const body = envelope?.error;
-  if (body !== undefined && isErrorCode(body.code)) {
-    return shoalError({
-      code: body.code,
-      status: response.status,
-      message: typeof body.message === "string" ? body.message : undefined,
-      requestId: typeof body.request_id === "string" ? body.request_id : requestId,
-      details:
-        typeof body.details === "object" && body.details !== null ? (body.details as Record<string, unknown>) : {},
-      retryAfterMs,
-    });
-  }
+  const fromEnvelope = envelopeError(parsed, { status: response.status, requestId, retryAfterMs });
+  if (fromEnvelope !== undefined) return fromEnvelope;
   const unavailable = response.status === 502 || response.status === 503 || response.status === 504;
   return shoalError({
     code: unavailable ? "SERVICE_UNAVAILABLE" : response.status === 404 ? "ROUTE_NOT_FOUND" : "INTERNAL_ERROR",
