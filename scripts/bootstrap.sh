@@ -14,6 +14,9 @@ debian_packages=(
   crun             # the linux runtime runs one OCI bundle per sandbox
   util-linux mount # nsenter, unshare, losetup, mount: the runtime's mount namespace and disks
   e2fsprogs        # mkfs.ext4 formats each sandbox's disk image
+  debootstrap      # templates based on a Debian release (`"base": {"debian": …}`)
+  attr             # setfattr marks opaque directories in layers unpacked from OCI images
+  busybox-static   # the tests build an OCI image from it
   iproute2         # the escape probes list the sandbox's network interfaces
   afl++            # bench/fuzz-agent.ts fuzzes the agent's frame parser
   wrk              # the load generator of bench/api-throughput.ts

@@ -72,6 +72,19 @@ export interface Config {
   readonly publicURL: string | undefined;
   /** Sandboxes of the default shape the linux runtime keeps started for creates to claim; 0: none. */
   readonly warmPoolSize: number;
+  /** The Debian mirror that `debian` template bases are downloaded from. */
+  readonly debianMirror: string;
+  /** The largest upload for template builds (a context or an image archive). */
+  readonly templateUploadMaxBytes: number;
+  /** The limits of a build's sandboxes, unless the build sets its own. */
+  readonly buildLimits: {
+    readonly vcpuCount: number;
+    readonly memSizeMib: number;
+    readonly diskMib: number;
+    readonly stepTimeoutMs: number;
+  };
+  /** Template builds that run at once on this server; more wait their turn. */
+  readonly concurrentBuilds: number;
   readonly reconcileIntervalMs: number;
   readonly circuitFailureThreshold: number;
   readonly circuitCooldownMs: number;
@@ -122,6 +135,15 @@ export function loadConfig(env: Env): Config {
     crunPath: absolutePath(env, "SHOAL_CRUN_PATH"),
     publicURL: origin(env, "SHOAL_PUBLIC_URL"),
     warmPoolSize: integer(env, "SHOAL_WARM_POOL_SIZE", 2, 0, 1000),
+    debianMirror: mirror(env, "SHOAL_DEBIAN_MIRROR", "http://deb.debian.org/debian"),
+    templateUploadMaxBytes: integer(env, "SHOAL_TEMPLATE_UPLOAD_MAX_BYTES", 4 * 1024 ** 3, 1024, 1024 ** 4),
+    buildLimits: {
+      vcpuCount: integer(env, "SHOAL_BUILD_VCPUS", 2, 1, 64),
+      memSizeMib: integer(env, "SHOAL_BUILD_MEMORY_MIB", 2048, 64, 262_144),
+      diskMib: integer(env, "SHOAL_BUILD_DISK_MIB", 8192, 64, 1_048_576),
+      stepTimeoutMs: integer(env, "SHOAL_BUILD_STEP_TIMEOUT_SECONDS", 1800, 1, 86_400) * 1000,
+    },
+    concurrentBuilds: integer(env, "SHOAL_CONCURRENT_BUILDS", 2, 1, 64),
     reconcileIntervalMs: integer(env, "SHOAL_RECONCILE_INTERVAL_MS", 10_000, 100, 3_600_000),
     circuitFailureThreshold: integer(env, "SHOAL_CIRCUIT_FAILURES", 5, 1, 1000),
     circuitCooldownMs: integer(env, "SHOAL_CIRCUIT_COOLDOWN_MS", 30_000, 100, 3_600_000),
@@ -209,6 +231,22 @@ function absolutePath(env: Env, name: string): string | undefined {
 }
 
 /** An http(s) origin such as `https://shoal.example.com:8443`, without a path. */
+/** An http(s) URL of a Debian mirror (a path is allowed: `http://host/debian`). */
+function mirror(env: Env, name: string, fallback: string): string {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} must be a URL such as http://deb.debian.org/debian, not "${raw}"`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new ConfigError(`${name} must be an http(s) URL, not "${raw}"`);
+  }
+  return url.href.replace(/\/+$/, "");
+}
+
 function origin(env: Env, name: string): string | undefined {
   const raw = env[name];
   if (raw === undefined || raw === "") return undefined;

@@ -13,6 +13,8 @@ import os from "node:os";
 import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
+import { createBuildInputs } from "./adapters/build-inputs/build-inputs.ts";
+import { UploadStore } from "./adapters/build-inputs/upload-store.ts";
 import { createLinuxRuntime } from "./adapters/runtime/linux/linux-runtime.ts";
 import { KyselyApiKeyRepository } from "./adapters/store/api-key-repository.ts";
 import { KyselyCommandRepository } from "./adapters/store/command-repository.ts";
@@ -20,6 +22,8 @@ import { type Database, openDatabase } from "./adapters/store/database.ts";
 import { KyselyIdempotencyRepository } from "./adapters/store/idempotency-repository.ts";
 import { KyselySandboxRepository } from "./adapters/store/sandbox-repository.ts";
 import { KyselySettingsRepository } from "./adapters/store/settings-repository.ts";
+import { KyselySnapshotRepository } from "./adapters/store/snapshot-repository.ts";
+import { KyselyTemplateRepository } from "./adapters/store/template-repository.ts";
 import type { Config } from "./config.ts";
 import { buildApp } from "./faces/http/app.ts";
 import { MAX_ENV_VARIABLES } from "./faces/v1/sandbox-env.routes.ts";
@@ -27,6 +31,7 @@ import { SandboxTokens } from "./security/sandbox-tokens.ts";
 import { sealedBox } from "./security/sealed-box.ts";
 import { loadSecretKey, tokenDigester } from "./security/secret-key.ts";
 import { ApiKeyService } from "./services/api-keys.ts";
+import { BuildLogs } from "./services/build-logs.ts";
 import { CircuitBreaker } from "./services/circuit-breaker.ts";
 import { CodeRunner } from "./services/code-runner.ts";
 import { CommandService } from "./services/commands.ts";
@@ -41,9 +46,14 @@ import { SandboxArchivesService } from "./services/sandbox-archives.ts";
 import { SandboxEnvService } from "./services/sandbox-env.ts";
 import { SandboxEvents } from "./services/sandbox-events.ts";
 import { SandboxFilesService } from "./services/sandbox-files.ts";
+import { SandboxLauncher } from "./services/sandbox-launcher.ts";
 import { SandboxMetricsService } from "./services/sandbox-metrics.ts";
+import { SandboxStartup } from "./services/sandbox-startup.ts";
 import { SandboxWatchService } from "./services/sandbox-watch.ts";
 import { SandboxService } from "./services/sandboxes.ts";
+import { SnapshotService } from "./services/snapshots.ts";
+import { TemplateBuilder } from "./services/template-builder.ts";
+import { TemplateService } from "./services/templates.ts";
 import { TerminalTickets } from "./services/terminal-tickets.ts";
 import { TerminalService } from "./services/terminals.ts";
 
@@ -105,6 +115,9 @@ export async function createServer(config: Config, options: ServerOptions = {}):
   });
   const sandboxRepository = new KyselySandboxRepository(database, sealedBox(secret, "sandbox-env"));
   const events = new SandboxEvents();
+  const startup = new SandboxStartup({ runtime, clock, sleep: (ms) => delay(ms) });
+  // Made after the sandbox service, which takes the snapshot of a sandbox its deadline paused.
+  let snapshotsOnTimeout: SnapshotService | undefined;
   const sandboxes = new SandboxService({
     repository: sandboxRepository,
     runtime,
@@ -119,6 +132,10 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       memoryMib: Math.floor((os.totalmem() / 1024 ** 2) * config.memoryOvercommit),
     },
     pidsLimit: config.sandboxPidsLimit,
+    afterStart: (sandbox) => startup.run(sandbox),
+    afterTimeoutPause: async (sandbox) => {
+      await snapshotsOnTimeout?.capture(sandbox, "timeout");
+    },
   });
   const exec = new ExecService({ sandboxes, runtime, breaker, outputLimitBytes: config.execOutputLimitBytes });
   const code = new CodeRunner({
@@ -161,6 +178,60 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     outputLimitBytes: config.commandOutputLimitBytes,
     pageLimitBytes: config.execOutputLimitBytes,
   });
+  const templateRepository = new KyselyTemplateRepository(database);
+  const buildLogs = new BuildLogs(templateRepository, clock);
+  const uploads = new UploadStore(path.join(config.dataDir, "uploads"));
+  const buildInputs = createBuildInputs({
+    uploads,
+    mirror: config.debianMirror,
+    scratchDir: config.dataDir,
+    maxBytes: config.templateUploadMaxBytes,
+    maxEntries: config.archiveMaxEntries,
+  });
+  const templates = new TemplateService({
+    repository: templateRepository,
+    runtime,
+    inputs: buildInputs,
+    uploads,
+    maxUploadBytes: config.templateUploadMaxBytes,
+    logs: buildLogs,
+    clock,
+    log,
+    buildLimits: config.buildLimits,
+    concurrentBuilds: config.concurrentBuilds,
+    builder: (resolveTemplate) =>
+      new TemplateBuilder({
+        repository: templateRepository,
+        sandboxes,
+        runtime,
+        files,
+        archives,
+        inputs: buildInputs,
+        logs: buildLogs,
+        clock,
+        log,
+        resolveTemplate,
+      }),
+  });
+  const snapshots = new SnapshotService({
+    repository: new KyselySnapshotRepository(database),
+    templates: templateRepository,
+    sandboxes,
+    runtime,
+    breaker,
+    clock,
+    log,
+    nodeId,
+  });
+  snapshotsOnTimeout = snapshots;
+  const launcher = new SandboxLauncher({
+    sandboxes,
+    templates,
+    snapshots,
+    runtime,
+    nodeId,
+    defaults: { vcpuCount: 1, memSizeMib: 256, diskMib: 1024 },
+  });
   const reconciler = new Reconciler({ repository: sandboxRepository, runtime, sandboxes, nodeId, clock, log });
   const sandboxTokens = new SandboxTokens({ secret, clock, ttlSeconds: config.sandboxTokenTTLSeconds });
 
@@ -171,6 +242,10 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     idempotency,
     maintenance,
     sandboxes,
+    launcher,
+    templates,
+    buildLogs,
+    snapshots,
     exec,
     code,
     sandboxEnv,
@@ -200,6 +275,9 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     reconciler.run().catch((error) => app.log.warn({ err: error }, "could not reconcile sandboxes with the host"));
   await reconcile();
   app.log.info({ node_id: nodeId, runtime: runtime.name }, "sandboxes reconciled");
+  await templates
+    .recoverBuilds()
+    .catch((error) => app.log.warn({ err: error }, "could not mark unfinished template builds failed"));
   // After the sandboxes: a command is adopted only once its sandbox was.
   commands.adopt().catch((error) => app.log.warn({ err: error }, "could not adopt background commands"));
 
@@ -232,6 +310,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       draining = true;
       for (const chore of chores) clearInterval(chore);
       await app.close();
+      await templates.settle();
       commands.close();
       code.close();
       await runtime.close().catch((error) => app.log.warn({ err: error }, "could not close the runtime"));

@@ -105,4 +105,4 @@ export type ErrorCode = keyof typeof errorCatalog;
 export type ErrorCategory = "auth" | "conflict" | "internal" | "not_found" | "permission" | "quota" | "rate_limit" | "timeout" | "unavailable" | "validation";
 
 /** The operations that honour an Idempotency-Key (`x-idempotent` in the OpenAPI document). */
-export const idempotentOperations: readonly string[] = ["POST /v1/api-keys","POST /v1/sandboxes","POST /v1/sandboxes/{id}/commands"];
+export const idempotentOperations: readonly string[] = ["POST /v1/api-keys","POST /v1/sandboxes","POST /v1/sandboxes/{id}/commands","POST /v1/sandboxes/{id}/fork","POST /v1/sandboxes/{id}/snapshots","POST /v1/templates"];

@@ -494,13 +494,18 @@ export interface paths {
                     "application/json": {
                         /** @description Absolute paths the files API may reach (default `["/"]`); PATH_FORBIDDEN outside them */
                         allowed_roots?: string[];
-                        /** @default 1024 */
+                        /**
+                         * @description When paused (by `pause` or by `on_timeout: pause`), the next command or file operation resumes it
+                         * @default false
+                         */
+                        auto_resume?: boolean;
+                        /** @description Default: the template's, else 1024 */
                         disk_mib?: number;
                         /** @description Environment of every process; values are never answered */
                         env?: {
                             [key: string]: string;
                         };
-                        /** @default 256 */
+                        /** @description Default: the template's, else 256 */
                         mem_size_mib?: number;
                         /** @description Labels to find the sandbox by */
                         metadata?: {
@@ -512,11 +517,13 @@ export interface paths {
                          * @enum {string}
                          */
                         on_timeout?: "kill" | "pause";
-                        /** @default system */
+                        /** @description Start from a snapshot instead of a template */
+                        snapshot_id?: string;
+                        /** @description `system` (the default), a template's name, `name:tag` or id */
                         template?: string;
                         /** @default 300 */
                         timeout_seconds?: number;
-                        /** @default 1 */
+                        /** @description Default: the template's, else 1 */
                         vcpu_count?: number;
                         /**
                          * @description Answer once running (201); false: answer at once (202)
@@ -2546,6 +2553,100 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sandboxes/{id}/fork": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Fork a sandbox
+         * @description Snapshots the sandbox and starts a new sandbox from the snapshot, with the source's resources, env, metadata and timeout unless the body sets them. 201 once it runs (202 with `wait: false`).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        disk_mib?: number;
+                        /** @description Added to the source's environment */
+                        env?: {
+                            [key: string]: string;
+                        };
+                        mem_size_mib?: number;
+                        /** @description Replaces the source's labels */
+                        metadata?: {
+                            [key: string]: string;
+                        };
+                        name?: string;
+                        timeout_seconds?: number;
+                        vcpu_count?: number;
+                        /** @default true */
+                        wait?: boolean;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            sandbox: components["schemas"]["Sandbox"];
+                            snapshot: components["schemas"]["Snapshot"];
+                        };
+                    };
+                };
+                /** @description Default Response */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            sandbox: components["schemas"]["Sandbox"];
+                            snapshot: components["schemas"]["Snapshot"];
+                        };
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/sandboxes/{id}/metrics": {
         parameters: {
             query?: never;
@@ -2772,6 +2873,69 @@ export interface paths {
                     };
                     content: {
                         "application/json": components["schemas"]["Sandbox"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sandboxes/{id}/snapshots": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Snapshot a sandbox's file system
+         * @description Captures everything the sandbox changed over its template at one instant: a running sandbox is frozen for the copy and keeps running. Paused and stopped sandboxes can be snapshotted too.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": Record<string, never>;
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Snapshot"];
                     };
                 };
             };
@@ -3148,6 +3312,167 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/snapshots": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List snapshots
+         * @description Newest first; `sandbox_id` lists one sandbox's.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    cursor?: string;
+                    limit?: number;
+                    sandbox_id?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items: components["schemas"]["Snapshot"][];
+                            next_cursor: string | null;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/snapshots/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Show a snapshot */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Snapshot"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /**
+         * Delete a snapshot
+         * @description RESOURCE_IN_USE (`snapshot_in_use`) while a sandbox started from it is not deleted.
+         */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/system/maintenance": {
         parameters: {
             query?: never;
@@ -3256,6 +3581,492 @@ export interface paths {
             };
         };
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List templates
+         * @description Every version, newest first; `name` lists one name's versions.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    cursor?: string;
+                    limit?: number;
+                    name?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items: components["schemas"]["Template"][];
+                            next_cursor: string | null;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        /**
+         * Create a template (or a new version of one) and start its build
+         * @description Answers 202 with the template and its build at once, or with `wait: true` 201 once it is built (a failed build answers TEMPLATE_BUILD_FAILED with the step and the tail of its output). An existing name is RESOURCE_ALREADY_EXISTS unless `update: true`, which builds its next version. Each step is a cached layer keyed by its content and its parent: an unchanged template rebuilds without running a step.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @default system */
+                        base?: "system" | {
+                            template: string;
+                        } | {
+                            debian: {
+                                packages?: string[];
+                                /** @example bookworm */
+                                release: string;
+                            };
+                        } | {
+                            /** @description An id from `POST /v1/templates/uploads` */
+                            oci: string;
+                        };
+                        /** @description The limits of the build's sandboxes */
+                        build?: {
+                            disk_mib?: number;
+                            mem_size_mib?: number;
+                            step_timeout_seconds?: number;
+                            vcpu_count?: number;
+                        };
+                        disk_mib?: number;
+                        mem_size_mib?: number;
+                        /** @example python-data */
+                        name: string;
+                        /** @description Run by /bin/sh -c */
+                        ready_cmd?: string;
+                        /** @default 60 */
+                        ready_timeout_seconds?: number;
+                        /** @description Run by /bin/sh -c */
+                        start_cmd?: string;
+                        /** @default [] */
+                        steps?: ({
+                            /** @description Run by /bin/sh -c */
+                            run: string;
+                        } | {
+                            /** @description Unpacks the uploaded tar into `to` */
+                            copy: {
+                                /** @description An id from `POST /v1/templates/uploads` */
+                                context: string;
+                                to: string;
+                            };
+                        } | {
+                            /** @description Set for later steps and the template's sandboxes */
+                            env: {
+                                [key: string]: string;
+                            };
+                        } | {
+                            workdir: string;
+                        } | {
+                            user: string;
+                        })[];
+                        /** @default [] */
+                        tags?: string[];
+                        /**
+                         * @description Build the next version of an existing name
+                         * @default false
+                         */
+                        update?: boolean;
+                        vcpu_count?: number;
+                        /**
+                         * @description Answer once the build ended (201, or its error)
+                         * @default false
+                         */
+                        wait?: boolean;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            build: components["schemas"]["TemplateBuild"];
+                            template: components["schemas"]["Template"];
+                        };
+                    };
+                };
+                /** @description Default Response */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            build: components["schemas"]["TemplateBuild"];
+                            template: components["schemas"]["Template"];
+                        };
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/templates/{ref}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Show a template
+         * @description `ref` is an id (`tpl_…`), a name (its newest ready version) or `name:tag` (`latest`, `v2`, …).
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    ref: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Template"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /**
+         * Delete a template
+         * @description A name deletes every version; an id or `name:tag` one version. RESOURCE_IN_USE while a sandbox or a snapshot stands on it, or it is building. Its layers go from the host once nothing holds them.
+         */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    ref: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/templates/builds/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Show a template build
+         * @description A failed build carries TEMPLATE_BUILD_FAILED's entry in `error`, with the step and its output's tail.
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TemplateBuild"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/templates/builds/{id}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read or follow a build's log
+         * @description JSON: lines after `after` (a `seq`). With `Accept: text/event-stream`: every line as a `log` event (id = its seq) while the build runs, then one `end` event with the build; a reconnect with `Last-Event-ID` resumes after that line.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    after?: number;
+                    limit?: number;
+                };
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            build_id: string;
+                            lines: {
+                                at: string;
+                                seq: number;
+                                stream: string;
+                                text: string;
+                            }[];
+                            next_after: number;
+                            status: string;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/templates/uploads": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Upload a build context or an image archive
+         * @description The body is a tar (or gzipped tar): a context for `copy` steps, or an image archive (`docker save`, OCI layout) for an `oci` base. At most SHOAL_TEMPLATE_UPLOAD_MAX_BYTES (PAYLOAD_TOO_LARGE).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                "5XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorEnvelope"];
+                    };
+                };
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** Format: date-time */
+                            created_at: string;
+                            /** @description sha256 of the bytes */
+                            digest: string;
+                            gzip: boolean;
+                            /** @example upl_3x2Jk0aQ9hVqXb5bYz1TfE */
+                            id: string;
+                            size_bytes: number;
+                        };
+                    };
+                };
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
@@ -3399,6 +4210,8 @@ export interface components {
              *     ]
              */
             allowed_roots: string[];
+            /** @description A command or file operation resumes it when paused */
+            auto_resume: boolean;
             /** Format: date-time */
             created_at: string;
             disk_mib: number;
@@ -3406,6 +4219,12 @@ export interface components {
             expires_at: string | null;
             /** @example sbx_3x2Jk0aQ9hVqXb5bYz1TfE */
             id: string;
+            image: {
+                /** @enum {string} */
+                base: "system" | "own";
+                /** @description Read-only layers under its own writable one */
+                layers: number;
+            };
             mem_size_mib: number;
             metadata: {
                 [key: string]: string;
@@ -3415,6 +4234,8 @@ export interface components {
             on_timeout: "kill" | "pause";
             /** @example linux */
             runtime: string;
+            /** @description The snapshot it started from */
+            snapshot_id: string | null;
             /** Format: date-time */
             started_at: string | null;
             /** @enum {string} */
@@ -3422,6 +4243,8 @@ export interface components {
             /** @description Why it failed, when it did */
             state_reason: string | null;
             template: string;
+            /** @description The template version; null for system */
+            template_id: string | null;
             timeout_seconds: number;
             /** Format: date-time */
             updated_at: string;
@@ -3472,6 +4295,80 @@ export interface components {
                 limit: number | null;
             };
             sandbox_id: string;
+        };
+        /** Snapshot */
+        Snapshot: {
+            /** Format: date-time */
+            created_at: string;
+            /** @example snap_3x2Jk0aQ9hVqXb5bYz1TfE */
+            id: string;
+            layer_format: string;
+            /** @description Layers of its image, its own included */
+            layers: number;
+            sandbox_id: string;
+            /** @description Bytes the sandbox had changed over its template */
+            size_bytes: number;
+            template: string;
+            template_id: string | null;
+            /** @enum {string} */
+            trigger: "api" | "fork" | "timeout";
+        };
+        /** Template */
+        Template: {
+            /** @description As created */
+            base: unknown;
+            build_id: string;
+            /** Format: date-time */
+            created_at: string;
+            disk_mib: number | null;
+            /** @description Names of the env the steps set (values are not answered) */
+            env_names: string[];
+            /** @example tpl_3x2Jk0aQ9hVqXb5bYz1TfE */
+            id: string;
+            /** @description Layers of its image (0 until built) */
+            layers: number;
+            mem_size_mib: number | null;
+            name: string;
+            ready_cmd: string | null;
+            ready_timeout_seconds: number;
+            size_bytes: number;
+            start_cmd: string | null;
+            /** @enum {string} */
+            status: "building" | "ready" | "failed";
+            steps: unknown[];
+            tags: string[];
+            /** Format: date-time */
+            updated_at: string;
+            user: string | null;
+            vcpu_count: number | null;
+            version: number;
+            workdir: string | null;
+        };
+        /** TemplateBuild */
+        TemplateBuild: {
+            cached_steps: number;
+            /** Format: date-time */
+            created_at: string;
+            error: null | {
+                code: string;
+                details: {
+                    build_id: string;
+                    output_tail: string;
+                    reason: string;
+                    step: number;
+                };
+                message: string;
+            };
+            /** Format: date-time */
+            finished_at: string | null;
+            /** @example bld_3x2Jk0aQ9hVqXb5bYz1TfE */
+            id: string;
+            /** Format: date-time */
+            started_at: string | null;
+            /** @enum {string} */
+            status: "queued" | "running" | "succeeded" | "failed";
+            step_count: number;
+            template_id: string;
         };
         /** TerminalTicket */
         TerminalTicket: {

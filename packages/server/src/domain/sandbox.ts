@@ -5,6 +5,7 @@
  * @example
  *   const active = sandbox.state === "running" && sandbox.transition === null;
  */
+import type { SandboxImage } from "./sandbox-image.ts";
 import type { SandboxAction, SandboxState } from "./sandbox-state.ts";
 
 export type OnTimeout = "kill" | "pause";
@@ -37,6 +38,25 @@ export interface Sandbox {
   readonly allowedRoots: readonly string[];
   /** Bumped by every change; a change applies only to the version it was decided on. */
   readonly version: number;
+  /** The layers its root file system is made of, fixed at create (a later template version does not change it). */
+  readonly image: SandboxImage;
+  /** The template version it was made from; null for `system`. */
+  readonly templateId: string | null;
+  /** The snapshot it was started from, if any. */
+  readonly snapshotId: string | null;
+  /** What its template sets for the commands it runs; null: nothing. */
+  readonly defaults: SandboxDefaults | null;
+  /** A paused sandbox is resumed by the next command or file operation instead of answering 409. */
+  readonly autoResume: boolean;
+}
+
+/** A template's settings that outlive the create: where and as whom commands run, what starts with it. */
+export interface SandboxDefaults {
+  readonly workdir: string | null;
+  readonly user: { readonly name: string; readonly uid: number; readonly gid: number } | null;
+  readonly startCmd: string | null;
+  readonly readyCmd: string | null;
+  readonly readyTimeoutSeconds: number;
 }
 
 /** What a state change writes; fields left out keep their value. */

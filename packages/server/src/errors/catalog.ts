@@ -615,7 +615,7 @@ export const errorCatalog = {
     retryable: false,
     message: "The snapshot cannot be restored here",
     hint: "Restore it on a runtime and template version that match `details`.",
-    details: { reason: "what does not match" },
+    details: { reason: "what does not match", snapshot_id: "the snapshot" },
     aliases: { nullspace: ["incompatible_snapshot"] },
   },
   TEMPLATE_REBUILD_REQUIRED: {
@@ -881,7 +881,12 @@ export const errorCatalog = {
     retryable: false,
     message: "Template build {build_id} failed",
     hint: "Read the build's logs, fix the template and build again.",
-    details: { build_id: "the build", step: "the step that failed" },
+    details: {
+      build_id: "the build",
+      step: "the step that failed (0: the base)",
+      reason: "why it failed",
+      output_tail: "the last lines the step printed",
+    },
     aliases: { nullspace: ["build_error"] },
   },
   DEPLOYMENT_INVALID_CONFIG: {

@@ -93,7 +93,12 @@ export class ExecService {
     return {
       ...(typeof command.cmd === "string" ? { shell: command.cmd } : { argv: command.cmd }),
       env: commandEnv(sandbox.env, command.env, command.user),
-      ...(command.cwd === undefined ? {} : { cwd: command.cwd }),
+      // A template's workdir is where its sandbox's commands start unless they say otherwise.
+      ...(command.cwd !== undefined
+        ? { cwd: command.cwd }
+        : sandbox.defaults?.workdir
+          ? { cwd: sandbox.defaults.workdir }
+          : {}),
       ...(root ? {} : userIds),
       ...(command.stdin === undefined ? {} : { stdin: new TextEncoder().encode(command.stdin) }),
       timeoutMs: command.timeoutMs,

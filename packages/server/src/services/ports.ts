@@ -6,7 +6,18 @@ import type { ApiKey } from "../domain/api-key.ts";
 import type { CursorPosition } from "../domain/cursor.ts";
 import type { HostCapacity, OwnerLimits, QuotaViolation, ResourceAmounts } from "../domain/quota.ts";
 import type { Sandbox, SandboxChange } from "../domain/sandbox.ts";
+import type { SandboxImage } from "../domain/sandbox-image.ts";
 import type { SandboxState } from "../domain/sandbox-state.ts";
+import type { Snapshot } from "../domain/snapshot.ts";
+import type {
+  BuildFailure,
+  BuildLogLine,
+  BuildStatus,
+  Template,
+  TemplateBuild,
+  TemplateDefaults,
+  TemplateStatus,
+} from "../domain/template.ts";
 
 export interface ApiKeyRepository {
   insert(key: ApiKey, secretDigest: string): Promise<void>;
@@ -99,4 +110,81 @@ export interface SandboxRepository {
   listByNode(nodeId: string): Promise<Sandbox[]>;
   /** This node's resting running sandboxes whose deadline is at or before `now`. */
   listExpired(nodeId: string, now: string): Promise<Sandbox[]>;
+}
+
+/** A template version with the build that makes it, as written together. */
+export interface NewTemplateVersion {
+  readonly template: Template;
+  readonly build: TemplateBuild;
+}
+
+export type InsertVersionOutcome =
+  | { readonly kind: "inserted"; readonly template: Template }
+  /** The name exists and the request did not ask for a new version of it. */
+  | { readonly kind: "exists" };
+
+export interface TemplateChange {
+  readonly status?: TemplateStatus;
+  readonly image?: SandboxImage;
+  readonly defaults?: TemplateDefaults;
+  readonly sizeBytes?: number;
+}
+
+export interface BuildChange {
+  readonly status: BuildStatus;
+  readonly cachedSteps?: number;
+  readonly error?: BuildFailure | null;
+  readonly startedAt?: string;
+  readonly finishedAt?: string;
+}
+
+export interface TemplateRepository {
+  /**
+   * Inserts `version` as the next version of its name (its `version` field is replaced by the next
+   * number), unless the name exists and `update` is false. Atomic per owner and name.
+   */
+  insertVersion(entry: NewTemplateVersion, update: boolean): Promise<InsertVersionOutcome>;
+  findById(ownerId: string, id: string): Promise<Template | undefined>;
+  /** The version with `tag`, or (tag null) the newest ready version; undefined when none. */
+  findByName(ownerId: string, name: string, tag: string | null): Promise<Template | undefined>;
+  /** Every version of the name, newest first. */
+  versions(ownerId: string, name: string): Promise<Template[]>;
+  /** Newest first, strictly after `after`; only `name`'s versions when given. */
+  list(
+    ownerId: string,
+    name: string | undefined,
+    limit: number,
+    after: CursorPosition | undefined,
+  ): Promise<Template[]>;
+  update(id: string, change: TemplateChange, at: string): Promise<Template | undefined>;
+  /** Moves `tags` to version `id`, off every other version of its name. */
+  moveTags(ownerId: string, name: string, id: string, tags: readonly string[], at: string): Promise<void>;
+  delete(ids: readonly string[]): Promise<void>;
+  findBuild(ownerId: string, id: string): Promise<TemplateBuild | undefined>;
+  updateBuild(id: string, change: BuildChange): Promise<TemplateBuild | undefined>;
+  /** Builds left queued or running by a server that stopped. */
+  listUnfinishedBuilds(): Promise<TemplateBuild[]>;
+  appendLog(buildId: string, lines: readonly BuildLogLine[]): Promise<void>;
+  /** Lines with seq greater than `afterSeq`, in order, at most `limit`. */
+  readLog(buildId: string, afterSeq: number, limit: number): Promise<BuildLogLine[]>;
+  /** Sandboxes not deleted that were made from one of the versions. */
+  sandboxesUsing(templateIds: readonly string[]): Promise<string[]>;
+  /** Snapshots of sandboxes made from one of the versions. */
+  snapshotsUsing(templateIds: readonly string[]): Promise<string[]>;
+  /** Every layer key that a template version or a snapshot holds. */
+  layersInUse(): Promise<Set<string>>;
+}
+
+export interface SnapshotRepository {
+  insert(snapshot: Snapshot): Promise<void>;
+  find(ownerId: string, id: string): Promise<Snapshot | undefined>;
+  list(
+    ownerId: string,
+    sandboxId: string | undefined,
+    limit: number,
+    after: CursorPosition | undefined,
+  ): Promise<Snapshot[]>;
+  delete(id: string): Promise<void>;
+  /** Sandboxes not deleted that started from the snapshot. */
+  sandboxesUsing(id: string): Promise<string[]>;
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Sandbox } from "../domain/sandbox.ts";
+import { SYSTEM_IMAGE } from "../domain/sandbox-image.ts";
 import { plan, settleMs, vanishedReason } from "./reconciler.ts";
 
 function row(id: string, fields: Partial<Sandbox> = {}): Sandbox {
@@ -26,6 +27,11 @@ function row(id: string, fields: Partial<Sandbox> = {}): Sandbox {
     startedAt: null,
     allowedRoots: ["/"],
     version: 1,
+    image: SYSTEM_IMAGE,
+    templateId: null,
+    snapshotId: null,
+    defaults: null,
+    autoResume: false,
     ...fields,
   };
 }

@@ -16,9 +16,21 @@
  *   const result = await runtime.exec("sbx_…", { argv: ["node", "-v"], timeoutMs: 60_000, … });
  */
 
+import type { SandboxImage } from "../domain/sandbox-image.ts";
+
+export { LAYER_KEY_PATTERN, type SandboxImage, SYSTEM_IMAGE } from "../domain/sandbox-image.ts";
+
+export interface LayerInfo {
+  readonly key: string;
+  /** Bytes of file data in the layer. */
+  readonly sizeBytes: number;
+}
+
 export interface SandboxSpec {
   readonly id: string;
   readonly template: string;
+  /** Absent: the `system` image. */
+  readonly image?: SandboxImage | undefined;
   readonly vcpuCount: number;
   readonly memSizeMib: number;
   readonly diskMib: number;
@@ -121,7 +133,7 @@ export interface Runtime {
    * then gives the new sandbox and passes to `create()` (which only applies the spec's limits and
    * env) or, when the create does not go ahead, to `destroy()`. Optional; undefined: none ready.
    */
-  takeWarm?(shape: { readonly template: string; readonly diskMib: number }): string | undefined;
+  takeWarm?(shape: WarmShape): string | undefined;
   /** Prepares the sandbox's disk and starts it; resolves once its agent answers. */
   create(spec: SandboxSpec): Promise<void>;
   /** Starts a stopped sandbox again on the disk it had; resolves once its agent answers. */
@@ -152,6 +164,35 @@ export interface Runtime {
    * absent: the runtime holds no environment of its own.
    */
   updateEnv?(spec: SandboxSpec): Promise<void>;
+  /**
+   * Names the layer format of this host (runtime, layout and id mapping): a layer or snapshot made
+   * under another format cannot be used here. Optional with the layer methods below.
+   */
+  layerFormat?(): Promise<string>;
+  /** The layer and its size, if it is on this host (the size costs a walk of the layer). */
+  layerInfo?(key: string): Promise<LayerInfo | undefined>;
+  /** The keys of `layers` that are not on this host: a quick look, for the path of a create. */
+  missingLayers?(layers: readonly string[]): Promise<string[]>;
+  /**
+   * Makes the layer `key` from what `fill` writes into an empty host directory (an image's layer
+   * unpacked, a release's first stage). A layer that exists already is kept and `fill` not called.
+   * A failed `fill` leaves nothing.
+   */
+  importLayer?(key: string, fill: (dir: string) => Promise<void>): Promise<LayerInfo>;
+  /**
+   * Makes the layer `key` from everything the sandbox changed over its image (its writable layer,
+   * deletions included), in one consistent cut: a running sandbox is frozen while it is copied.
+   */
+  captureLayer?(id: string, key: string): Promise<LayerInfo>;
+  /** Removes a layer no template or snapshot uses any more. Idempotent. */
+  removeLayer?(key: string): Promise<void>;
+}
+
+/** What a warm sandbox must match for a create to claim it. */
+export interface WarmShape {
+  readonly template: string;
+  readonly diskMib: number;
+  readonly image?: SandboxImage | undefined;
 }
 
 /** Counters of a running sandbox; null where this host's kernel does not tell. */

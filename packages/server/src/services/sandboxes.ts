@@ -12,7 +12,8 @@ import type { Principal } from "../domain/api-key.ts";
 import { decodeCursor, encodeCursor } from "../domain/cursor.ts";
 import { newId } from "../domain/ids.ts";
 import type { HostCapacity, OwnerLimits, QuotaViolation, ResourceAmounts } from "../domain/quota.ts";
-import type { OnTimeout, Sandbox, SandboxChange } from "../domain/sandbox.ts";
+import type { OnTimeout, Sandbox, SandboxChange, SandboxDefaults } from "../domain/sandbox.ts";
+import { type SandboxImage, SYSTEM_IMAGE } from "../domain/sandbox-image.ts";
 import { DEFAULT_ALLOWED_ROOTS } from "../domain/sandbox-path.ts";
 import {
   type ClientAction,
@@ -41,6 +42,12 @@ export interface NewSandbox {
   onTimeout: OnTimeout;
   /** Normalised allowed roots of the files API; `["/"]` when absent. */
   allowedRoots?: readonly string[] | undefined;
+  /** The layers of its template or snapshot; the system image when absent. */
+  image?: SandboxImage | undefined;
+  templateId?: string | null | undefined;
+  snapshotId?: string | null | undefined;
+  defaults?: SandboxDefaults | null | undefined;
+  autoResume?: boolean | undefined;
 }
 
 export interface SandboxServiceOptions {
@@ -56,6 +63,13 @@ export interface SandboxServiceOptions {
   pidsLimit: number;
   /** How often `wait` re-reads the store, for changes made by another server. */
   waitPollMs?: number;
+  /**
+   * Runs once the runtime started a sandbox (create, start, restart), before it counts as running:
+   * its template's start and ready commands. A throw fails the start with the error's reason.
+   */
+  afterStart?: (sandbox: Sandbox) => Promise<void>;
+  /** Runs once a sandbox was paused by its deadline (`on_timeout: pause`): the snapshot taken then. */
+  afterTimeoutPause?: (sandbox: Sandbox) => Promise<void>;
 }
 
 export interface CreatedSandbox {
@@ -79,7 +93,8 @@ export class SandboxService {
     // A broken host refuses at once instead of leaving a failed sandbox per attempt.
     this.options.breaker.check();
     const now = this.now();
-    const warmId = this.options.runtime.takeWarm?.({ template: request.template, diskMib: request.diskMib });
+    const image = request.image ?? SYSTEM_IMAGE;
+    const warmId = this.options.runtime.takeWarm?.({ template: request.template, diskMib: request.diskMib, image });
     const sandbox: Sandbox = {
       id: warmId ?? newId("sbx"),
       ownerId: principal.ownerId,
@@ -102,6 +117,11 @@ export class SandboxService {
       startedAt: null,
       allowedRoots: request.allowedRoots ?? DEFAULT_ALLOWED_ROOTS,
       version: 1,
+      image,
+      templateId: request.templateId ?? null,
+      snapshotId: request.snapshotId ?? null,
+      defaults: request.defaults ?? null,
+      autoResume: request.autoResume ?? false,
     };
     this.busy.add(sandbox.id);
     let violation: QuotaViolation | undefined;
@@ -147,7 +167,18 @@ export class SandboxService {
    * "files", …) is named in the conflict.
    */
   async getRunning(principal: Principal, id: string, action: string): Promise<Sandbox> {
-    const sandbox = await this.get(principal, id);
+    let sandbox = await this.get(principal, id);
+    // auto_resume: the command or file operation that finds it paused resumes it first.
+    if (sandbox.state === "paused" && sandbox.transition === null && sandbox.autoResume) {
+      this.options.log("info", "resuming a paused sandbox for a request", { sandbox_id: id, action });
+      sandbox = await this.act(principal, id, "resume").catch(async (error: unknown) => {
+        // Another request resumed it first.
+        if (error instanceof ShoalError && error.code === "TRANSITION_IN_PROGRESS") {
+          return this.wait(principal, id, "running", 30_000);
+        }
+        throw error;
+      });
+    }
     if (
       sandbox.state === "pending" ||
       sandbox.state === "starting" ||
@@ -308,7 +339,8 @@ export class SandboxService {
       this.options.log("info", "sandbox timed out", { sandbox_id: sandbox.id, on_timeout: sandbox.onTimeout });
       try {
         const begun = await this.begin(sandbox, action);
-        await this.perform(begun, action);
+        const ended = await this.perform(begun, action);
+        if (action === "pause" && ended.state === "paused") await this.options.afterTimeoutPause?.(ended);
       } catch (error) {
         this.options.log("warn", "could not apply a sandbox's timeout", { sandbox_id: sandbox.id, err: error });
       }
@@ -320,6 +352,7 @@ export class SandboxService {
     return {
       id: sandbox.id,
       template: sandbox.template,
+      image: sandbox.image,
       vcpuCount: sandbox.vcpuCount,
       memSizeMib: sandbox.memSizeMib,
       diskMib: sandbox.diskMib,
@@ -383,9 +416,11 @@ export class SandboxService {
           case "create":
             sandbox = (await this.advance(sandbox, action, { state: "starting", transition: action })) ?? sandbox;
             await breaker.run(() => runtime.create(this.specOf(sandbox)));
+            await this.options.afterStart?.(sandbox);
             break;
           case "start":
             await breaker.run(() => runtime.start(this.specOf(sandbox)));
+            await this.options.afterStart?.(sandbox);
             break;
           case "restart":
             if (sandbox.state !== "starting") {
@@ -393,6 +428,7 @@ export class SandboxService {
               sandbox = (await this.advance(sandbox, action, { state: "starting", transition: action })) ?? sandbox;
             }
             await breaker.run(() => runtime.start(this.specOf(sandbox)));
+            await this.options.afterStart?.(sandbox);
             break;
           case "stop":
             await breaker.run(() => runtime.stop(id));

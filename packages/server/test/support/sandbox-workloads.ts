@@ -24,6 +24,8 @@ export const sandboxServerEnv: Readonly<Record<string, string>> = {
 
 export interface CreateSandboxBody {
   template?: string;
+  snapshot_id?: string;
+  auto_resume?: boolean;
   name?: string;
   vcpu_count?: number;
   mem_size_mib?: number;

@@ -10,6 +10,7 @@ import path from "node:path";
 import { after, describe, test } from "node:test";
 import { freshPostgresDatabase } from "../../../test/support/postgres.ts";
 import type { Sandbox } from "../../domain/sandbox.ts";
+import { SYSTEM_IMAGE } from "../../domain/sandbox-image.ts";
 import { sealedBox } from "../../security/sealed-box.ts";
 import { openDatabase } from "./database.ts";
 import { KyselySandboxRepository } from "./sandbox-repository.ts";
@@ -45,6 +46,11 @@ function sandbox(ownerId: string, index: number): Sandbox {
     startedAt: null,
     allowedRoots: ["/"],
     version: 1,
+    image: SYSTEM_IMAGE,
+    templateId: null,
+    snapshotId: null,
+    defaults: null,
+    autoResume: false,
   };
 }
 

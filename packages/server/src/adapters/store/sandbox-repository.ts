@@ -12,7 +12,8 @@
 import { type Kysely, type Selectable, sql, type Transaction } from "kysely";
 import type { CursorPosition } from "../../domain/cursor.ts";
 import { checkQuota, type QuotaViolation, type ResourceAmounts, type Usage } from "../../domain/quota.ts";
-import type { OnTimeout, Sandbox, SandboxChange } from "../../domain/sandbox.ts";
+import type { OnTimeout, Sandbox, SandboxChange, SandboxDefaults } from "../../domain/sandbox.ts";
+import { type SandboxImage, SYSTEM_IMAGE } from "../../domain/sandbox-image.ts";
 import type { SandboxAction, SandboxState } from "../../domain/sandbox-state.ts";
 import type { SealedBox } from "../../security/sealed-box.ts";
 import type { QuotaRequest, SandboxFilter, SandboxRepository, UpdateOutcome } from "../../services/ports.ts";
@@ -232,6 +233,11 @@ export class KyselySandboxRepository implements SandboxRepository {
       started_at: sandbox.startedAt,
       version: sandbox.version,
       allowed_roots: JSON.stringify(sandbox.allowedRoots),
+      image: JSON.stringify(sandbox.image),
+      template_id: sandbox.templateId,
+      defaults: sandbox.defaults === null ? null : JSON.stringify(sandbox.defaults),
+      snapshot_id: sandbox.snapshotId,
+      auto_resume: sandbox.autoResume ? 1 : 0,
     };
   }
 
@@ -258,6 +264,11 @@ export class KyselySandboxRepository implements SandboxRepository {
       startedAt: row.started_at,
       version: Number(row.version),
       allowedRoots: JSON.parse(row.allowed_roots) as string[],
+      image: row.image === null ? SYSTEM_IMAGE : (JSON.parse(row.image) as SandboxImage),
+      templateId: row.template_id,
+      snapshotId: row.snapshot_id,
+      defaults: row.defaults === null ? null : (JSON.parse(row.defaults) as SandboxDefaults),
+      autoResume: Number(row.auto_resume ?? 0) === 1,
     };
   }
 }

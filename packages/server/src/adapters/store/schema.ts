@@ -58,6 +58,75 @@ export interface SandboxesTable {
   version: number;
   /** JSON array of absolute paths: where the files API may reach. */
   allowed_roots: string;
+  /** JSON SandboxImage; null: the system image (rows older than templates). */
+  image: string | null;
+  template_id: string | null;
+  /** JSON SandboxDefaults. */
+  defaults: string | null;
+  snapshot_id: string | null;
+  /** 0 or 1; null reads as 0. */
+  auto_resume: number | null;
+}
+
+export interface TemplatesTable {
+  id: string;
+  owner_id: string;
+  name: string;
+  version: number;
+  /** JSON array. */
+  tags: string;
+  status: string;
+  /** JSON TemplateBase. */
+  base: string;
+  /** JSON BuildStep[]. */
+  steps: string;
+  /** JSON TemplateDefaults. */
+  defaults: string;
+  /** JSON SandboxImage, once built. */
+  image: string | null;
+  build_id: string;
+  size_bytes: number | string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface TemplateBuildsTable {
+  id: string;
+  template_id: string;
+  owner_id: string;
+  status: string;
+  step_count: number;
+  cached_steps: number;
+  /** JSON BuildFailure. */
+  error: string | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+}
+
+export interface TemplateBuildLogsTable {
+  build_id: string;
+  seq: number;
+  stream: string;
+  text: string;
+  at: string;
+}
+
+export interface SnapshotsTable {
+  id: string;
+  owner_id: string;
+  node_id: string;
+  sandbox_id: string;
+  template: string;
+  template_id: string | null;
+  /** JSON SandboxImage: the source's layers and the snapshot's own on top. */
+  image: string;
+  /** JSON SandboxDefaults of the source. */
+  defaults: string | null;
+  layer_format: string;
+  size_bytes: number | string;
+  trigger: string;
+  created_at: string;
 }
 
 export interface CommandsTable {
@@ -90,4 +159,8 @@ export interface StoreSchema {
   sandboxes: SandboxesTable;
   idempotency_records: IdempotencyRecordsTable;
   settings: SettingsTable;
+  templates: TemplatesTable;
+  template_builds: TemplateBuildsTable;
+  template_build_logs: TemplateBuildLogsTable;
+  snapshots: SnapshotsTable;
 }

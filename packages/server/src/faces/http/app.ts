@@ -14,6 +14,7 @@ import type { Config } from "../../config.ts";
 import { ShoalError } from "../../errors/shoal-error.ts";
 import type { SandboxTokens } from "../../security/sandbox-tokens.ts";
 import type { ApiKeyService } from "../../services/api-keys.ts";
+import type { BuildLogs } from "../../services/build-logs.ts";
 import type { CodeRunner } from "../../services/code-runner.ts";
 import type { CommandService } from "../../services/commands.ts";
 import type { ExecService } from "../../services/exec.ts";
@@ -23,9 +24,12 @@ import type { RateLimiter } from "../../services/rate-limiter.ts";
 import type { SandboxArchivesService } from "../../services/sandbox-archives.ts";
 import type { SandboxEnvService } from "../../services/sandbox-env.ts";
 import type { SandboxFilesService } from "../../services/sandbox-files.ts";
+import type { SandboxLauncher } from "../../services/sandbox-launcher.ts";
 import type { SandboxMetricsService } from "../../services/sandbox-metrics.ts";
 import type { SandboxWatchService } from "../../services/sandbox-watch.ts";
 import type { SandboxService } from "../../services/sandboxes.ts";
+import type { SnapshotService } from "../../services/snapshots.ts";
+import type { TemplateService } from "../../services/templates.ts";
 import type { TerminalTickets } from "../../services/terminal-tickets.ts";
 import type { TerminalService } from "../../services/terminals.ts";
 import { hopxRoutes } from "../compat/hopx/index.ts";
@@ -42,6 +46,8 @@ import { sandboxFilesRoutes } from "../v1/sandbox-files.routes.ts";
 import { sandboxMetricsRoutes } from "../v1/sandbox-metrics.routes.ts";
 import { sandboxTerminalRoutes } from "../v1/sandbox-terminal.routes.ts";
 import { sandboxRoutes } from "../v1/sandboxes.routes.ts";
+import { snapshotRoutes } from "../v1/snapshots.routes.ts";
+import { templateRoutes } from "../v1/templates.routes.ts";
 import {
   envelope,
   errorHandler,
@@ -64,6 +70,10 @@ export interface AppDependencies {
   idempotency: IdempotencyService;
   maintenance: MaintenanceService;
   sandboxes: SandboxService;
+  launcher: SandboxLauncher;
+  templates: TemplateService;
+  buildLogs: BuildLogs;
+  snapshots: SnapshotService;
   exec: ExecService;
   code: CodeRunner;
   sandboxEnv: SandboxEnvService;
@@ -165,7 +175,9 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   await errorRoutes(app);
   await apiKeyRoutes(app, deps.apiKeys);
   await maintenanceRoutes(app, deps.maintenance);
-  await sandboxRoutes(app, deps.sandboxes);
+  await sandboxRoutes(app, { sandboxes: deps.sandboxes, launcher: deps.launcher });
+  await templateRoutes(app, { templates: deps.templates, buildLogs: deps.buildLogs });
+  await snapshotRoutes(app, { snapshots: deps.snapshots, launcher: deps.launcher, sandboxes: deps.sandboxes });
   await sandboxExecRoutes(app, deps.exec);
   await sandboxCodeRoutes(app, deps.code);
   await sandboxEnvRoutes(app, deps.sandboxEnv);

@@ -10,6 +10,7 @@ import type { Sandbox } from "../../domain/sandbox.ts";
 import { allowedRoots } from "../../domain/sandbox-path.ts";
 import { type ClientAction, type SandboxState, sandboxStates } from "../../domain/sandbox-state.ts";
 import { ShoalError } from "../../errors/shoal-error.ts";
+import type { SandboxLauncher } from "../../services/sandbox-launcher.ts";
 import type { SandboxService } from "../../services/sandboxes.ts";
 import { policy } from "../http/route-policy.ts";
 import { OptionalTime } from "../http/schemas.ts";
@@ -46,24 +47,51 @@ const SandboxSchema = Type.Object(
     started_at: OptionalTime,
     runtime: Type.String({ examples: ["linux"] }),
     allowed_roots: Type.Array(Type.String(), { description: "Where the files API may reach", examples: [["/"]] }),
+    template_id: Type.Union([Type.String(), Type.Null()], { description: "The template version; null for system" }),
+    snapshot_id: Type.Union([Type.String(), Type.Null()], { description: "The snapshot it started from" }),
+    image: Type.Object({
+      base: Type.Unsafe<"system" | "own">({ type: "string", enum: ["system", "own"] }),
+      layers: Type.Integer({ description: "Read-only layers under its own writable one" }),
+    }),
+    auto_resume: Type.Boolean({ description: "A command or file operation resumes it when paused" }),
   },
   { $id: "Sandbox", title: "Sandbox" },
 );
 
-const SandboxRef = Type.Unsafe<ReturnType<typeof view>>({ $ref: "Sandbox#" });
+export const sandboxRef = Type.Unsafe<ReturnType<typeof view>>({ $ref: "Sandbox#" });
+const SandboxRef = sandboxRef;
 
 const CreateBody = Type.Object(
   {
-    template: Type.String({ minLength: 1, maxLength: 128, default: "system" }),
+    template: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 128,
+        description: "`system` (the default), a template's name, `name:tag` or id",
+      }),
+    ),
+    snapshot_id: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 64, description: "Start from a snapshot instead of a template" }),
+    ),
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: "^[A-Za-z0-9._-]+$" })),
-    vcpu_count: Type.Integer({ minimum: 1, maximum: 64, default: 1 }),
-    mem_size_mib: Type.Integer({ minimum: 64, maximum: 262_144, default: 256 }),
-    disk_mib: Type.Integer({ minimum: 64, maximum: 1_048_576, default: 1024 }),
+    vcpu_count: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 64, description: "Default: the template's, else 1" }),
+    ),
+    mem_size_mib: Type.Optional(
+      Type.Integer({ minimum: 64, maximum: 262_144, description: "Default: the template's, else 256" }),
+    ),
+    disk_mib: Type.Optional(
+      Type.Integer({ minimum: 64, maximum: 1_048_576, description: "Default: the template's, else 1024" }),
+    ),
     env: Type.Optional(StringMapSchema("Environment of every process; values are never answered", 256, envNamePattern)),
     metadata: Type.Optional(StringMapSchema("Labels to find the sandbox by", 64)),
     timeout_seconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 300 }),
     on_timeout: Type.Unsafe<"kill" | "pause">({ type: "string", enum: ["kill", "pause"], default: "kill" }),
     wait: Type.Boolean({ default: true, description: "Answer once running (201); false: answer at once (202)" }),
+    auto_resume: Type.Boolean({
+      default: false,
+      description: "When paused (by `pause` or by `on_timeout: pause`), the next command or file operation resumes it",
+    }),
     allowed_roots: Type.Optional(
       Type.Array(Type.String({ minLength: 1, maxLength: 4095, pattern: "^/" }), {
         minItems: 1,
@@ -97,6 +125,10 @@ export function view(sandbox: Sandbox, runtime: string) {
     started_at: sandbox.startedAt,
     runtime,
     allowed_roots: [...sandbox.allowedRoots],
+    template_id: sandbox.templateId,
+    snapshot_id: sandbox.snapshotId,
+    image: { base: sandbox.image.base, layers: sandbox.image.layers.length },
+    auto_resume: sandbox.autoResume,
   };
 }
 
@@ -118,7 +150,10 @@ export function principalOf(request: { principal?: Principal }): Principal {
   return request.principal;
 }
 
-export async function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxService): Promise<void> {
+export async function sandboxRoutes(
+  app: FastifyInstance,
+  { sandboxes, launcher }: { sandboxes: SandboxService; launcher: SandboxLauncher },
+): Promise<void> {
   app.addSchema(SandboxSchema);
   const typed = app.withTypeProvider<TypeBoxTypeProvider>();
   const render = (sandbox: Sandbox) => view(sandbox, sandboxes.runtimeName);
@@ -140,8 +175,16 @@ export async function sandboxRoutes(app: FastifyInstance, sandboxes: SandboxServ
     },
     async (request, reply) => {
       const body = request.body;
-      const { sandbox, done } = await sandboxes.create(principalOf(request), {
+      if (body.template !== undefined && body.snapshot_id !== undefined) {
+        throw new ShoalError("VALIDATION_ERROR", {
+          message: "Give a template or a snapshot_id, not both",
+          details: { fields: { snapshot_id: "cannot be given with template" } },
+        });
+      }
+      const { sandbox, done } = await launcher.launch(principalOf(request), {
         template: body.template,
+        snapshotId: body.snapshot_id,
+        autoResume: body.auto_resume,
         name: body.name,
         vcpuCount: body.vcpu_count,
         memSizeMib: body.mem_size_mib,

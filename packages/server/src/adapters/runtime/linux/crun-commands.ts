@@ -23,15 +23,16 @@ export const STARTED_LINE = "started\n";
  */
 const START_SCRIPT = `${MOUNT_IMAGE_FUNCTION}
 set -e
-dir=$1 lower=$2 crun=$3 root=$4 id=$5 disk=$6
-shift 6
+dir=$1 lower=$2 crun=$3 root=$4 id=$5 disk=$6 layers=$7
+shift 7
 if [ -z "$disk" ]; then
   disk=$dir/disk
   if [ ! -e "$dir/disk.img" ]; then mkfs.ext4 "$@"; fi
   mount_image "$dir/disk.img" "$disk"
 fi
 release() { umount "$disk"; [ "$disk" = "$dir/disk" ] || rmdir "$disk"; }
-mount -t overlay overlay -o "lowerdir=$lower,upperdir=$disk/upper,workdir=$disk/work" "$dir/rootfs" || { release; exit 1; }
+# In the layer store: the lower directories are named relative to it, which keeps the options short.
+(cd "$layers" && mount -t overlay overlay -o "lowerdir=$lower,upperdir=$disk/upper,workdir=$disk/work" "$dir/rootfs") || { release; exit 1; }
 "$crun" --root "$root" run --detach --bundle "$dir" "$id" || { umount "$dir/rootfs"; release; exit 1; }
 echo ${STARTED_LINE.trim()}
 release
@@ -56,7 +57,9 @@ export interface StartCommandInput {
   readonly crunRoot: string;
   readonly id: string;
   readonly paths: SandboxPaths;
+  /** The overlay's lowerdir list, relative to `layersDir` where it is not absolute. */
   readonly lowerDir: string;
+  readonly layersDir: string;
   /** mkfs.ext4's arguments, used when the sandbox has no disk image yet. */
   readonly mkfsArgs: readonly string[];
   /** Where the pool already mounted the sandbox's disk, if it did. */
@@ -75,8 +78,34 @@ export function startCommand(input: StartCommandInput): string[] {
     input.crunRoot,
     input.id,
     input.mountedDisk ?? "",
+    input.layersDir,
     ...input.mkfsArgs,
   ];
+}
+
+/**
+ * Copies the sandbox's writable layer (its disk's `upper`: changed files, whiteouts, opaque
+ * directories) into `target`. A started sandbox's disk is held only by its overlay, so the script
+ * mounts the same loop device a second time (the same ext4 superblock, hence the same page cache:
+ * what the sandbox wrote is seen even before it reached the disk); a stopped sandbox's image is
+ * mounted on its own. The caller freezes a running sandbox around this, for a consistent cut.
+ */
+const CAPTURE_SCRIPT = `${MOUNT_IMAGE_FUNCTION}
+set -e
+dir=$1 target=$2
+view=$dir/capture
+mkdir -p "$view"
+loop=$(losetup --list --noheadings --output NAME --associated "$dir/disk.img" | head -n 1)
+if [ -n "$loop" ]; then mount -t ext4 -o nosuid,nodev "$loop" "$view"; else mount_image "$dir/disk.img" "$view"; fi
+status=0
+cp -a "$view/upper/." "$target/" || status=$?
+umount "$view"
+rmdir "$view"
+exit $status
+`;
+
+export function captureCommand(paths: SandboxPaths, target: string): string[] {
+  return ["sh", "-c", CAPTURE_SCRIPT, "sh", paths.dir, target];
 }
 
 export function teardownCommand(crun: string, crunRoot: string, id: string, paths: SandboxPaths): string[] {

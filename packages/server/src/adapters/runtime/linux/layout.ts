@@ -5,7 +5,8 @@
  *   $dataDir/runtime/mntns              bind mount of the runtime's persistent mount namespace
  *   $dataDir/runtime/crun/              crun's state (`crun --root`), this server's containers only
  *   $dataDir/runtime/pool/              pre-formatted disk images, `<MiB>m-u<idBase>-<random>.img`
- *   $dataDir/runtime/templates/<name>/  read-only lower layers
+ *   $dataDir/runtime/templates/<name>/  the bases: the system template, the image shim, the disk skeleton
+ *   $dataDir/runtime/layers/<format>/<key>/  read-only layers of templates and snapshots (layer-store.ts)
  *   $dataDir/sandboxes/<id>/            bundle: config.json, disk.img, disk/, rootfs/, agent/, hosts, hostname, runtime.log
  *   $dataDir/sandboxes/.shoal-agent     the agent binary, copied where the container can reach it
  *   /run/shoal/<hash of dataDir>/       in the runtime namespace only: a bind of $dataDir/sandboxes
@@ -31,6 +32,7 @@ export interface RuntimePaths {
   readonly crunRoot: string;
   readonly poolDir: string;
   readonly templatesDir: string;
+  readonly layersDir: string;
   readonly sandboxesDir: string;
   /** Where the runtime namespace binds sandboxesDir. */
   readonly sandboxesAlias: string;
@@ -68,6 +70,7 @@ export function runtimePaths(dataDir: string): RuntimePaths {
     crunRoot: join(runtimeDir, "crun"),
     poolDir: join(runtimeDir, "pool"),
     templatesDir: join(runtimeDir, "templates"),
+    layersDir: join(runtimeDir, "layers"),
     sandboxesDir: join(dataDir, "sandboxes"),
     sandboxesAlias: join("/run/shoal", createHash("sha256").update(dataDir).digest("hex").slice(0, 16)),
     agentCopy: join(dataDir, "sandboxes", ".shoal-agent"),

@@ -119,10 +119,11 @@ describe("the linux runtime", {
     await runtime.destroy(id);
   });
 
-  it("refuses a template it does not have", async () => {
+  it("refuses an image whose layers it does not have", async () => {
+    const missing = { base: "system", layers: ["0".repeat(64)] } as const;
     await assert.rejects(
-      runtime.create(specFor(newId(), { template: "ubuntu" })),
-      (error: unknown) => error instanceof ShoalError && error.code === "TEMPLATE_NOT_FOUND",
+      runtime.create(specFor(newId(), { template: "ubuntu", image: missing })),
+      (error: unknown) => error instanceof ShoalError && error.code === "TEMPLATE_REBUILD_REQUIRED",
     );
   });
 

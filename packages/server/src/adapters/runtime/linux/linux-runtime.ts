@@ -33,16 +33,20 @@ import {
 import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ShoalError } from "../../../errors/shoal-error.ts";
-import type {
-  ActualState,
-  ExecRequest,
-  ExecResult,
-  HostSandbox,
-  Runtime,
-  SandboxProcess,
-  SandboxSpec,
-  SandboxUsage,
-  SpawnRequest,
+import {
+  type ActualState,
+  type ExecRequest,
+  type ExecResult,
+  type HostSandbox,
+  type LayerInfo,
+  type Runtime,
+  type SandboxImage,
+  type SandboxProcess,
+  type SandboxSpec,
+  type SandboxUsage,
+  type SpawnRequest,
+  SYSTEM_IMAGE,
+  type WarmShape,
 } from "../../../services/runtime-port.ts";
 import { AgentClient } from "../../agent/agent-client.ts";
 import { type AgentConnector, AgentLinks } from "./agent-links.ts";
@@ -54,8 +58,16 @@ import {
   SANDBOX_CONTROLLERS,
 } from "./cgroup-layout.ts";
 import { isErrno, listCgroupIds, SandboxCgroup } from "./cgroups.ts";
-import { listCommand, parseCrunList, STARTED_LINE, startCommand, teardownCommand } from "./crun-commands.ts";
+import {
+  captureCommand,
+  listCommand,
+  parseCrunList,
+  STARTED_LINE,
+  startCommand,
+  teardownCommand,
+} from "./crun-commands.ts";
 import { DiskPool, mkfsArgs } from "./disk-pool.ts";
+import { LayerStore, shiftOwnership } from "./layer-store.ts";
 import {
   cgroupParent,
   cgroupPath,
@@ -69,7 +81,13 @@ import { CRUN_ENV, ensureMountNamespace, nsenterArgs } from "./mount-namespace.t
 import { buildOCISpec, type IdMap, MAX_OPEN_FILES, SECCOMP_BPF_ANNOTATION } from "./oci-spec.ts";
 import { runProcess } from "./run-process.ts";
 import { readSandboxUsage } from "./sandbox-metrics.ts";
-import { ensureDiskSkeleton, ensureSystemTemplate, SANDBOX_USER, SYSTEM_TEMPLATE } from "./system-template.ts";
+import {
+  ensureDiskSkeleton,
+  ensureImageShim,
+  ensureSystemTemplate,
+  SANDBOX_USER,
+  SYSTEM_TEMPLATE,
+} from "./system-template.ts";
 import { WarmPool } from "./warm-pool.ts";
 
 export type RuntimeLog = (level: "info" | "warn" | "error", message: string, fields?: Record<string, unknown>) => void;
@@ -112,6 +130,8 @@ const NODE_ID_PATTERN = /^[0-9A-Za-z_-]{1,64}$/;
 const WARM_MARKER = "warm";
 /** What a warm sandbox runs with until a create claims it and sets its own. */
 const WARM_LIMITS = { vcpuCount: 1, memSizeMib: 512, pidsLimit: 512 } as const;
+/** Images other than `system` with a warm pool of their own: the ones created from most recently. */
+const WARM_IMAGES = 4;
 
 export const DEFAULT_AGENT_BINARY = fileURLToPath(new URL("../../../../../agent/build/shoal-agent", import.meta.url));
 
@@ -150,9 +170,14 @@ interface Host {
   /** The cgroup hierarchies in use (see restrictLayout): the only ones crun joins and the runtime reads. */
   readonly layout: CgroupLayout;
   readonly namespace: string;
+  /** The system template's base directory. */
   readonly lowerDir: string;
+  /** The base under images that bring their own root file system. */
+  readonly shimDir: string;
+  readonly layers: LayerStore;
   readonly skeleton: string;
   readonly pool: DiskPool;
+  /** The warm pool of the system image. */
   readonly warm: WarmPool;
   readonly openFilesLimit: number;
 }
@@ -166,7 +191,13 @@ async function hardOpenFilesLimit(): Promise<number> {
 
 /** The Runtime port, and what the linux runtime offers besides (for its tests and tools). */
 export interface LinuxRuntime extends Runtime {
-  takeWarm(shape: { readonly template: string; readonly diskMib: number }): string | undefined;
+  takeWarm(shape: WarmShape): string | undefined;
+  layerFormat(): Promise<string>;
+  layerInfo(key: string): Promise<LayerInfo | undefined>;
+  missingLayers(layers: readonly string[]): Promise<string[]>;
+  importLayer(key: string, fill: (dir: string) => Promise<void>): Promise<LayerInfo>;
+  captureLayer(id: string, key: string): Promise<LayerInfo>;
+  removeLayer(key: string): Promise<void>;
   fillWarm(): Promise<void>;
   settle(): Promise<void>;
 }
@@ -194,6 +225,8 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   /** crun's compilation of the seccomp profile, read back from the first sandbox started (see #learnSeccomp). */
   #seccompBpf: string | undefined;
   readonly #envs = new Map<string, Record<string, string>>();
+  /** Warm pools of images other than `system`, by imageKey(), the least recently used first. */
+  readonly #imagePools = new Map<string, { readonly pool: WarmPool; readonly image: SandboxImage }>();
   readonly #crunEnv = { ...process.env, ...CRUN_ENV };
 
   constructor(options: LinuxRuntimeOptions) {
@@ -259,6 +292,9 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       );
     }
     const lowerDir = await ensureSystemTemplate(paths.templatesDir, this.#idMap);
+    const shimDir = await ensureImageShim(paths.templatesDir, this.#idMap);
+    const layers = new LayerStore(paths.layersDir, this.#idMap);
+    await layers.open();
     const skeleton = await ensureDiskSkeleton(paths.templatesDir, this.#idMap);
     const pool = new DiskPool({
       dir: paths.poolDir,
@@ -273,16 +309,12 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       layout,
       namespace,
       lowerDir,
+      shimDir,
+      layers,
       skeleton,
       pool,
       openFilesLimit: await hardOpenFilesLimit(),
-      warm: new WarmPool({
-        target: this.#options.warmPoolSize ?? 4,
-        launch: (id) => this.#launchWarm(id),
-        discard: (id) => this.destroy(id),
-        onError: (error, id) =>
-          this.#log("warn", "starting a warm sandbox failed", { sandbox_id: id, error: errorText(error) }),
-      }),
+      warm: this.#newWarmPool(this.#options.warmPoolSize ?? 4, SYSTEM_IMAGE),
     };
     // Warm sandboxes of a previous server were never handed out: they go, and the pool refills.
     for (const id of await this.#warmLeftovers()) {
@@ -365,23 +397,58 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     }
   }
 
-  takeWarm(shape: { readonly template: string; readonly diskMib: number }): string | undefined {
+  takeWarm(shape: WarmShape): string | undefined {
     const host = this.#ready;
-    if (host === undefined || shape.template !== SYSTEM_TEMPLATE || shape.diskMib !== this.#warmDiskMib()) {
-      return undefined;
-    }
+    if (host === undefined || shape.diskMib !== this.#warmDiskMib()) return undefined;
+    const pool = this.#warmPoolOf(host, shape.image ?? SYSTEM_IMAGE);
+    if (pool === undefined) return undefined;
     // Held before the take, whose refill would otherwise start a launch beside this claim.
-    const release = host.warm.hold();
-    const id = host.warm.take();
+    const release = pool.hold();
+    const id = pool.take();
     if (id === undefined) release();
     else this.#claims.set(id, release);
     return id;
   }
 
-  async create(spec: SandboxSpec): Promise<void> {
-    if (spec.template !== SYSTEM_TEMPLATE) {
-      throw new ShoalError("TEMPLATE_NOT_FOUND", { details: { template: spec.template } });
+  #newWarmPool(target: number, image: SandboxImage): WarmPool {
+    return new WarmPool({
+      target,
+      launch: (id) => this.#launchWarm(id, image),
+      discard: (id) => this.destroy(id),
+      onError: (error, id) =>
+        this.#log("warn", "starting a warm sandbox failed", { sandbox_id: id, error: errorText(error) }),
+    });
+  }
+
+  /**
+   * The warm pool of an image. One that has none gets one (the pool fills after the create that
+   * asked, which finds it empty), in place of the image used least recently once there are more
+   * than WARM_IMAGES.
+   */
+  #warmPoolOf(host: Host, image: SandboxImage): WarmPool | undefined {
+    if (image.layers.length === 0 && image.base === "system") return host.warm;
+    const target = Math.min(2, this.#options.warmPoolSize ?? 4);
+    if (target === 0) return undefined;
+    const key = imageKey(image);
+    const known = this.#imagePools.get(key);
+    if (known !== undefined) {
+      // Re-inserted: the map's order is the order of use.
+      this.#imagePools.delete(key);
+      this.#imagePools.set(key, known);
+      return known.pool;
     }
+    const pool = this.#newWarmPool(target, image);
+    this.#imagePools.set(key, { pool, image });
+    for (const [oldKey, old] of this.#imagePools) {
+      if (this.#imagePools.size <= WARM_IMAGES) break;
+      this.#imagePools.delete(oldKey);
+      void old.pool.close();
+    }
+    pool.refill();
+    return pool;
+  }
+
+  async create(spec: SandboxSpec): Promise<void> {
     const paths = this.#sandbox(spec.id);
     const host = await this.#prepare();
     const claim = this.#claims.get(spec.id);
@@ -408,13 +475,14 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   }
 
   /** Starts a warm sandbox: a create of the default shape, marked so that list() leaves it out. */
-  async #launchWarm(id: string): Promise<void> {
+  async #launchWarm(id: string, image: SandboxImage): Promise<void> {
     const host = await this.#prepare();
     this.#launching.add(id);
     try {
       const spec: SandboxSpec = {
         id,
         template: SYSTEM_TEMPLATE,
+        image,
         diskMib: this.#warmDiskMib(),
         env: {},
         ...WARM_LIMITS,
@@ -448,6 +516,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   }
 
   async #createSandbox(host: Host, spec: SandboxSpec, paths: SandboxPaths, warm: boolean): Promise<void> {
+    await this.#checkLayers(host, spec);
     if (!(await isExecutable(this.#agentBinary))) {
       throw runtimeError(
         `the sandbox agent is missing at ${this.#agentBinary}: build it with \`make -C packages/agent\``,
@@ -494,9 +563,22 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     }
   }
 
+  /** An image whose layers are gone from this host (removed, or made under another id mapping) cannot start. */
+  async #checkLayers(host: Host, spec: SandboxSpec): Promise<void> {
+    const missing = await host.layers.missing(spec.image?.layers ?? []);
+    if (missing.length === 0) return;
+    throw new ShoalError("TEMPLATE_REBUILD_REQUIRED", {
+      details: {
+        template: spec.template,
+        reason: `${missing.length} of its layers are not on this host (${host.layers.format}): the first is ${missing[0]}`,
+      },
+    });
+  }
+
   async start(spec: SandboxSpec): Promise<void> {
     const paths = this.#sandbox(spec.id);
     const host = await this.#prepare();
+    await this.#checkLayers(host, spec);
     if (!(await stat(paths.diskImage).catch(() => undefined))) {
       throw runtimeError(`sandbox ${spec.id} has no disk on this host (${paths.diskImage})`);
     }
@@ -643,6 +725,69 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     return sandboxes;
   }
 
+  // --- layers ----------------------------------------------------------------------------------
+
+  async layerFormat(): Promise<string> {
+    return (await this.#prepare()).layers.format;
+  }
+
+  async layerInfo(key: string): Promise<LayerInfo | undefined> {
+    const { layers } = await this.#prepare();
+    return (await layers.has(key)) ? { key, sizeBytes: await layers.size(key) } : undefined;
+  }
+
+  async missingLayers(layers: readonly string[]): Promise<string[]> {
+    return (await this.#prepare()).layers.missing(layers);
+  }
+
+  async importLayer(key: string, fill: (dir: string) => Promise<void>): Promise<LayerInfo> {
+    const host = await this.#prepare();
+    const base = this.#idMap?.hostBase ?? 0;
+    // `fill` writes ownership as the sandbox sees it; the host holds it shifted into the sandbox's range.
+    return host.layers.create(key, async (dir) => {
+      await fill(dir);
+      if (base !== 0) await shiftOwnership(dir, base, ID_MAP_SIZE);
+    });
+  }
+
+  async captureLayer(id: string, key: string): Promise<LayerInfo> {
+    const paths = this.#sandbox(id);
+    const host = await this.#prepare();
+    if (!(await stat(paths.diskImage).catch(() => undefined))) {
+      throw runtimeError(`sandbox ${id} has no disk on this host`);
+    }
+    const cgroup = this.#cgroup(host, id);
+    const running = (await cgroup.exists()) && (await cgroup.pids()).length > 0;
+    // A paused sandbox is frozen already, and stays so.
+    const freeze = running && !(await cgroup.isFrozen());
+    return this.#wrap(`capturing the file system of sandbox ${id}`, async () => {
+      if (freeze) await cgroup.freeze();
+      try {
+        return await host.layers.create(key, async (dir) => {
+          const copied = await runProcess(
+            "nsenter",
+            nsenterArgs(host.namespace, captureCommand(this.#inside(id), dir)),
+            CRUN_ENV,
+          );
+          if (copied.code !== 0) throw new Error(copied.stderr.trim() || `exit ${copied.code}`);
+        });
+      } finally {
+        if (freeze) await cgroup.thaw();
+      }
+    });
+  }
+
+  async removeLayer(key: string): Promise<void> {
+    const host = await this.#prepare();
+    // Warm sandboxes of an image stand on its layers: they go first.
+    for (const [imageId, { pool, image }] of this.#imagePools) {
+      if (!image.layers.includes(key)) continue;
+      this.#imagePools.delete(imageId);
+      await pool.close();
+    }
+    await host.layers.remove(key);
+  }
+
   /** Resolves once the warm pool holds its target (for a tool or a test that measures a claim). */
   async fillWarm(): Promise<void> {
     await (await this.#prepare()).warm.filled();
@@ -657,6 +802,8 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     const host = await this.#host?.catch(() => undefined);
     // Nobody claimed the warm sandboxes: they go with the server instead of idling until its next start.
     await host?.warm.close();
+    await Promise.all([...this.#imagePools.values()].map(({ pool }) => pool.close()));
+    this.#imagePools.clear();
     await this.#links.closeAll();
     await this.settle();
     await host?.pool.close();
@@ -693,6 +840,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       idMap: this.#idMap,
       hostOpenFilesLimit: host.openFilesLimit,
       seccompBpf: this.#seccompBpf,
+      bindHostUsr: (spec.image ?? SYSTEM_IMAGE).base === "system",
     });
   }
 
@@ -743,6 +891,10 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     this.#agentStamp = stamp;
   }
 
+  #lowerDirs(host: Host, image: SandboxImage): string {
+    return host.layers.lowerDirs(image.layers, image.base === "system" ? host.lowerDir : host.shimDir);
+  }
+
   async #wrap<T>(what: string, step: () => Promise<T>): Promise<T> {
     try {
       return await step();
@@ -766,7 +918,8 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       crunRoot: this.#paths.crunRoot,
       id: spec.id,
       paths: inside,
-      lowerDir: host.lowerDir,
+      lowerDir: this.#lowerDirs(host, spec.image ?? SYSTEM_IMAGE),
+      layersDir: host.layers.dir,
       mkfsArgs: mkfsArgs(inside.diskImage, spec.diskMib, host.skeleton, this.#idMap),
       mountedDisk,
     });
@@ -854,6 +1007,10 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     await host.pool.dispose(paths.diskImage);
     await rm(paths.dir, { recursive: true, force: true });
   }
+}
+
+function imageKey(image: SandboxImage): string {
+  return `${image.base}:${image.layers.join(",")}`;
 }
 
 function parseEnv(config: unknown): Record<string, string> {

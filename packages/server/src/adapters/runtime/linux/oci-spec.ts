@@ -99,6 +99,8 @@ export interface OCISpecInput {
   readonly idMap?: IdMap | undefined;
   /** Host directory bind-mounted read-only as /usr. */
   readonly hostUsr?: string;
+  /** false: the image brings its own /usr and the host's is not mounted (default true). */
+  readonly bindHostUsr?: boolean;
   /** The server's own hard RLIMIT_NOFILE, which the sandbox's may not exceed. */
   readonly hostOpenFilesLimit?: number;
   /** crun's compiled form of seccompProfile() (base64), when the runtime has it. */
@@ -224,12 +226,16 @@ export function buildOCISpec(input: OCISpecInput): OCISpec {
         source: "cgroup",
         options: ["nosuid", "noexec", "nodev", "relatime", "ro"],
       },
-      {
-        destination: "/usr",
-        type: "bind",
-        source: input.hostUsr ?? "/usr",
-        options: ["rbind", "ro", "nosuid", "nodev"],
-      },
+      ...(input.bindHostUsr === false
+        ? []
+        : [
+            {
+              destination: "/usr",
+              type: "bind",
+              source: input.hostUsr ?? "/usr",
+              options: ["rbind", "ro", "nosuid", "nodev"],
+            },
+          ]),
       {
         destination: CONTAINER_AGENT_BINARY,
         type: "bind",

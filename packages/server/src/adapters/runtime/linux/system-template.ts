@@ -155,6 +155,44 @@ export async function ensureSystemTemplate(templatesDir: string, idMap: IdMap | 
   return target;
 }
 
+/** Where the image shim lives (see ensureImageShim). */
+export function imageShimDir(templatesDir: string, idMap: IdMap | undefined): string {
+  return join(templatesDir, `image-shim-v${TEMPLATE_VERSION}-u${idMap?.hostBase ?? 0}`);
+}
+
+/**
+ * The bottom layer of every image that brings its own root file system (a Debian release, an OCI
+ * image): the mount points the runtime binds over and the directories the agent starts in, so that
+ * a minimal image still starts. Every layer above overrides what it also has.
+ */
+export async function ensureImageShim(templatesDir: string, idMap: IdMap | undefined): Promise<string> {
+  const target = imageShimDir(templatesDir, idMap);
+  const root = idMap?.hostBase ?? 0;
+  await buildAtomically(target, async (dir) => {
+    for (const [name, mode] of [
+      ["etc", 0o755],
+      ["proc", 0o555],
+      ["sys", 0o555],
+      ["dev", 0o755],
+      ["run", 0o755],
+      ["run/shoal", 0o755],
+      ["opt", 0o755],
+      ["opt/shoal", 0o755],
+      ["tmp", 0o1777],
+      ["root", 0o700],
+      ["workspace", 0o755],
+    ] as const) {
+      await mkdir(join(dir, name), { mode });
+    }
+    await writeFile(join(dir, "opt/shoal/shoal-agent"), "", { mode: 0o755 });
+    for (const name of ["hosts", "hostname", "resolv.conf"])
+      await writeFile(join(dir, "etc", name), "", { mode: 0o644 });
+    await chownTree(dir, root, root);
+    await chmod(join(dir, "tmp"), 0o1777);
+  });
+  return target;
+}
+
 export async function ensureDiskSkeleton(templatesDir: string, idMap: IdMap | undefined): Promise<string> {
   const target = diskSkeletonDir(templatesDir, idMap);
   const root = idMap?.hostBase ?? 0;

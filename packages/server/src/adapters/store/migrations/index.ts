@@ -7,12 +7,14 @@ import { initial } from "./001-initial.ts";
 import { sandboxes } from "./002-sandboxes.ts";
 import { commands } from "./003-commands.ts";
 import { fileRoots } from "./004-file-roots.ts";
+import { templates } from "./005-templates.ts";
 
 const migrations: Record<string, Migration> = {
   "001-initial": initial,
   "002-sandboxes": sandboxes,
   "003-commands": commands,
   "004-file-roots": fileRoots,
+  "005-templates": templates,
 };
 
 export const migrationProvider: MigrationProvider = {

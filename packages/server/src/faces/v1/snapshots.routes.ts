@@ -1,0 +1,204 @@
+/**
+ * `/v1/sandboxes/{id}/snapshots` (take one), `/v1/snapshots` (list, show, delete) and
+ * `/v1/sandboxes/{id}/fork` (a snapshot and a new sandbox from it, in one call). A restore is
+ * `POST /v1/sandboxes` with `snapshot_id`.
+ *
+ * @example
+ *   curl -X POST "$SHOAL/v1/sandboxes/sbx_…/snapshots"
+ *   curl -X POST "$SHOAL/v1/sandboxes" -d '{"snapshot_id":"snap_…"}'
+ */
+import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
+import type { FastifyInstance } from "fastify";
+import { Type } from "typebox";
+import type { Snapshot } from "../../domain/snapshot.ts";
+import type { SandboxLauncher } from "../../services/sandbox-launcher.ts";
+import type { SandboxService } from "../../services/sandboxes.ts";
+import type { SnapshotService } from "../../services/snapshots.ts";
+import { policy } from "../http/route-policy.ts";
+import {
+  emptyBodyIsObject,
+  envNamePattern,
+  principalOf,
+  SandboxIdParams,
+  StringMapSchema,
+  sandboxRef,
+  view,
+} from "./sandboxes.routes.ts";
+
+export interface SnapshotRouteServices {
+  readonly snapshots: SnapshotService;
+  readonly launcher: SandboxLauncher;
+  readonly sandboxes: SandboxService;
+}
+
+const SnapshotSchema = Type.Object(
+  {
+    id: Type.String({ examples: ["snap_3x2Jk0aQ9hVqXb5bYz1TfE"] }),
+    sandbox_id: Type.String(),
+    template: Type.String(),
+    template_id: Type.Union([Type.String(), Type.Null()]),
+    layers: Type.Integer({ description: "Layers of its image, its own included" }),
+    size_bytes: Type.Integer({ description: "Bytes the sandbox had changed over its template" }),
+    trigger: Type.Unsafe<Snapshot["trigger"]>({ type: "string", enum: ["api", "fork", "timeout"] }),
+    layer_format: Type.String(),
+    created_at: Type.String({ format: "date-time" }),
+  },
+  { $id: "Snapshot", title: "Snapshot" },
+);
+const SnapshotRef = Type.Unsafe<ReturnType<typeof snapshotView>>({ $ref: "Snapshot#" });
+
+export function snapshotView(snapshot: Snapshot) {
+  return {
+    id: snapshot.id,
+    sandbox_id: snapshot.sandboxId,
+    template: snapshot.template,
+    template_id: snapshot.templateId,
+    layers: snapshot.image.layers.length,
+    size_bytes: snapshot.sizeBytes,
+    trigger: snapshot.trigger,
+    layer_format: snapshot.layerFormat,
+    created_at: snapshot.createdAt,
+  };
+}
+
+const ForkBody = Type.Object(
+  {
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: "^[A-Za-z0-9._-]+$" })),
+    vcpu_count: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+    mem_size_mib: Type.Optional(Type.Integer({ minimum: 64, maximum: 262_144 })),
+    disk_mib: Type.Optional(Type.Integer({ minimum: 64, maximum: 1_048_576 })),
+    env: Type.Optional(StringMapSchema("Added to the source's environment", 256, envNamePattern)),
+    metadata: Type.Optional(StringMapSchema("Replaces the source's labels", 64)),
+    timeout_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
+    wait: Type.Boolean({ default: true }),
+  },
+  { additionalProperties: false },
+);
+
+export async function snapshotRoutes(app: FastifyInstance, services: SnapshotRouteServices): Promise<void> {
+  const { snapshots, launcher, sandboxes } = services;
+  app.addSchema(SnapshotSchema);
+  const typed = app.withTypeProvider<TypeBoxTypeProvider>();
+
+  typed.post(
+    "/v1/sandboxes/:id/snapshots",
+    {
+      config: policy({ scope: "snapshots:write", idempotent: true }),
+      preValidation: emptyBodyIsObject,
+      schema: {
+        summary: "Snapshot a sandbox's file system",
+        description:
+          "Captures everything the sandbox changed over its template at one instant: a running sandbox is frozen " +
+          "for the copy and keeps running. Paused and stopped sandboxes can be snapshotted too.",
+        tags: ["snapshots"],
+        params: SandboxIdParams,
+        body: Type.Object({}, { additionalProperties: false }),
+        response: { 201: SnapshotRef },
+      },
+    },
+    async (request, reply) => {
+      const snapshot = await snapshots.create(principalOf(request), request.params.id, "api");
+      return reply.code(201).send(snapshotView(snapshot));
+    },
+  );
+
+  typed.post(
+    "/v1/sandboxes/:id/fork",
+    {
+      config: policy({ scope: "sandboxes:write", idempotent: true }),
+      preValidation: emptyBodyIsObject,
+      schema: {
+        summary: "Fork a sandbox",
+        description:
+          "Snapshots the sandbox and starts a new sandbox from the snapshot, with the source's resources, env, " +
+          "metadata and timeout unless the body sets them. 201 once it runs (202 with `wait: false`).",
+        tags: ["snapshots"],
+        params: SandboxIdParams,
+        body: ForkBody,
+        response: {
+          201: Type.Object({ sandbox: sandboxRef, snapshot: SnapshotRef }),
+          202: Type.Object({ sandbox: sandboxRef, snapshot: SnapshotRef }),
+        },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body;
+      const forked = await launcher.fork(principalOf(request), request.params.id, {
+        name: body.name,
+        vcpuCount: body.vcpu_count,
+        memSizeMib: body.mem_size_mib,
+        diskMib: body.disk_mib,
+        env: body.env,
+        metadata: body.metadata,
+        timeoutSeconds: body.timeout_seconds,
+      });
+      const render = (sandbox: Parameters<typeof view>[0]) => view(sandbox, sandboxes.runtimeName);
+      if (!body.wait) {
+        return reply.code(202).send({ sandbox: render(forked.sandbox), snapshot: snapshotView(forked.snapshot) });
+      }
+      return reply.code(201).send({ sandbox: render(await forked.done), snapshot: snapshotView(forked.snapshot) });
+    },
+  );
+
+  typed.get(
+    "/v1/snapshots",
+    {
+      config: policy({ scope: "snapshots:read" }),
+      schema: {
+        summary: "List snapshots",
+        description: "Newest first; `sandbox_id` lists one sandbox's.",
+        tags: ["snapshots"],
+        querystring: Type.Object(
+          {
+            sandbox_id: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+            limit: Type.Integer({ minimum: 1, maximum: 200, default: 50 }),
+            cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({ items: Type.Array(SnapshotRef), next_cursor: Type.Union([Type.String(), Type.Null()]) }),
+        },
+      },
+    },
+    async (request) => {
+      const { query } = request;
+      const page = await snapshots.list(principalOf(request), query.sandbox_id, query.limit, query.cursor);
+      return { items: page.items.map(snapshotView), next_cursor: page.nextCursor };
+    },
+  );
+
+  const SnapshotParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
+
+  typed.get(
+    "/v1/snapshots/:id",
+    {
+      config: policy({ scope: "snapshots:read" }),
+      schema: {
+        summary: "Show a snapshot",
+        tags: ["snapshots"],
+        params: SnapshotParams,
+        response: { 200: SnapshotRef },
+      },
+    },
+    async (request) => snapshotView(await snapshots.get(principalOf(request), request.params.id)),
+  );
+
+  typed.delete(
+    "/v1/snapshots/:id",
+    {
+      config: policy({ scope: "snapshots:write" }),
+      schema: {
+        summary: "Delete a snapshot",
+        description: "RESOURCE_IN_USE (`snapshot_in_use`) while a sandbox started from it is not deleted.",
+        tags: ["snapshots"],
+        params: SnapshotParams,
+        response: { 204: Type.Null() },
+      },
+    },
+    async (request, reply) => {
+      await snapshots.delete(principalOf(request), request.params.id);
+      return reply.code(204).send(null);
+    },
+  );
+}

@@ -1,0 +1,82 @@
+/**
+ * What a template asks of each sandbox made from it once the runtime started it: `start_cmd` in
+ * the background (its output in /tmp/shoal-start.log inside the sandbox), then `ready_cmd` again
+ * and again until it exits 0. The sandbox counts as running only after that; a `ready_cmd` that
+ * never succeeds within the template's `ready_timeout_seconds` fails the start with its last output.
+ *
+ * @example
+ *   new SandboxService({ …, afterStart: (sandbox) => startup.run(sandbox) });
+ */
+import type { Sandbox } from "../domain/sandbox.ts";
+import { ShoalError } from "../errors/shoal-error.ts";
+import type { Clock } from "./ports.ts";
+import type { ExecRequest, Runtime } from "./runtime-port.ts";
+
+export interface SandboxStartupOptions {
+  readonly runtime: Runtime;
+  readonly clock: Clock;
+  readonly sleep: (ms: number) => Promise<void>;
+}
+
+export const START_LOG = "/tmp/shoal-start.log";
+const FIRST_RETRY_MS = 25;
+const LONGEST_RETRY_MS = 500;
+
+export class SandboxStartup {
+  constructor(private readonly options: SandboxStartupOptions) {}
+
+  async run(sandbox: Sandbox): Promise<void> {
+    const defaults = sandbox.defaults;
+    if (defaults === null || (defaults.startCmd === null && defaults.readyCmd === null)) return;
+    const { runtime, clock, sleep } = this.options;
+    const as: Pick<ExecRequest, "cwd" | "uid" | "gid" | "env"> = {
+      env: defaults.user !== null && defaults.user.uid !== 0 ? { HOME: `/home/${defaults.user.name}` } : {},
+      ...(defaults.workdir === null ? {} : { cwd: defaults.workdir }),
+      ...(defaults.user === null ? {} : { uid: defaults.user.uid, gid: defaults.user.gid }),
+    };
+    if (defaults.startCmd !== null) {
+      const started = await runtime.exec(sandbox.id, {
+        ...as,
+        // Detached from the exec, which returns at once; the process lives as long as the sandbox.
+        shell: `nohup /bin/sh -c ${quote(defaults.startCmd)} > ${START_LOG} 2>&1 < /dev/null &`,
+        timeoutMs: 10_000,
+        outputLimitBytes: 4096,
+      });
+      if (started.exitCode !== 0) throw startFailed(sandbox, "start_cmd could not be started", started.stderr);
+    }
+    if (defaults.readyCmd === null) return;
+    const deadline = clock().getTime() + defaults.readyTimeoutSeconds * 1000;
+    let wait = FIRST_RETRY_MS;
+    for (;;) {
+      const remaining = deadline - clock().getTime();
+      const result = await runtime.exec(sandbox.id, {
+        ...as,
+        shell: defaults.readyCmd,
+        timeoutMs: Math.max(100, Math.min(remaining, 10_000)),
+        outputLimitBytes: 4096,
+      });
+      if (result.exitCode === 0) return;
+      if (clock().getTime() + wait >= deadline) {
+        throw startFailed(
+          sandbox,
+          `ready_cmd did not succeed within ${defaults.readyTimeoutSeconds} s (last exit ${result.exitCode ?? result.signal})`,
+          result.stderr.length > 0 ? result.stderr : result.stdout,
+        );
+      }
+      await sleep(wait);
+      wait = Math.min(wait * 2, LONGEST_RETRY_MS);
+    }
+  }
+}
+
+function quote(command: string): string {
+  return `'${command.replaceAll("'", `'\\''`)}'`;
+}
+
+function startFailed(sandbox: Sandbox, reason: string, output: Uint8Array): ShoalError {
+  const tail = new TextDecoder().decode(output).trim().slice(-500);
+  return new ShoalError("RUNTIME_ERROR", {
+    message: `Sandbox ${sandbox.id} did not become ready: ${reason}`,
+    details: { runtime: "template", reason: tail === "" ? reason : `${reason}: ${tail}` },
+  });
+}

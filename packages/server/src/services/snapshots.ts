@@ -1,0 +1,150 @@
+/**
+ * Snapshots: a sandbox's file system captured at one instant while it keeps running (the runtime
+ * freezes it for the copy, so the cut is consistent), kept as a layer on top of its image; show,
+ * list and delete them. Restoring is a create with `snapshot_id` (SandboxLauncher); a fork is a
+ * snapshot and a restore in one call.
+ *
+ * @example
+ *   const snapshot = await snapshots.create(principal, "sbx_…", "api");
+ *   await snapshots.delete(principal, snapshot.id); // RESOURCE_IN_USE while a sandbox started from it lives
+ */
+import type { Principal } from "../domain/api-key.ts";
+import { decodeCursor, encodeCursor } from "../domain/cursor.ts";
+import { newId } from "../domain/ids.ts";
+import { digestKey } from "../domain/layer-keys.ts";
+import type { Sandbox } from "../domain/sandbox.ts";
+import type { Snapshot, SnapshotTrigger } from "../domain/snapshot.ts";
+import { ShoalError } from "../errors/shoal-error.ts";
+import type { Page } from "./api-keys.ts";
+import type { CircuitBreaker } from "./circuit-breaker.ts";
+import type { Clock, Log, SnapshotRepository, TemplateRepository } from "./ports.ts";
+import type { Runtime } from "./runtime-port.ts";
+import type { SandboxService } from "./sandboxes.ts";
+
+export interface SnapshotServiceOptions {
+  readonly repository: SnapshotRepository;
+  /** For the layers that other templates, snapshots and sandboxes still hold. */
+  readonly templates: TemplateRepository;
+  readonly sandboxes: SandboxService;
+  readonly runtime: Runtime;
+  readonly breaker: CircuitBreaker;
+  readonly clock: Clock;
+  readonly log: Log;
+  readonly nodeId: string;
+}
+
+const SNAPSHOT_ID_PATTERN = /^snap_[0-9A-Za-z]{22}$/;
+
+export class SnapshotService {
+  constructor(private readonly options: SnapshotServiceOptions) {}
+
+  /** Captures the owner's sandbox (running, paused or stopped) as a new snapshot. */
+  async create(principal: Principal, sandboxId: string, trigger: SnapshotTrigger): Promise<Snapshot> {
+    return this.capture(await this.options.sandboxes.get(principal, sandboxId), trigger);
+  }
+
+  /** Captures a sandbox the caller already read (the deadline's pause holds no principal). */
+  async capture(sandbox: Sandbox, trigger: SnapshotTrigger): Promise<Snapshot> {
+    const { runtime, breaker, repository, clock } = this.options;
+    const capturable = sandbox.state === "running" || sandbox.state === "paused" || sandbox.state === "stopped";
+    if (!capturable || (sandbox.transition !== null && trigger !== "timeout")) {
+      throw new ShoalError(
+        sandbox.transition !== null || sandbox.state === "starting" ? "SANDBOX_NOT_READY" : "STATE_CONFLICT",
+        {
+          message: `Sandbox ${sandbox.id} is ${sandbox.transition ?? sandbox.state}: a snapshot needs it running, paused or stopped`,
+          details: {
+            sandbox_id: sandbox.id,
+            resource_type: "sandbox",
+            current_state: sandbox.state,
+            action: "snapshot",
+          },
+        },
+      );
+    }
+    const { captureLayer, layerFormat } = runtime;
+    if (captureLayer === undefined || layerFormat === undefined) {
+      throw new ShoalError("RUNTIME_ERROR", {
+        details: { runtime: runtime.name, reason: `the ${runtime.name} runtime cannot take snapshots` },
+      });
+    }
+    const id = newId("snap");
+    const key = digestKey("snapshot", id);
+    const started = clock().getTime();
+    const layer = await breaker.run(() => captureLayer.call(runtime, sandbox.id, key));
+    const snapshot: Snapshot = {
+      id,
+      ownerId: sandbox.ownerId,
+      nodeId: this.options.nodeId,
+      sandboxId: sandbox.id,
+      template: sandbox.template,
+      templateId: sandbox.templateId,
+      image: { base: sandbox.image.base, layers: [...sandbox.image.layers, key] },
+      defaults: sandbox.defaults,
+      layerFormat: await layerFormat.call(runtime),
+      sizeBytes: layer.sizeBytes,
+      trigger,
+      createdAt: clock().toISOString(),
+    };
+    try {
+      await repository.insert(snapshot);
+    } catch (error) {
+      await runtime.removeLayer?.(key).catch(() => undefined);
+      throw error;
+    }
+    this.options.log("info", "snapshot taken", {
+      snapshot_id: id,
+      sandbox_id: sandbox.id,
+      trigger,
+      size_bytes: snapshot.sizeBytes,
+      duration_ms: clock().getTime() - started,
+    });
+    return snapshot;
+  }
+
+  async get(principal: Principal, id: string): Promise<Snapshot> {
+    const snapshot = SNAPSHOT_ID_PATTERN.test(id)
+      ? await this.options.repository.find(principal.ownerId, id)
+      : undefined;
+    if (snapshot === undefined) throw new ShoalError("SNAPSHOT_NOT_FOUND", { details: { snapshot_id: id } });
+    return snapshot;
+  }
+
+  async list(
+    principal: Principal,
+    sandboxId: string | undefined,
+    limit: number,
+    cursor: string | undefined,
+  ): Promise<Page<Snapshot>> {
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    if (cursor !== undefined && after === undefined) {
+      throw new ShoalError("VALIDATION_ERROR", {
+        message: "cursor is not a cursor from this API",
+        details: { fields: { cursor: "is not a cursor from this API" } },
+      });
+    }
+    const rows = await this.options.repository.list(principal.ownerId, sandboxId, limit + 1, after);
+    const items = rows.slice(0, limit);
+    const last = items.at(-1);
+    return {
+      items,
+      nextCursor: rows.length > limit && last ? encodeCursor({ createdAt: last.createdAt, id: last.id }) : null,
+    };
+  }
+
+  /** RESOURCE_IN_USE (`snapshot_in_use`) while a sandbox started from it is not deleted. */
+  async delete(principal: Principal, id: string): Promise<void> {
+    const snapshot = await this.get(principal, id);
+    const { repository, templates, runtime } = this.options;
+    const usedBy = await repository.sandboxesUsing(id);
+    if (usedBy.length > 0) {
+      throw new ShoalError("RESOURCE_IN_USE", {
+        message: `Snapshot ${id} is in use by ${usedBy.length === 1 ? usedBy[0] : `${usedBy.length} sandboxes`}`,
+        details: { resource_type: "snapshot", resource_id: id, used_by: usedBy.slice(0, 20) },
+      });
+    }
+    await repository.delete(id);
+    const own = snapshot.image.layers.at(-1);
+    if (own !== undefined && !(await templates.layersInUse()).has(own)) await runtime.removeLayer?.(own);
+    this.options.log("info", "snapshot deleted", { snapshot_id: id });
+  }
+}
