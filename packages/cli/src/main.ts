@@ -19,6 +19,8 @@ import { registerRunCode } from "./commands/run-code.ts";
 import { registerSandbox } from "./commands/sandbox.ts";
 import { registerServer } from "./commands/server.ts";
 import { registerShell } from "./commands/shell.ts";
+import { registerSnapshot } from "./commands/snapshot.ts";
+import { registerTemplate } from "./commands/template.ts";
 import { printError } from "./error-output.ts";
 import { ExitCode } from "./exit-codes.ts";
 
@@ -45,6 +47,8 @@ registerRunCode(program);
 registerContexts(program);
 registerShell(program);
 registerKeys(program);
+registerTemplate(program);
+registerSnapshot(program);
 
 // `shoal sandbox list | head -1`: a reader that stops early is not a failure of the command.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {

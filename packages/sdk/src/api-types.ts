@@ -17,6 +17,9 @@ export type SandboxMetrics = Schemas["SandboxMetrics"];
 export type CommandInfo = Schemas["Command"];
 export type FileEntry = Schemas["FileEntry"];
 export type TerminalTicket = Schemas["TerminalTicket"];
+export type TemplateInfo = Schemas["Template"];
+export type TemplateBuildInfo = Schemas["TemplateBuild"];
+export type SnapshotInfo = Schemas["Snapshot"];
 
 type Method = "get" | "post" | "put" | "patch" | "delete";
 type Operation<P extends keyof paths, M extends Method> = paths[P][M];
@@ -36,3 +39,12 @@ export type ResponseBody<P extends keyof paths, M extends Method, S extends numb
 export type CreateSandboxBody = RequestBody<"/v1/sandboxes", "post">;
 export type CreateApiKeyBody = RequestBody<"/v1/api-keys", "post">;
 export type CreatedApiKey = ResponseBody<"/v1/api-keys", "post", 201>;
+export type CreateTemplateBody = RequestBody<"/v1/templates", "post">;
+export type TemplateStep = NonNullable<CreateTemplateBody["steps"]>[number];
+export type TemplateBase = NonNullable<CreateTemplateBody["base"]>;
+/** The template and its build, as `POST /v1/templates` answers them. */
+export type CreatedTemplate = ResponseBody<"/v1/templates", "post", 202>;
+export type TemplateUpload = ResponseBody<"/v1/templates/uploads", "post", 201>;
+export type BuildLogPage = ResponseBody<"/v1/templates/builds/{id}/logs", "get">;
+export type BuildLogLine = BuildLogPage["lines"][number];
+export type ForkSandboxBody = RequestBody<"/v1/sandboxes/{id}/fork", "post">;

@@ -9,15 +9,17 @@
  *   const server = await sandbox.commands.run("python -m http.server", { background: true });
  *   await server.kill();
  */
+
+import { sleep } from "./abortable-sleep.ts";
 import type { CommandInfo, ExecResult, RequestBody, ResponseBody } from "./api-types.ts";
 import type { CallOptions } from "./config.ts";
 import { errorOfEnvelope } from "./error-envelope.ts";
-import { isShoalError, shoalError } from "./errors.ts";
+import { isShoalError } from "./errors.ts";
 import { isOutputStream, type OutputChunk, OutputDecoder, type OutputStreamName } from "./output.ts";
 import { eachItem, type Page } from "./pages.ts";
 import { backoffDelayMs } from "./retry-policy.ts";
 import { runCallOptions } from "./run-timeout.ts";
-import { eventStream, type ServerSentEvent } from "./sse.ts";
+import { eventStream, type ServerSentEvent, streamEnded } from "./sse.ts";
 import type { Transport } from "./transport.ts";
 
 export interface OutputCallbacks {
@@ -170,7 +172,7 @@ export class Commands {
         throw errorOfEnvelope(envelope, timedOut ? { stdout: collected.stdout, stderr: collected.stderr } : {});
       }
     }
-    throw endedEarly("the command's exit");
+    throw streamEnded("the command's exit");
   }
 
   private async start(cmd: string | string[], options: RunOptions): Promise<CommandHandle> {
@@ -244,7 +246,7 @@ class BackgroundCommand implements CommandHandle {
       const streamOptions: CallOptions = {};
       if (signal !== undefined) streamOptions.signal = signal;
       if (options.timeoutMs !== undefined) streamOptions.timeoutMs = options.timeoutMs;
-      let dropped: unknown = endedEarly("the command's exit");
+      let dropped: unknown = streamEnded("the command's exit");
       try {
         for await (const event of eventStream(this.transport, call, streamOptions)) {
           if (isOutputStream(event.event)) {
@@ -313,28 +315,4 @@ function commandFields(cmd: string | string[], options: RunOptions): StartBody {
 
 function dataOf<T>(event: ServerSentEvent): T {
   return JSON.parse(event.data) as T;
-}
-
-function endedEarly(what: string) {
-  return shoalError({
-    code: "SERVICE_UNAVAILABLE",
-    status: 0,
-    message: `The event stream ended before ${what}`,
-    details: { reason: "stream_ended" },
-  });
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

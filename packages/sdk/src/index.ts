@@ -9,6 +9,7 @@
  */
 export { ApiKeys } from "./api-keys.ts";
 export type * from "./api-types.ts";
+export { buildFailure, type FollowBuildOptions } from "./build-log.ts";
 export { CodeContexts, type CodeLanguage, type CreateContextOptions, type RunCodeOptions } from "./code.ts";
 export {
   type CommandHandle,
@@ -33,6 +34,15 @@ export {
 } from "./files.ts";
 export { errorCatalog } from "./generated/catalog.ts";
 export type { components, paths } from "./generated/openapi.ts";
-export { type CreateSandboxOptions, type ListSandboxesOptions, Sandbox } from "./sandbox.ts";
+export { type CreateSandboxOptions, type ForkedSandbox, type ListSandboxesOptions, Sandbox } from "./sandbox.ts";
+export { type ListSnapshotsOptions, Snapshots } from "./snapshots.ts";
+export {
+  type ArchiveData,
+  type BuildLogsOptions,
+  type CreateTemplateOptions,
+  type ListTemplatesOptions,
+  Templates,
+  type UploadOptions,
+} from "./templates.ts";
 export type { Terminal, TerminalExit, TerminalOptions } from "./terminal.ts";
 export { Transport } from "./transport.ts";

@@ -1,6 +1,8 @@
 /**
  * A sandbox: create one, connect to one by id, list them, and drive its lifecycle. Its data
  * plane hangs off it: `commands`, `files`, `env`, `runCode`, `codeContexts`, `terminal()`, `metrics()`.
+ * It starts from a template (`template`) or from a snapshot (`snapshot_id`); `snapshot()` takes
+ * one, and `fork()` takes one and starts a new sandbox from it in one call.
  *
  * @example
  *   const sandbox = await Sandbox.create({ mem_size_mib: 256 });
@@ -9,10 +11,12 @@
  */
 import type {
   CreateSandboxBody,
+  ForkSandboxBody,
   QueryOf,
   SandboxInfo,
   SandboxMetrics,
   SandboxState,
+  SnapshotInfo,
   TerminalTicket,
 } from "./api-types.ts";
 import { CodeContexts, type RunCodeOptions, runCode } from "./code.ts";
@@ -25,6 +29,12 @@ import { openTerminal, type Terminal, type TerminalOptions } from "./terminal.ts
 import { Transport } from "./transport.ts";
 
 export type CreateSandboxOptions = CreateSandboxBody & ConnectionOptions & CallOptions;
+
+/** A fork: the new sandbox, and the snapshot of the source it started from. */
+export interface ForkedSandbox {
+  sandbox: Sandbox;
+  snapshot: SnapshotInfo;
+}
 
 export interface ListSandboxesOptions extends ConnectionOptions, CallOptions {
   /** Only sandboxes in these states. */
@@ -147,6 +157,30 @@ export class Sandbox {
       { timeoutMs: (timeoutSeconds + 10) * 1000, ...options },
     );
     return this.info;
+  }
+
+  /**
+   * Snapshots what the sandbox changed over its template, at one instant: a running sandbox is
+   * frozen for the copy and runs on; a paused or stopped one stays so.
+   */
+  snapshot(options: CallOptions = {}): Promise<SnapshotInfo> {
+    return this.transport.json<SnapshotInfo>(
+      { method: "POST", path: `/v1/sandboxes/${this.id}/snapshots`, route: "/v1/sandboxes/{id}/snapshots", json: {} },
+      options,
+    );
+  }
+
+  /**
+   * Snapshots the sandbox and starts a new one from the snapshot, with this one's resources, env,
+   * metadata and timeout unless `overrides` sets them (`env` adds to this one's, `metadata`
+   * replaces it). The new sandbox uses this one's connection.
+   */
+  async fork(overrides: ForkSandboxBody = {}, options: CallOptions = {}): Promise<ForkedSandbox> {
+    const forked = await this.transport.json<{ sandbox: SandboxInfo; snapshot: SnapshotInfo }>(
+      { method: "POST", path: `/v1/sandboxes/${this.id}/fork`, route: "/v1/sandboxes/{id}/fork", json: overrides },
+      options,
+    );
+    return { sandbox: new Sandbox(this.transport, forked.sandbox), snapshot: forked.snapshot };
   }
 
   /** CPU, memory, disk and process counts of the running sandbox. */

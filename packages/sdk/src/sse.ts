@@ -9,6 +9,7 @@
  *   const response = await transport.stream({ method: "GET", path, headers: { accept: "text/event-stream" } });
  *   for await (const event of readEvents(response.body)) console.log(event.event, event.id, event.data);
  */
+import { type ShoalError, shoalError } from "./errors.ts";
 import type { HttpCall, StreamOptions, Transport } from "./transport.ts";
 
 export interface ServerSentEvent {
@@ -113,4 +114,14 @@ export async function* eventStream(
     options,
   );
   yield* readEvents(response.body);
+}
+
+/** What a stream that closed before its last event (`what`) throws: retryable, so a follower reconnects. */
+export function streamEnded(what: string): ShoalError {
+  return shoalError({
+    code: "SERVICE_UNAVAILABLE",
+    status: 0,
+    message: `The event stream ended before ${what}`,
+    details: { reason: "stream_ended" },
+  });
 }

@@ -1,14 +1,23 @@
-/** `shoal sandbox` (alias `sbx`): create, list, show, delete and drive the lifecycle of sandboxes. */
+/**
+ * `shoal sandbox` (alias `sbx`): create (from a template or a snapshot), list, show, fork, delete
+ * and drive the lifecycle of sandboxes.
+ */
 
-import { type CreateSandboxOptions, Sandbox, type SandboxInfo, type SandboxState } from "@shoal/sdk";
+import {
+  type CreateSandboxOptions,
+  type ForkSandboxBody,
+  Sandbox,
+  type SandboxInfo,
+  type SandboxState,
+} from "@shoal/sdk";
 import type { Command } from "commander";
+import { InvalidArgumentError } from "commander";
 import { action, type Context } from "../context.ts";
 import { fields, shortTime, table } from "../format.ts";
 import { keyValue, list, positiveInteger } from "../option-parsers.ts";
 import { withSpinner } from "../spinner.ts";
 
-interface CreateFlags {
-  template?: string;
+interface ResourceFlags {
   name?: string;
   vcpus?: number;
   memory?: number;
@@ -16,6 +25,13 @@ interface CreateFlags {
   timeout?: number;
   env?: Record<string, string>;
   metadata?: Record<string, string>;
+}
+
+interface CreateFlags extends ResourceFlags {
+  template?: string;
+  snapshot?: string;
+  autoResume?: boolean;
+  onTimeout?: "kill" | "pause";
   allowedRoot?: string[];
 }
 
@@ -36,19 +52,26 @@ const transitions: Record<Transition, { description: string; verb: string }> = {
 export function registerSandbox(program: Command): void {
   const sandbox = program.command("sandbox").alias("sbx").description("manage sandboxes");
 
-  sandbox
-    .command("create")
-    .description("create a sandbox and wait until it runs; prints its id")
-    .option("--template <name>", "template to start from (default: system)")
-    .option("--name <name>", "a name to recognise it by")
-    .option("--vcpus <n>", "virtual CPUs", positiveInteger)
-    .option("--memory <mib>", "memory in MiB", positiveInteger)
-    .option("--disk <mib>", "disk in MiB", positiveInteger)
-    .option("--timeout <seconds>", "lifetime before it is killed", positiveInteger)
-    .option("--env <KEY=VALUE>", "environment of every process (repeatable)", keyValue)
-    .option("--metadata <KEY=VALUE>", "a label to find it by (repeatable)", keyValue)
+  addResourceFlags(
+    sandbox
+      .command("create")
+      .description("create a sandbox and wait until it runs; prints its id")
+      .option("--template <name>", "template to start from: a name, name:tag or id (default: system)")
+      .option("--snapshot <id>", "start from a snapshot instead of a template"),
+    "(default: the template's)",
+  )
     .option("--allowed-root <path>", "a directory the files API may reach (repeatable)", list)
+    .option("--on-timeout <action>", "at the end of its lifetime: kill (the default) or pause", onTimeout)
+    .option("--auto-resume", "when paused, the next command or file operation resumes it")
     .action(action(create));
+
+  addResourceFlags(
+    sandbox
+      .command("fork")
+      .description("snapshot a sandbox and start a new one from the snapshot; prints the new sandbox's id")
+      .argument("<id>"),
+    "over the source's",
+  ).action(action(fork));
 
   sandbox
     .command("list")
@@ -103,20 +126,54 @@ export function registerSandbox(program: Command): void {
   }
 }
 
+/** The flags that create and fork share: its name, resources, lifetime, env and labels. */
+function addResourceFlags(command: Command, defaults: string): Command {
+  return command
+    .option("--name <name>", "a name to recognise it by")
+    .option("--vcpus <n>", `virtual CPUs ${defaults}`, positiveInteger)
+    .option("--memory <mib>", `memory in MiB ${defaults}`, positiveInteger)
+    .option("--disk <mib>", `disk in MiB ${defaults}`, positiveInteger)
+    .option("--timeout <seconds>", "lifetime before it is killed (or paused)", positiveInteger)
+    .option("--env <KEY=VALUE>", "environment of every process (repeatable)", keyValue)
+    .option("--metadata <KEY=VALUE>", "a label to find it by (repeatable)", keyValue);
+}
+
+function resourceFields(flags: ResourceFlags): ForkSandboxBody {
+  const body: ForkSandboxBody = {};
+  if (flags.name !== undefined) body.name = flags.name;
+  if (flags.vcpus !== undefined) body.vcpu_count = flags.vcpus;
+  if (flags.memory !== undefined) body.mem_size_mib = flags.memory;
+  if (flags.disk !== undefined) body.disk_mib = flags.disk;
+  if (flags.timeout !== undefined) body.timeout_seconds = flags.timeout;
+  if (flags.env !== undefined) body.env = flags.env;
+  if (flags.metadata !== undefined) body.metadata = flags.metadata;
+  return body;
+}
+
+function onTimeout(value: string): "kill" | "pause" {
+  if (value !== "kill" && value !== "pause") throw new InvalidArgumentError(`expected kill or pause, got "${value}"`);
+  return value;
+}
+
 async function create(context: Context): Promise<undefined> {
   const flags = context.options<CreateFlags>();
-  const options: CreateSandboxOptions = { ...context.connection() };
+  const options: CreateSandboxOptions = { ...context.connection(), ...resourceFields(flags) };
   if (flags.template !== undefined) options.template = flags.template;
-  if (flags.name !== undefined) options.name = flags.name;
-  if (flags.vcpus !== undefined) options.vcpu_count = flags.vcpus;
-  if (flags.memory !== undefined) options.mem_size_mib = flags.memory;
-  if (flags.disk !== undefined) options.disk_mib = flags.disk;
-  if (flags.timeout !== undefined) options.timeout_seconds = flags.timeout;
-  if (flags.env !== undefined) options.env = flags.env;
-  if (flags.metadata !== undefined) options.metadata = flags.metadata;
+  if (flags.snapshot !== undefined) options.snapshot_id = flags.snapshot;
   if (flags.allowedRoot !== undefined) options.allowed_roots = flags.allowedRoot;
+  if (flags.onTimeout !== undefined) options.on_timeout = flags.onTimeout;
+  if (flags.autoResume) options.auto_resume = true;
   const created = await withSpinner("creating sandbox", () => Sandbox.create(options));
   context.print(created.info, () => created.id);
+  return undefined;
+}
+
+async function fork(context: Context, id: string): Promise<undefined> {
+  const source = await Sandbox.connect(id, context.connection());
+  const forked = await withSpinner(`forking ${id}`, () =>
+    source.fork(resourceFields(context.options<ResourceFlags>())),
+  );
+  context.print({ sandbox: forked.sandbox.info, snapshot: forked.snapshot }, () => forked.sandbox.id);
   return undefined;
 }
 
@@ -148,13 +205,16 @@ function describe(info: SandboxInfo): string {
     ["id", info.id],
     ["name", info.name ?? "-"],
     ["state", info.state_reason === null ? info.state : `${info.state} (${info.state_reason})`],
-    ["template", info.template],
+    ["template", info.template_id === null ? info.template : `${info.template} (${info.template_id})`],
+    ["snapshot", info.snapshot_id ?? "-"],
+    ["image", `${info.image.base}, ${info.image.layers} read-only layer${info.image.layers === 1 ? "" : "s"}`],
     ["runtime", info.runtime],
     ["vcpus", String(info.vcpu_count)],
     ["memory", `${info.mem_size_mib} MiB`],
     ["disk", `${info.disk_mib} MiB`],
     ["metadata", labels.length === 0 ? "-" : labels.join(" ")],
     ["allowed roots", info.allowed_roots.join(" ")],
+    ["on timeout", info.auto_resume ? `${info.on_timeout}, auto-resume` : info.on_timeout],
     ["created", shortTime(info.created_at)],
     ["started", shortTime(info.started_at)],
     ["expires", shortTime(info.expires_at)],
