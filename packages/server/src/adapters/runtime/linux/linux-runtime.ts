@@ -403,11 +403,22 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     const pool = this.#warmPoolOf(host, shape.image ?? SYSTEM_IMAGE);
     if (pool === undefined) return undefined;
     // Held before the take, whose refill would otherwise start a launch beside this claim.
-    const release = pool.hold();
+    const release = this.#holdRefills(host);
     const id = pool.take();
-    if (id === undefined) release();
-    else this.#claims.set(id, release);
+    if (id === undefined) {
+      // An empty pool (a new image's) fills once this create and the others under way are done.
+      pool.refill();
+      release();
+    } else this.#claims.set(id, release);
     return id;
+  }
+
+  /** Pauses the refill of every warm pool until the returned function is called: creates come first. */
+  #holdRefills(host: Host): () => void {
+    const releases = [host.warm, ...[...this.#imagePools.values()].map(({ pool }) => pool)].map((pool) => pool.hold());
+    return () => {
+      for (const release of releases) release();
+    };
   }
 
   #newWarmPool(target: number, image: SandboxImage): WarmPool {
@@ -444,7 +455,6 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       this.#imagePools.delete(oldKey);
       void old.pool.close();
     }
-    pool.refill();
     return pool;
   }
 
@@ -461,8 +471,8 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       }
       return;
     }
-    // A cold create pauses the warm pool's refill: a burst does not compete with it.
-    const release = host.warm.hold();
+    // A cold create pauses the warm pools' refills: a burst does not compete with them.
+    const release = this.#holdRefills(host);
     try {
       await this.#createSandbox(host, spec, paths, false);
     } finally {
