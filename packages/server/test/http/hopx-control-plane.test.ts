@@ -372,6 +372,21 @@ describe("the HopX control plane", () => {
     assert.equal(after.json.items.length, before.json.items.length);
   });
 
+  test("a name HopX does not have starts from the owner's own Shoal template", async () => {
+    const built = await native<{ template: { status: string } }>("POST", "/v1/templates", {
+      name: "hopx-own",
+      steps: [{ run: "echo from-template > /opt/marker" }],
+      wait: true,
+    });
+    assert.equal(built.status, 201, built.text);
+    const sandbox = (await create({ template_name: "hopx-own" })).json;
+    assert.equal(sandbox.template_name, "hopx-own");
+    const seen = await native<{ stdout: string }>("POST", `/v1/sandboxes/${sandbox.id}/exec`, {
+      cmd: "cat /opt/marker",
+    });
+    assert.equal(seen.json.stdout, "from-template\n");
+  });
+
   test("a Host that names no host is refused", async () => {
     const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
       const target = new URL(`${server.url}/compat/hopx/v1/sandboxes`);

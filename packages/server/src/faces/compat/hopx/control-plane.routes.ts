@@ -19,6 +19,7 @@ import type { ClientAction } from "../../../domain/sandbox-state.ts";
 import { scopesBeyond } from "../../../domain/scopes.ts";
 import { ShoalError } from "../../../errors/shoal-error.ts";
 import { SANDBOX_TOKEN_SCOPES, type SandboxTokens } from "../../../security/sandbox-tokens.ts";
+import type { SandboxLauncher } from "../../../services/sandbox-launcher.ts";
 import type { SandboxService } from "../../../services/sandboxes.ts";
 import { policy } from "../../http/route-policy.ts";
 import {
@@ -35,10 +36,12 @@ import {
   hopxStatuses,
   statesOfStatus,
 } from "./hopx-sandbox-view.ts";
-import { hopxTemplate, hopxTemplates, templateView } from "./hopx-templates.ts";
+import { findHopxTemplate, hopxTemplate, hopxTemplates, templateView } from "./hopx-templates.ts";
 
 export interface HopxControlDependencies {
   sandboxes: SandboxService;
+  /** Starts sandboxes from the owner's own templates (any name HopX's built-ins do not have). */
+  launcher: SandboxLauncher;
   sandboxTokens: SandboxTokens;
   version: string;
   config: Pick<Config, "publicURL">;
@@ -121,19 +124,27 @@ function routes(scope: FastifyInstance, deps: HopxControlDependencies): void {
           details: { fields: { template_id: reason, template_name: reason } },
         });
       }
-      const template = hopxTemplate(String(requested));
+      const name = String(requested);
+      const template = findHopxTemplate(name);
       const principal = principalOf(request);
-      const { done } = await sandboxes.create(principal, {
-        template: template.shoalTemplate,
-        vcpuCount: template.vcpu,
-        memSizeMib: template.memoryMib,
-        diskMib: template.diskMib,
+      const common = {
         env: body.env_vars ?? {},
-        metadata: { [HOPX_TEMPLATE_METADATA]: template.name },
+        metadata: { [HOPX_TEMPLATE_METADATA]: template?.name ?? name },
         timeoutSeconds: body.timeout_seconds ?? DEFAULT_TIMEOUT_SECONDS,
         onTimeout: "kill",
         allowedRoots: HOPX_ALLOWED_ROOTS,
-      });
+      } as const;
+      // HopX's own template names first; any other is one of the owner's Shoal templates.
+      const { done } =
+        template === undefined
+          ? await deps.launcher.launch(principal, { template: name, ...common })
+          : await sandboxes.create(principal, {
+              template: template.shoalTemplate,
+              vcpuCount: template.vcpu,
+              memSizeMib: template.memoryMib,
+              diskMib: template.diskMib,
+              ...common,
+            });
       const sandbox = await done;
       const token = mayMintToken(principal) ? await mint(sandboxTokens, principal, sandbox.id) : {};
       return reply.code(201).send({ ...render(sandbox, request), ...token });

@@ -54,9 +54,14 @@ export const hopxTemplates: readonly HopxTemplate[] = [
   },
 ];
 
+/** HopX's built-in template named (or with the id) `nameOrId`, if there is one. */
+export function findHopxTemplate(nameOrId: string): HopxTemplate | undefined {
+  return hopxTemplates.find((candidate) => candidate.name === nameOrId);
+}
+
 /** The template named (or with the id) `nameOrId`; TEMPLATE_NOT_FOUND when there is none. */
 export function hopxTemplate(nameOrId: string): HopxTemplate {
-  const template = hopxTemplates.find((candidate) => candidate.name === nameOrId);
+  const template = findHopxTemplate(nameOrId);
   if (!template) throw new ShoalError("TEMPLATE_NOT_FOUND", { details: { template: nameOrId } });
   return template;
 }
