@@ -52,7 +52,7 @@ import { SandboxStartup } from "./services/sandbox-startup.ts";
 import { SandboxWatchService } from "./services/sandbox-watch.ts";
 import { SandboxService } from "./services/sandboxes.ts";
 import { SnapshotService } from "./services/snapshots.ts";
-import { TemplateBuilder } from "./services/template-builder.ts";
+import { buildSandboxLabels, TemplateBuilder } from "./services/template-builder.ts";
 import { TemplateService } from "./services/templates.ts";
 import { TerminalTickets } from "./services/terminal-tickets.ts";
 import { TerminalService } from "./services/terminals.ts";
@@ -199,6 +199,9 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     log,
     buildLimits: config.buildLimits,
     concurrentBuilds: config.concurrentBuilds,
+    discardBuildSandboxes: async (build) => {
+      await sandboxes.deleteLabelled(build.ownerId, buildSandboxLabels(build));
+    },
     builder: (resolveTemplate) =>
       new TemplateBuilder({
         repository: templateRepository,

@@ -235,6 +235,25 @@ export class SandboxService {
     });
   }
 
+  /**
+   * Deletes the owner's sandboxes that carry every pair of `metadata`, for the server itself (the
+   * sandboxes of a build that a stopped server left running). Answers how many it deleted.
+   */
+  async deleteLabelled(ownerId: string, metadata: Readonly<Record<string, string>>): Promise<number> {
+    const rows = await this.options.repository.list(ownerId, { metadata }, 100, undefined);
+    let deleted = 0;
+    for (const sandbox of rows) {
+      if (this.busy.has(sandbox.id)) continue;
+      try {
+        await this.perform(await this.begin(sandbox, "delete"), "delete");
+        deleted++;
+      } catch (error) {
+        this.options.log("warn", "could not delete a labelled sandbox", { sandbox_id: sandbox.id, err: error });
+      }
+    }
+    return deleted;
+  }
+
   /** Sets the deadline to now + `seconds` (when running) and the timeout used from now on. */
   async setTimeout(principal: Principal, id: string, seconds: number): Promise<Sandbox> {
     for (;;) {

@@ -329,7 +329,7 @@ export class TemplateBuilder {
       memSizeMib: limits.memSizeMib,
       diskMib: limits.diskMib,
       env: {},
-      metadata: { "shoal.build_id": build.id, "shoal.template": template.name },
+      metadata: buildSandboxLabels(build, template),
       timeoutSeconds: Math.ceil(limits.stepTimeoutMs / 1000) + 60,
       onTimeout: "kill",
     });
@@ -413,6 +413,11 @@ export class TemplateBuilder {
       return { name, uid, gid };
     });
   }
+}
+
+/** The labels of a build's sandboxes: how a client, and a restarted server, find them. */
+export function buildSandboxLabels(build: TemplateBuild, template?: Template): Record<string, string> {
+  return { "shoal.build_id": build.id, ...(template === undefined ? {} : { "shoal.template": template.name }) };
 }
 
 function stepState(state: {

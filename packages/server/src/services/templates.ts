@@ -86,6 +86,8 @@ export interface TemplateServiceOptions {
   readonly buildLimits: BuildLimits;
   /** Builds run at once on this server; more wait their turn (status `queued`). */
   readonly concurrentBuilds: number;
+  /** Removes what a build left on the host: its sandboxes, after a server stopped during the build. */
+  readonly discardBuildSandboxes: (build: TemplateBuild) => Promise<void>;
   /** Made with this service (it resolves `template` bases through it). */
   readonly builder: (resolveTemplate: (principal: Principal, ref: string) => Promise<ResolvedBase>) => TemplateBuilder;
 }
@@ -349,6 +351,8 @@ export class TemplateService {
         finishedAt: now,
       });
       await repository.update(build.templateId, { status: "failed" }, now);
+      await this.options.discardBuildSandboxes(build);
+      this.options.log("warn", "a build the server stopped during was marked failed", { build_id: build.id });
     }
   }
 

@@ -307,6 +307,49 @@ describe("templates on the linux runtime", () => {
     }
   });
 
+  test("a build the server stopped during is marked failed at the next start, and its sandbox goes", async () => {
+    const env = { SHOAL_RATE_LIMITS: "read=100000/60,write=100000/60", SHOAL_WARM_POOL_SIZE: "0" };
+    const first = await startServer(env);
+    let second: ServerProcess | undefined;
+    try {
+      const started = await call<Built>(first, "POST", "/v1/templates", {
+        key: first.adminKey,
+        body: { name: "interrupted", steps: [{ run: "touch /tmp/step-started; sleep 600" }] },
+      });
+      assert.equal(started.status, 202, started.text);
+      const buildId = started.json.build.id;
+      const labelled = `/v1/sandboxes?metadata=${encodeURIComponent(`shoal.build_id=${buildId}`)}`;
+      // The step runs once its sandbox exists and the marker is there.
+      let running = false;
+      const deadline = Date.now() + 60_000;
+      while (!running && Date.now() < deadline) {
+        const listed = await call<{ items: SandboxView[] }>(first, "GET", labelled, { key: first.adminKey });
+        const id = listed.json.items[0]?.id;
+        if (id === undefined || listed.json.items[0]?.state !== "running") continue;
+        const probe = await call<ExecView>(first, "POST", `/v1/sandboxes/${id}/exec`, {
+          key: first.adminKey,
+          body: { cmd: "test -e /tmp/step-started" },
+        });
+        running = probe.json.exit_code === 0;
+      }
+      assert.ok(running, "the build's step never started");
+      assert.equal(await first.stop("SIGKILL"), "SIGKILL");
+
+      second = await startServer(env, { dataDir: first.dataDir });
+      const build = await call<BuildView>(second, "GET", `/v1/templates/builds/${buildId}`, { key: second.adminKey });
+      assert.equal(build.json.status, "failed");
+      assert.equal(build.json.error?.code, "TEMPLATE_BUILD_FAILED");
+      assert.match(build.json.error?.message ?? "", /server stopped/);
+      const template = await call<TemplateView>(second, "GET", "/v1/templates/interrupted", { key: second.adminKey });
+      assert.equal(template.json.status, "failed");
+      const left = await call<{ items: SandboxView[] }>(second, "GET", labelled, { key: second.adminKey });
+      assert.deepEqual(left.json.items, [], "the build's sandbox was deleted");
+    } finally {
+      await second?.dispose();
+      await first.dispose();
+    }
+  });
+
   test("a template whose layers are gone from the host answers TEMPLATE_REBUILD_REQUIRED", async () => {
     const built = await build({ name: "fragile", steps: [{ run: "echo x > /opt/x" }] });
     assert.equal(built.status, 201, built.text);
