@@ -5,10 +5,10 @@
  */
 import { type ApiKey, keyStatus, type Principal } from "../domain/api-key.ts";
 import { displayPrefixLength, generateToken, isWellFormedToken } from "../domain/api-key-token.ts";
-import { decodeCursor, encodeCursor } from "../domain/cursor.ts";
 import { newId } from "../domain/ids.ts";
 import { type Scope, scopesBeyond } from "../domain/scopes.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
+import { listPage, type Page } from "./paging.ts";
 import type { ApiKeyRepository, Clock } from "./ports.ts";
 
 export interface NewApiKey {
@@ -21,11 +21,6 @@ export interface CreatedApiKey {
   key: ApiKey;
   /** Shown once; only its digest is stored. */
   secret: string;
-}
-
-export interface Page<T> {
-  items: T[];
-  nextCursor: string | null;
 }
 
 export interface ApiKeyServiceOptions {
@@ -72,20 +67,7 @@ export class ApiKeyService {
   }
 
   async list(principal: Principal, limit: number, cursor: string | undefined): Promise<Page<ApiKey>> {
-    const after = cursor === undefined ? undefined : decodeCursor(cursor);
-    if (cursor !== undefined && after === undefined) {
-      throw new ShoalError("VALIDATION_ERROR", {
-        message: "cursor is not a cursor from this API",
-        details: { fields: { cursor: "is not a cursor from this API" } },
-      });
-    }
-    const rows = await this.options.repository.list(principal.ownerId, limit + 1, after);
-    const items = rows.slice(0, limit);
-    const last = items.at(-1);
-    return {
-      items,
-      nextCursor: rows.length > limit && last ? encodeCursor({ createdAt: last.createdAt, id: last.id }) : null,
-    };
+    return listPage(cursor, limit, (count, after) => this.options.repository.list(principal.ownerId, count, after));
   }
 
   async get(principal: Principal, id: string): Promise<ApiKey> {

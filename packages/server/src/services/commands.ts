@@ -20,11 +20,10 @@ import {
   isActive,
   stateOfExit,
 } from "../domain/command.ts";
-import { type CursorPosition, decodeCursor, encodeCursor } from "../domain/cursor.ts";
+import type { CursorPosition } from "../domain/cursor.ts";
 import { newId } from "../domain/ids.ts";
 import type { Sandbox } from "../domain/sandbox.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
-import type { Page } from "./api-keys.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
 import {
   type AgentCommandStatus,
@@ -36,6 +35,7 @@ import {
   pieceOf,
 } from "./command-log.ts";
 import { commandEnv } from "./exec.ts";
+import { listPage, type Page } from "./paging.ts";
 import type { Clock, Log, SandboxRepository } from "./ports.ts";
 import { type ExecRequest, type ExecResult, type Runtime, SANDBOX_AGENT_PATH, TOOL_ENV } from "./runtime-port.ts";
 import type { SandboxService } from "./sandboxes.ts";
@@ -209,20 +209,7 @@ export class CommandService {
     cursor: string | undefined,
   ): Promise<Page<Command>> {
     await this.options.sandboxes.get(principal, sandboxId);
-    const after = cursor === undefined ? undefined : decodeCursor(cursor);
-    if (cursor !== undefined && after === undefined) {
-      throw new ShoalError("VALIDATION_ERROR", {
-        message: "cursor is not a cursor from this API",
-        details: { fields: { cursor: "is not a cursor from this API" } },
-      });
-    }
-    const rows = await this.options.repository.list(sandboxId, limit + 1, after);
-    const items = rows.slice(0, limit);
-    const last = items.at(-1);
-    return {
-      items,
-      nextCursor: rows.length > limit && last ? encodeCursor({ createdAt: last.createdAt, id: last.id }) : null,
-    };
+    return listPage(cursor, limit, (count, after) => this.options.repository.list(sandboxId, count, after));
   }
 
   /** Output from `offset`, at most `maxBytes` of it, as it is on the sandbox's disk now. */

@@ -9,7 +9,6 @@
  *   await done; // running, or failed with state_reason
  */
 import type { Principal } from "../domain/api-key.ts";
-import { decodeCursor, encodeCursor } from "../domain/cursor.ts";
 import { newId } from "../domain/ids.ts";
 import type { HostCapacity, OwnerLimits, QuotaViolation, ResourceAmounts } from "../domain/quota.ts";
 import type { OnTimeout, Sandbox, SandboxChange, SandboxDefaults } from "../domain/sandbox.ts";
@@ -24,8 +23,8 @@ import {
   type SandboxState,
 } from "../domain/sandbox-state.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
-import type { Page } from "./api-keys.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
+import { listPage, type Page } from "./paging.ts";
 import type { Clock, Log, QuotaRequest, SandboxFilter, SandboxRepository } from "./ports.ts";
 import type { Runtime, SandboxSpec } from "./runtime-port.ts";
 import type { SandboxEvents } from "./sandbox-events.ts";
@@ -201,20 +200,9 @@ export class SandboxService {
     limit: number,
     cursor: string | undefined,
   ): Promise<Page<Sandbox>> {
-    const after = cursor === undefined ? undefined : decodeCursor(cursor);
-    if (cursor !== undefined && after === undefined) {
-      throw new ShoalError("VALIDATION_ERROR", {
-        message: "cursor is not a cursor from this API",
-        details: { fields: { cursor: "is not a cursor from this API" } },
-      });
-    }
-    const rows = await this.options.repository.list(principal.ownerId, filter, limit + 1, after);
-    const items = rows.slice(0, limit);
-    const last = items.at(-1);
-    return {
-      items,
-      nextCursor: rows.length > limit && last ? encodeCursor({ createdAt: last.createdAt, id: last.id }) : null,
-    };
+    return listPage(cursor, limit, (count, after) =>
+      this.options.repository.list(principal.ownerId, filter, count, after),
+    );
   }
 
   /** Runs a client action to its end and answers the sandbox as it is then. */

@@ -9,14 +9,13 @@
  *   await snapshots.delete(principal, snapshot.id); // RESOURCE_IN_USE while a sandbox started from it lives
  */
 import type { Principal } from "../domain/api-key.ts";
-import { decodeCursor, encodeCursor } from "../domain/cursor.ts";
 import { newId } from "../domain/ids.ts";
 import { digestKey } from "../domain/layer-keys.ts";
 import type { Sandbox } from "../domain/sandbox.ts";
 import type { Snapshot, SnapshotTrigger } from "../domain/snapshot.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
-import type { Page } from "./api-keys.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
+import { listPage, type Page } from "./paging.ts";
 import type { Clock, Log, SnapshotRepository, TemplateRepository } from "./ports.ts";
 import type { Runtime } from "./runtime-port.ts";
 import type { SandboxService } from "./sandboxes.ts";
@@ -115,20 +114,9 @@ export class SnapshotService {
     limit: number,
     cursor: string | undefined,
   ): Promise<Page<Snapshot>> {
-    const after = cursor === undefined ? undefined : decodeCursor(cursor);
-    if (cursor !== undefined && after === undefined) {
-      throw new ShoalError("VALIDATION_ERROR", {
-        message: "cursor is not a cursor from this API",
-        details: { fields: { cursor: "is not a cursor from this API" } },
-      });
-    }
-    const rows = await this.options.repository.list(principal.ownerId, sandboxId, limit + 1, after);
-    const items = rows.slice(0, limit);
-    const last = items.at(-1);
-    return {
-      items,
-      nextCursor: rows.length > limit && last ? encodeCursor({ createdAt: last.createdAt, id: last.id }) : null,
-    };
+    return listPage(cursor, limit, (count, after) =>
+      this.options.repository.list(principal.ownerId, sandboxId, count, after),
+    );
   }
 
   /** RESOURCE_IN_USE (`snapshot_in_use`) while a sandbox started from it is not deleted. */

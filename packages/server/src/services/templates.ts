@@ -14,7 +14,6 @@
 
 import type { Readable } from "node:stream";
 import type { Principal } from "../domain/api-key.ts";
-import { decodeCursor, encodeCursor } from "../domain/cursor.ts";
 import { newId } from "../domain/ids.ts";
 import type { SandboxDefaults } from "../domain/sandbox.ts";
 import { type SandboxImage, SYSTEM_IMAGE } from "../domain/sandbox-image.ts";
@@ -29,8 +28,8 @@ import {
   versionTag,
 } from "../domain/template.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
-import type { Page } from "./api-keys.ts";
 import type { BuildLogs } from "./build-logs.ts";
+import { listPage, type Page } from "./paging.ts";
 import type { Clock, Log, TemplateRepository } from "./ports.ts";
 import type { Runtime } from "./runtime-port.ts";
 import type { BuildLimits, ResolvedBase, TemplateBuilder } from "./template-builder.ts";
@@ -233,20 +232,9 @@ export class TemplateService {
     limit: number,
     cursor: string | undefined,
   ): Promise<Page<Template>> {
-    const after = cursor === undefined ? undefined : decodeCursor(cursor);
-    if (cursor !== undefined && after === undefined) {
-      throw new ShoalError("VALIDATION_ERROR", {
-        message: "cursor is not a cursor from this API",
-        details: { fields: { cursor: "is not a cursor from this API" } },
-      });
-    }
-    const rows = await this.options.repository.list(principal.ownerId, name, limit + 1, after);
-    const items = rows.slice(0, limit);
-    const last = items.at(-1);
-    return {
-      items,
-      nextCursor: rows.length > limit && last ? encodeCursor({ createdAt: last.createdAt, id: last.id }) : null,
-    };
+    return listPage(cursor, limit, (count, after) =>
+      this.options.repository.list(principal.ownerId, name, count, after),
+    );
   }
 
   /**

@@ -93,6 +93,24 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** What every root file system needs for the runtime's mounts and the agent, parents first. */
+const MOUNT_POINTS: readonly (readonly [string, number])[] = [
+  ["etc", 0o755],
+  ["proc", 0o555],
+  ["sys", 0o555],
+  ["dev", 0o755],
+  ["run", 0o755],
+  ["run/shoal", 0o755],
+  ["opt", 0o755],
+  ["opt/shoal", 0o755],
+  ["tmp", 0o1777],
+  ["root", 0o700],
+];
+
+async function makeDirectories(dir: string, entries: readonly (readonly [string, number])[]): Promise<void> {
+  for (const [name, mode] of entries) await mkdir(join(dir, name), { mode });
+}
+
 async function buildAtomically(target: string, build: (dir: string) => Promise<void>): Promise<void> {
   if (await exists(target)) return;
   const scratch = `${target}.tmp-${randomBytes(6).toString("hex")}`;
@@ -112,27 +130,16 @@ export async function ensureSystemTemplate(templatesDir: string, idMap: IdMap | 
   const target = templateDir(templatesDir, idMap);
   const root = idMap?.hostBase ?? 0;
   await buildAtomically(target, async (dir) => {
-    for (const [name, mode] of [
+    await makeDirectories(dir, [
       ["usr", 0o755],
-      ["etc", 0o755],
-      ["proc", 0o555],
-      ["sys", 0o555],
-      ["dev", 0o755],
-      ["run", 0o755],
-      ["run/shoal", 0o755],
-      ["opt", 0o755],
-      ["opt/shoal", 0o755],
+      ...MOUNT_POINTS,
       ["var", 0o755],
       ["var/tmp", 0o1777],
       ["mnt", 0o755],
-      ["tmp", 0o1777],
-      ["root", 0o700],
       ["home", 0o755],
       ["home/user", 0o755],
       ["workspace", 0o755],
-    ] as const) {
-      await mkdir(join(dir, name), { mode });
-    }
+    ]);
     for (const name of await usrSymlinks()) await symlink(`usr/${name}`, join(dir, name));
     await writeFile(join(dir, "opt/shoal/shoal-agent"), "", { mode: 0o755 });
     for (const [name, content] of Object.entries(synthesizedEtc())) {
@@ -169,21 +176,7 @@ export async function ensureImageShim(templatesDir: string, idMap: IdMap | undef
   const target = imageShimDir(templatesDir, idMap);
   const root = idMap?.hostBase ?? 0;
   await buildAtomically(target, async (dir) => {
-    for (const [name, mode] of [
-      ["etc", 0o755],
-      ["proc", 0o555],
-      ["sys", 0o555],
-      ["dev", 0o755],
-      ["run", 0o755],
-      ["run/shoal", 0o755],
-      ["opt", 0o755],
-      ["opt/shoal", 0o755],
-      ["tmp", 0o1777],
-      ["root", 0o700],
-      ["workspace", 0o755],
-    ] as const) {
-      await mkdir(join(dir, name), { mode });
-    }
+    await makeDirectories(dir, [...MOUNT_POINTS, ["workspace", 0o755]]);
     await writeFile(join(dir, "opt/shoal/shoal-agent"), "", { mode: 0o755 });
     for (const name of ["hosts", "hostname", "resolv.conf"])
       await writeFile(join(dir, "etc", name), "", { mode: 0o644 });
