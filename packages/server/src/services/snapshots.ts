@@ -46,19 +46,18 @@ export class SnapshotService {
   async capture(sandbox: Sandbox, trigger: SnapshotTrigger): Promise<Snapshot> {
     const { runtime, breaker, repository, clock } = this.options;
     const capturable = sandbox.state === "running" || sandbox.state === "paused" || sandbox.state === "stopped";
-    if (!capturable || (sandbox.transition !== null && trigger !== "timeout")) {
-      throw new ShoalError(
-        sandbox.transition !== null || sandbox.state === "starting" ? "SANDBOX_NOT_READY" : "STATE_CONFLICT",
-        {
-          message: `Sandbox ${sandbox.id} is ${sandbox.transition ?? sandbox.state}: a snapshot needs it running, paused or stopped`,
-          details: {
-            sandbox_id: sandbox.id,
-            resource_type: "sandbox",
-            current_state: sandbox.state,
-            action: "snapshot",
-          },
-        },
-      );
+    const message = `Sandbox ${sandbox.id} is ${sandbox.transition ?? sandbox.state}: a snapshot needs it running, paused or stopped`;
+    if (sandbox.state === "pending" || sandbox.state === "starting" || (capturable && sandbox.transition !== null)) {
+      throw new ShoalError("SANDBOX_NOT_READY", {
+        message,
+        details: { sandbox_id: sandbox.id, current_state: sandbox.transition ?? sandbox.state },
+      });
+    }
+    if (!capturable) {
+      throw new ShoalError("STATE_CONFLICT", {
+        message,
+        details: { resource_type: "sandbox", current_state: sandbox.state, action: "snapshot" },
+      });
     }
     const { captureLayer, layerFormat } = runtime;
     if (captureLayer === undefined || layerFormat === undefined) {

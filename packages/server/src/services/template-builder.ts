@@ -321,18 +321,24 @@ export class TemplateBuilder {
   ): Promise<T> {
     const { sandboxes } = this.options;
     const { limits, template, build } = request;
-    const { sandbox, done } = await sandboxes.create(request.principal, {
-      template: `${template.name}:build`,
-      image,
-      templateId: null,
-      vcpuCount: limits.vcpuCount,
-      memSizeMib: limits.memSizeMib,
-      diskMib: limits.diskMib,
-      env: {},
-      metadata: buildSandboxLabels(build, template),
-      timeoutSeconds: Math.ceil(limits.stepTimeoutMs / 1000) + 60,
-      onTimeout: "kill",
-    });
+    const created = await sandboxes
+      .create(request.principal, {
+        template: `${template.name}:build`,
+        image,
+        templateId: null,
+        vcpuCount: limits.vcpuCount,
+        memSizeMib: limits.memSizeMib,
+        diskMib: limits.diskMib,
+        env: {},
+        metadata: buildSandboxLabels(build, template),
+        timeoutSeconds: Math.ceil(limits.stepTimeoutMs / 1000) + 60,
+        onTimeout: "kill",
+      })
+      .catch((error: unknown) => {
+        // The owner's quota or the host's capacity: this step cannot run.
+        throw new StepFailure(step, error instanceof ShoalError ? `${error.code}: ${error.message}` : String(error));
+      });
+    const { sandbox, done } = created;
     try {
       const running = await done;
       if (running.state !== "running") {
