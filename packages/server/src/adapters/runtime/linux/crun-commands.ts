@@ -42,13 +42,22 @@ release
  * Deletes the container (killing what is left) while unmounting the overlay, lazily when something
  * still holds it, so the loop device goes once the last user does. The disk is mounted on its own
  * only when a start died between its mounts; its `upper` directory shows that without a spawn.
+ *
+ * Last, the sandbox's directories under the cgroup hierarchies this namespace unmounted: crun
+ * makes its cgroup path under every hierarchy the process belongs to, and where the hierarchy is
+ * not mounted that is a plain directory on /sys/fs/cgroup's tmpfs (with the `cgroup.procs` file
+ * crun wrote into it), which nothing else removes.
+ * (In a mounted hierarchy the rmdir fails while processes remain; the runtime removes it later.)
  */
 const TEARDOWN_SCRIPT = `
-dir=$1 crun=$2 root=$3 id=$4
+dir=$1 crun=$2 root=$3 id=$4 cgroup=$5
 "$crun" --root "$root" delete --force "$id" 2>/dev/null &
 umount "$dir/rootfs" 2>/dev/null || umount -l "$dir/rootfs" 2>/dev/null
 if [ -e "$dir/disk/upper" ]; then umount "$dir/disk" 2>/dev/null || umount -l "$dir/disk"; fi
 wait
+for leftover in /sys/fs/cgroup/*"$cgroup"; do
+  [ -d "$leftover" ] && [ "$(stat -f -c %T "$leftover")" = tmpfs ] && rm -f "$leftover"/* && rmdir "$leftover"
+done
 exit 0
 `;
 
@@ -108,8 +117,30 @@ export function captureCommand(paths: SandboxPaths, target: string): string[] {
   return ["sh", "-c", CAPTURE_SCRIPT, "sh", paths.dir, target];
 }
 
-export function teardownCommand(crun: string, crunRoot: string, id: string, paths: SandboxPaths): string[] {
-  return ["sh", "-c", TEARDOWN_SCRIPT, "sh", paths.dir, crun, crunRoot, id];
+/** `cgroupPath` is the sandbox's cgroup relative to each hierarchy's root (`/shoal-<node>/<id>`). */
+export function teardownCommand(
+  crun: string,
+  crunRoot: string,
+  id: string,
+  paths: SandboxPaths,
+  cgroupPath: string,
+): string[] {
+  return ["sh", "-c", TEARDOWN_SCRIPT, "sh", paths.dir, crun, crunRoot, id, cgroupPath];
+}
+
+/**
+ * Removes the node's cgroup parent from the hierarchies the namespace unmounted (see
+ * TEARDOWN_SCRIPT), once the runtime closes and no create can be making a sandbox's path in it.
+ */
+const RELEASE_PARENT_SCRIPT = `
+for leftover in /sys/fs/cgroup/*/"$1"; do
+  [ -d "$leftover" ] && [ "$(stat -f -c %T "$leftover")" = tmpfs ] && rm -f "$leftover"/* && rmdir "$leftover"
+done
+exit 0
+`;
+
+export function releaseParentCommand(cgroupParent: string): string[] {
+  return ["sh", "-c", RELEASE_PARENT_SCRIPT, "sh", cgroupParent];
 }
 
 export function listCommand(crun: string, crunRoot: string): string[] {

@@ -71,6 +71,20 @@ describe("the linux runtime", {
     const loops = execFileSync("losetup", ["--list", "--noheadings", "--output", "BACK-FILE"], { encoding: "utf8" });
     if (loops.includes(id)) found.push("loop device");
     if (existsSync(sandboxPaths(paths.sandboxesDir, id).dir)) found.push("sandbox directory");
+    // Under the hierarchies the namespace unmounted, crun's path is a directory on a tmpfs.
+    const hidden = execFileSync(
+      "nsenter",
+      [
+        `--mount=${paths.namespaceFile}`,
+        "sh",
+        "-c",
+        'ls -d /sys/fs/cgroup/*"$1" 2>/dev/null; true',
+        "sh",
+        `/${cgroupParent(nodeId)}/${id}`,
+      ],
+      { encoding: "utf8" },
+    );
+    if (hidden.trim() !== "") found.push(`directories under unmounted hierarchies: ${hidden.trim()}`);
     return found;
   }
 

@@ -62,6 +62,7 @@ import {
   captureCommand,
   listCommand,
   parseCrunList,
+  releaseParentCommand,
   STARTED_LINE,
   startCommand,
   teardownCommand,
@@ -817,6 +818,9 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     await this.#links.closeAll();
     await this.settle();
     await host?.pool.close();
+    if (host !== undefined) {
+      await runProcess("nsenter", nsenterArgs(host.namespace, releaseParentCommand(cgroupParent(this.#nodeId))));
+    }
     // The node's cgroup parent goes once it is empty (a sandbox still running keeps it), also when
     // this runtime never prepared the host: a previous server of this node may have made it.
     const hostLayout = parseCgroupLayout(await readFile("/proc/self/mountinfo", "utf8"));
@@ -1002,7 +1006,10 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     const [result] = await Promise.all([
       runProcess(
         "nsenter",
-        nsenterArgs(host.namespace, teardownCommand(this.#crun, this.#paths.crunRoot, id, this.#inside(id))),
+        nsenterArgs(
+          host.namespace,
+          teardownCommand(this.#crun, this.#paths.crunRoot, id, this.#inside(id), cgroupPath(this.#nodeId, id)),
+        ),
         CRUN_ENV,
       ),
       cgroup.drained(),
