@@ -42,21 +42,28 @@ release
  * Deletes the container (killing what is left) while unmounting the overlay, lazily when something
  * still holds it, so the loop device goes once the last user does. The disk is mounted on its own
  * only when a start died between its mounts; its `upper` directory shows that without a spawn.
- *
- * Last, the sandbox's directories under the cgroup hierarchies this namespace unmounted: crun
- * makes its cgroup path under every hierarchy the process belongs to, and where the hierarchy is
- * not mounted that is a plain directory on /sys/fs/cgroup's tmpfs (with the `cgroup.procs` file
- * crun wrote into it), which nothing else removes.
- * (In a mounted hierarchy the rmdir fails while processes remain; the runtime removes it later.)
+ * Then it removes the sandbox's directories on /sys/fs/cgroup's tmpfs (see HIDDEN_CGROUP_DIRS_SCRIPT).
  */
 const TEARDOWN_SCRIPT = `
-dir=$1 crun=$2 root=$3 id=$4 cgroup=$5
+dir=$1 crun=$2 root=$3 id=$4
+shift 4
 "$crun" --root "$root" delete --force "$id" 2>/dev/null &
 umount "$dir/rootfs" 2>/dev/null || umount -l "$dir/rootfs" 2>/dev/null
 if [ -e "$dir/disk/upper" ]; then umount "$dir/disk" 2>/dev/null || umount -l "$dir/disk"; fi
 wait
-for leftover in /sys/fs/cgroup/*"$cgroup"; do
-  [ -d "$leftover" ] && [ "$(stat -f -c %T "$leftover")" = tmpfs ] && rm -f "$leftover"/* && rmdir "$leftover"
+if [ $# -gt 0 ]; then rm -rf -- "$@"; fi
+exit 0
+`;
+
+/**
+ * Prints the directories under /sys/fs/cgroup that are plain directories on its tmpfs in the
+ * runtime namespace: the hierarchies it unmounted. crun still makes a sandbox's cgroup path under
+ * each of them (every hierarchy the process belongs to), with the `cgroup.procs` file it writes,
+ * hidden from the host and removed by nothing else: the teardown removes them by these paths.
+ */
+export const HIDDEN_CGROUP_DIRS_SCRIPT = `
+for dir in /sys/fs/cgroup/*; do
+  [ -d "$dir" ] && [ ! -L "$dir" ] && [ "$(stat -f -c %T "$dir")" = tmpfs ] && echo "$dir"
 done
 exit 0
 `;
@@ -117,30 +124,15 @@ export function captureCommand(paths: SandboxPaths, target: string): string[] {
   return ["sh", "-c", CAPTURE_SCRIPT, "sh", paths.dir, target];
 }
 
-/** `cgroupPath` is the sandbox's cgroup relative to each hierarchy's root (`/shoal-<node>/<id>`). */
+/** `leftovers`: the sandbox's paths under the hidden cgroup directories, removed last. */
 export function teardownCommand(
   crun: string,
   crunRoot: string,
   id: string,
   paths: SandboxPaths,
-  cgroupPath: string,
+  leftovers: readonly string[],
 ): string[] {
-  return ["sh", "-c", TEARDOWN_SCRIPT, "sh", paths.dir, crun, crunRoot, id, cgroupPath];
-}
-
-/**
- * Removes the node's cgroup parent from the hierarchies the namespace unmounted (see
- * TEARDOWN_SCRIPT), once the runtime closes and no create can be making a sandbox's path in it.
- */
-const RELEASE_PARENT_SCRIPT = `
-for leftover in /sys/fs/cgroup/*/"$1"; do
-  [ -d "$leftover" ] && [ "$(stat -f -c %T "$leftover")" = tmpfs ] && rm -f "$leftover"/* && rmdir "$leftover"
-done
-exit 0
-`;
-
-export function releaseParentCommand(cgroupParent: string): string[] {
-  return ["sh", "-c", RELEASE_PARENT_SCRIPT, "sh", cgroupParent];
+  return ["sh", "-c", TEARDOWN_SCRIPT, "sh", paths.dir, crun, crunRoot, id, ...leftovers];
 }
 
 export function listCommand(crun: string, crunRoot: string): string[] {

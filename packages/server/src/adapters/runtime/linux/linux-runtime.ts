@@ -60,9 +60,9 @@ import {
 import { isErrno, listCgroupIds, SandboxCgroup } from "./cgroups.ts";
 import {
   captureCommand,
+  HIDDEN_CGROUP_DIRS_SCRIPT,
   listCommand,
   parseCrunList,
-  releaseParentCommand,
   STARTED_LINE,
   startCommand,
   teardownCommand,
@@ -181,6 +181,8 @@ interface Host {
   /** The warm pool of the system image. */
   readonly warm: WarmPool;
   readonly openFilesLimit: number;
+  /** Plain directories on /sys/fs/cgroup's tmpfs in the namespace, where crun leaves paths (crun-commands.ts). */
+  readonly hiddenCgroupDirs: readonly string[];
 }
 
 /** This process's hard limit on open files, which crun cannot raise inside a user namespace. */
@@ -315,6 +317,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       skeleton,
       pool,
       openFilesLimit: await hardOpenFilesLimit(),
+      hiddenCgroupDirs: await this.#hiddenCgroupDirs(namespace),
       warm: this.#newWarmPool(this.#options.warmPoolSize ?? 4, SYSTEM_IMAGE),
     };
     // Warm sandboxes of a previous server were never handed out: they go, and the pool refills.
@@ -323,6 +326,12 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     }
     this.#log("info", "linux runtime ready", { cgroups: layout.kind, userns: this.#idMap !== undefined });
     return host;
+  }
+
+  async #hiddenCgroupDirs(namespace: string): Promise<string[]> {
+    const listed = await runProcess("nsenter", nsenterArgs(namespace, ["sh", "-c", HIDDEN_CGROUP_DIRS_SCRIPT]));
+    // A path under one must never reach a real cgroup: only plain names right under /sys/fs/cgroup.
+    return listed.stdout.split("\n").filter((line) => /^\/sys\/fs\/cgroup\/[A-Za-z0-9_,.-]+$/.test(line));
   }
 
   async #chooseIdMap(): Promise<IdMap | undefined> {
@@ -818,8 +827,9 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     await this.#links.closeAll();
     await this.settle();
     await host?.pool.close();
-    if (host !== undefined) {
-      await runProcess("nsenter", nsenterArgs(host.namespace, releaseParentCommand(cgroupParent(this.#nodeId))));
+    if (host !== undefined && host.hiddenCgroupDirs.length > 0) {
+      const parents = host.hiddenCgroupDirs.map((dir) => `${dir}/${cgroupParent(this.#nodeId)}`);
+      await runProcess("nsenter", nsenterArgs(host.namespace, ["rm", "-rf", "--", ...parents]));
     }
     // The node's cgroup parent goes once it is empty (a sandbox still running keeps it), also when
     // this runtime never prepared the host: a previous server of this node may have made it.
@@ -1008,7 +1018,13 @@ class LinuxRuntimeImpl implements LinuxRuntime {
         "nsenter",
         nsenterArgs(
           host.namespace,
-          teardownCommand(this.#crun, this.#paths.crunRoot, id, this.#inside(id), cgroupPath(this.#nodeId, id)),
+          teardownCommand(
+            this.#crun,
+            this.#paths.crunRoot,
+            id,
+            this.#inside(id),
+            host.hiddenCgroupDirs.map((dir) => `${dir}${cgroupPath(this.#nodeId, id)}`),
+          ),
         ),
         CRUN_ENV,
       ),
