@@ -83,6 +83,8 @@ export interface Config {
     readonly diskMib: number;
     readonly stepTimeoutMs: number;
   };
+  /** How long a layer nothing holds stays in the build cache; 0: it goes at the next collection. */
+  readonly layerCacheTTLSeconds: number;
   /** Template builds that run at once on this server; more wait their turn. */
   readonly concurrentBuilds: number;
   readonly reconcileIntervalMs: number;
@@ -144,6 +146,7 @@ export function loadConfig(env: Env): Config {
       stepTimeoutMs: integer(env, "SHOAL_BUILD_STEP_TIMEOUT_SECONDS", 1800, 1, 86_400) * 1000,
     },
     concurrentBuilds: integer(env, "SHOAL_CONCURRENT_BUILDS", 2, 1, 64),
+    layerCacheTTLSeconds: integer(env, "SHOAL_LAYER_CACHE_TTL_SECONDS", 86_400, 0, 31_536_000),
     reconcileIntervalMs: integer(env, "SHOAL_RECONCILE_INTERVAL_MS", 10_000, 100, 3_600_000),
     circuitFailureThreshold: integer(env, "SHOAL_CIRCUIT_FAILURES", 5, 1, 1000),
     circuitCooldownMs: integer(env, "SHOAL_CIRCUIT_COOLDOWN_MS", 30_000, 100, 3_600_000),

@@ -80,6 +80,8 @@ export interface ServerOptions {
 
 const usageFlushMs = 5000;
 const deadlineCheckMs = 1000;
+/** How often layers that nothing holds are looked for, to drop those past the cache's TTL. */
+const layerCollectionMs = 3_600_000;
 const idempotencyPurgeMs = 60 * 60 * 1000;
 /** Each code context is an interpreter process in its sandbox. */
 const codeContextsPerSandbox = 16;
@@ -199,6 +201,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     log,
     buildLimits: config.buildLimits,
     concurrentBuilds: config.concurrentBuilds,
+    layerCacheTTLSeconds: config.layerCacheTTLSeconds,
     discardBuildSandboxes: async (build) => {
       await sandboxes.deleteLabelled(build.ownerId, buildSandboxLabels(build));
     },
@@ -281,10 +284,14 @@ export async function createServer(config: Config, options: ServerOptions = {}):
   await templates
     .recoverBuilds()
     .catch((error) => app.log.warn({ err: error }, "could not mark unfinished template builds failed"));
+  const collectLayers = () =>
+    templates.collectLayers().catch((error) => app.log.warn({ err: error }, "could not collect unused layers"));
+  await collectLayers();
   // After the sandboxes: a command is adopted only once its sandbox was.
   commands.adopt().catch((error) => app.log.warn({ err: error }, "could not adopt background commands"));
 
   const chores = [
+    setInterval(() => void collectLayers(), layerCollectionMs),
     setInterval(() => void reconcile(), config.reconcileIntervalMs),
     setInterval(() => {
       sandboxes.applyDeadlines().catch((error) => app.log.warn({ err: error }, "could not apply sandbox timeouts"));

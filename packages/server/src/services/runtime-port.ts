@@ -184,6 +184,8 @@ export interface Runtime {
    * deletions included), in one consistent cut: a running sandbox is frozen while it is copied.
    */
   captureLayer?(id: string, key: string): Promise<LayerInfo>;
+  /** Every layer on this host, with when it was written (ms since the epoch). */
+  listLayers?(): Promise<{ readonly key: string; readonly writtenAtMs: number }[]>;
   /** Removes a layer no template or snapshot uses any more. Idempotent. */
   removeLayer?(key: string): Promise<void>;
 }

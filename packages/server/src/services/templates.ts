@@ -83,6 +83,8 @@ export interface TemplateServiceOptions {
   readonly clock: Clock;
   readonly log: Log;
   readonly buildLimits: BuildLimits;
+  /** How long a layer that no template, snapshot or sandbox holds is kept as cache. */
+  readonly layerCacheTTLSeconds: number;
   /** Builds run at once on this server; more wait their turn (status `queued`). */
   readonly concurrentBuilds: number;
   /** Removes what a build left on the host: its sandboxes, after a server stopped during the build. */
@@ -342,6 +344,26 @@ export class TemplateService {
       await this.options.discardBuildSandboxes(build);
       this.options.log("warn", "a build the server stopped during was marked failed", { build_id: build.id });
     }
+  }
+
+  /**
+   * Removes the layers nothing holds (what failed builds made, and steps no version uses any more)
+   * once they are older than the cache's TTL. Skipped while a build runs here: its layers are
+   * held by nothing until it ends. Answers how many went.
+   */
+  async collectLayers(): Promise<number> {
+    const { runtime, repository, clock, log } = this.options;
+    if (runtime.listLayers === undefined || runtime.removeLayer === undefined || this.#running > 0) return 0;
+    const cutoff = clock().getTime() - this.options.layerCacheTTLSeconds * 1000;
+    const inUse = await repository.layersInUse();
+    let removed = 0;
+    for (const layer of await runtime.listLayers()) {
+      if (inUse.has(layer.key) || layer.writtenAtMs > cutoff) continue;
+      await runtime.removeLayer(layer.key);
+      removed++;
+    }
+    if (removed > 0) log("info", "unused layers removed from the cache", { layers: removed });
+    return removed;
   }
 
   /** Waits for this server's builds to end (for shutdown and tests). */

@@ -350,6 +350,48 @@ describe("templates on the linux runtime", () => {
     }
   });
 
+  test("layers nothing holds leave the cache after its TTL; layers a template holds stay", async () => {
+    const env = { SHOAL_RATE_LIMITS: "read=100000/60,write=100000/60", SHOAL_WARM_POOL_SIZE: "0" };
+    const first = await startServer(env);
+    let second: ServerProcess | undefined;
+    const layersOnDisk = async () => {
+      const root = runtimePaths(first.dataDir).layersDir;
+      const names: string[] = [];
+      for (const format of await readdir(root)) {
+        for (const name of await readdir(path.join(root, format))) if (!name.startsWith(".")) names.push(name);
+      }
+      return names.sort();
+    };
+    try {
+      const post = (server: ServerProcess, body: Record<string, unknown>) =>
+        call<Built>(server, "POST", "/v1/templates", { key: server.adminKey, body: { wait: true, ...body } });
+      const kept = await post(first, { name: "kept", steps: [{ run: "echo kept > /opt/kept" }] });
+      assert.equal(kept.status, 201, kept.text);
+      const halfSteps = [{ run: "echo half > /opt/half" }, { run: "exit 1" }];
+      assert.equal((await post(first, { name: "half", steps: halfSteps })).status, 422);
+      const before = await layersOnDisk();
+      assert.equal(before.length, 2, "the kept template's layer and the failed build's first step");
+      assert.equal(await first.stop("SIGTERM"), 0);
+
+      second = await startServer({ ...env, SHOAL_LAYER_CACHE_TTL_SECONDS: "0" }, { dataDir: first.dataDir });
+      const after = await layersOnDisk();
+      assert.equal(after.length, 1);
+      assert.ok(before.includes(after[0] ?? ""));
+      const created = await call<SandboxView>(second, "POST", "/v1/sandboxes", {
+        key: second.adminKey,
+        body: { template: "kept" },
+      });
+      assert.equal(created.status, 201, created.text);
+      // The failed build's first step is no longer cached: a retry runs it again.
+      const retried = await post(second, { name: "half", update: true, steps: [halfSteps[0]] });
+      assert.equal(retried.status, 201, retried.text);
+      assert.equal(retried.json.build.cached_steps, 1, "only the system base");
+    } finally {
+      await second?.dispose();
+      await first.dispose();
+    }
+  });
+
   test("a template whose layers are gone from the host answers TEMPLATE_REBUILD_REQUIRED", async () => {
     const built = await build({ name: "fragile", steps: [{ run: "echo x > /opt/x" }] });
     assert.equal(built.status, 201, built.text);

@@ -88,6 +88,17 @@ export class LayerStore {
     return { key, sizeBytes: await this.size(key) };
   }
 
+  /** Every whole layer, with when it was written. */
+  async list(): Promise<{ key: string; writtenAtMs: number }[]> {
+    const layers: { key: string; writtenAtMs: number }[] = [];
+    for (const name of await readdir(this.dir).catch(() => [])) {
+      if (!LAYER_KEY_PATTERN.test(name)) continue;
+      const stat = await lstat(join(this.dir, name)).catch(() => undefined);
+      if (stat?.isDirectory()) layers.push({ key: name, writtenAtMs: stat.mtimeMs });
+    }
+    return layers;
+  }
+
   /** Bytes of the layer's files, as `du` counts them (apparent sizes). */
   async size(key: string): Promise<number> {
     const result = await runProcess("du", ["-s", "-B1", "--apparent-size", this.path(key)]);

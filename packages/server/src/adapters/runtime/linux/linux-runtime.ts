@@ -198,6 +198,7 @@ export interface LinuxRuntime extends Runtime {
   layerFormat(): Promise<string>;
   layerInfo(key: string): Promise<LayerInfo | undefined>;
   missingLayers(layers: readonly string[]): Promise<string[]>;
+  listLayers(): Promise<{ readonly key: string; readonly writtenAtMs: number }[]>;
   importLayer(key: string, fill: (dir: string) => Promise<void>): Promise<LayerInfo>;
   captureLayer(id: string, key: string): Promise<LayerInfo>;
   removeLayer(key: string): Promise<void>;
@@ -754,6 +755,10 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   async layerInfo(key: string): Promise<LayerInfo | undefined> {
     const { layers } = await this.#prepare();
     return (await layers.has(key)) ? { key, sizeBytes: await layers.size(key) } : undefined;
+  }
+
+  async listLayers(): Promise<{ readonly key: string; readonly writtenAtMs: number }[]> {
+    return (await this.#prepare()).layers.list();
   }
 
   async missingLayers(layers: readonly string[]): Promise<string[]> {
