@@ -758,6 +758,8 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   }
 
   async listLayers(): Promise<{ readonly key: string; readonly writtenAtMs: number }[]> {
+    // Only looks, as check() does: a server that never ran a sandbox mounts nothing for this.
+    if (this.#host === undefined) return new LayerStore(this.#paths.layersDir, await this.#chooseIdMap()).list();
     return (await this.#prepare()).layers.list();
   }
 
