@@ -79,8 +79,18 @@ export async function startServer(
     }
   });
   child.stderr?.setEncoding("utf8").on("data", (chunk: string) => stderr.push(chunk));
+  let stopping = false;
   const exited = new Promise<number | string>((resolve) => {
-    child.on("exit", (code, signal) => resolve(code ?? signal ?? "unknown"));
+    child.on("exit", (code, signal) => {
+      // A server that dies by itself says why, where the run's output keeps it.
+      if (!stopping) {
+        process.stderr.write(
+          `server in ${dataDir} exited by itself (${code ?? signal}); its stderr:\n${stderr.join("").slice(-4000)}\n` +
+            `its last log lines:\n${lines.slice(-15).join("\n")}\n`,
+        );
+      }
+      resolve(code ?? signal ?? "unknown");
+    });
   });
 
   const nextLine = (match: (line: string) => boolean) =>
@@ -119,6 +129,7 @@ export async function startServer(
     });
 
   const stop = (signal: NodeJS.Signals = "SIGTERM") => {
+    stopping = true;
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     return exited;
   };
