@@ -9,6 +9,7 @@
  */
 import type { Sandbox } from "../domain/sandbox.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
+import { shellQuote } from "./code-drivers/bash.ts";
 import type { Clock } from "./ports.ts";
 import type { ExecRequest, Runtime } from "./runtime-port.ts";
 
@@ -38,7 +39,7 @@ export class SandboxStartup {
       const started = await runtime.exec(sandbox.id, {
         ...as,
         // Detached from the exec, which returns at once; the process lives as long as the sandbox.
-        shell: `nohup /bin/sh -c ${quote(defaults.startCmd)} > ${START_LOG} 2>&1 < /dev/null &`,
+        shell: `nohup /bin/sh -c ${shellQuote(defaults.startCmd)} > ${START_LOG} 2>&1 < /dev/null &`,
         timeoutMs: 10_000,
         outputLimitBytes: 4096,
       });
@@ -67,10 +68,6 @@ export class SandboxStartup {
       wait = Math.min(wait * 2, LONGEST_RETRY_MS);
     }
   }
-}
-
-function quote(command: string): string {
-  return `'${command.replaceAll("'", `'\\''`)}'`;
 }
 
 function startFailed(sandbox: Sandbox, reason: string, output: Uint8Array): ShoalError {

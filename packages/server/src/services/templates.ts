@@ -297,13 +297,7 @@ export class TemplateService {
         diskMib: null,
       };
     }
-    const template = await this.get(principal, ref);
-    if (template.status !== "ready" || template.image === null) {
-      throw new ShoalError("TEMPLATE_NOT_FOUND", {
-        message: `Template ${ref} has no built version (${template.status})`,
-        details: { template: ref },
-      });
-    }
+    const { template, image } = await this.#built(principal, ref);
     const { defaults } = template;
     const sandboxDefaults: SandboxDefaults = {
       workdir: defaults.workdir,
@@ -315,7 +309,7 @@ export class TemplateService {
     return {
       name: template.name,
       templateId: template.id,
-      image: template.image,
+      image,
       env: defaults.env,
       defaults: sandboxDefaults,
       vcpuCount: defaults.vcpuCount,
@@ -324,10 +318,22 @@ export class TemplateService {
     };
   }
 
+  /** The version `ref` names, once built; TEMPLATE_NOT_FOUND while it has no built version. */
+  async #built(principal: Principal, ref: string): Promise<{ template: Template; image: SandboxImage }> {
+    const template = await this.get(principal, ref);
+    if (template.status !== "ready" || template.image === null) {
+      throw new ShoalError("TEMPLATE_NOT_FOUND", {
+        message: `Template ${ref} has no built version (${template.status})`,
+        details: { template: ref },
+      });
+    }
+    return { template, image: template.image };
+  }
+
   async #resolveBase(principal: Principal, ref: string): Promise<ResolvedBase> {
-    const resolved = await this.resolve(principal, ref);
-    const template = resolved.templateId === null ? undefined : await this.get(principal, resolved.templateId);
-    return { image: resolved.image, defaults: template?.defaults ?? { user: null } };
+    if (ref === SYSTEM_TEMPLATE_NAME) return { image: SYSTEM_IMAGE, defaults: { user: null } };
+    const { template, image } = await this.#built(principal, ref);
+    return { image, defaults: template.defaults };
   }
 
   /** Marks builds a stopped server left unfinished as failed: nothing runs them any more. */

@@ -77,9 +77,18 @@ export class KyselyTemplateRepository implements TemplateRepository {
   }
 
   async findByName(ownerId: string, name: string, tag: string | null): Promise<Template | undefined> {
-    const versions = await this.versions(ownerId, name);
-    if (tag === null) return versions.find((template) => template.status === "ready");
-    return versions.find((template) => template.tags.includes(tag));
+    if (tag !== null) return (await this.versions(ownerId, name)).find((template) => template.tags.includes(tag));
+    // The create path: one row, not every version of the name.
+    const row = await this.db
+      .selectFrom("templates")
+      .selectAll()
+      .where("owner_id", "=", ownerId)
+      .where("name", "=", name)
+      .where("status", "=", "ready")
+      .orderBy("version", "desc")
+      .limit(1)
+      .executeTakeFirst();
+    return row && toTemplate(row);
   }
 
   async versions(ownerId: string, name: string): Promise<Template[]> {
