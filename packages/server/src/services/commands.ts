@@ -23,6 +23,7 @@ import {
 import type { CursorPosition } from "../domain/cursor.ts";
 import { newId } from "../domain/ids.ts";
 import type { Sandbox } from "../domain/sandbox.ts";
+import { SANDBOX_USER } from "../domain/sandbox-user.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
 import {
@@ -100,7 +101,7 @@ export interface CommandServiceOptions {
 /** Each command's directory inside its sandbox: on its own disk, so it counts against its quota. */
 export const commandsDir = "/var/lib/shoal/commands";
 /** The unprivileged user of every sandbox. */
-const userIds = { uid: "1000", gid: "1000" };
+const userIds = { uid: String(SANDBOX_USER.uid), gid: String(SANDBOX_USER.gid) };
 /** The bg tools that answer at once (run, status, signal, stdin) get this long. */
 const toolTimeoutMs = 30_000;
 const toolOutputBytes = 64 * 1024;

@@ -8,6 +8,7 @@
  *   result.stdout // "v20.…\n"
  */
 import type { Principal } from "../domain/api-key.ts";
+import { SANDBOX_USER } from "../domain/sandbox-user.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
 import {
@@ -49,7 +50,7 @@ export interface ExecServiceOptions {
 }
 
 /** The unprivileged user of every sandbox. */
-const userIds = { uid: 1000, gid: 1000 };
+const userIds = { uid: SANDBOX_USER.uid, gid: SANDBOX_USER.gid };
 
 export class ExecService {
   private readonly decoder = new TextDecoder("utf-8");

@@ -15,6 +15,7 @@
 import type { Principal } from "../domain/api-key.ts";
 import { digestKey, imageKey, type StepState, stepKey } from "../domain/layer-keys.ts";
 import type { SandboxImage } from "../domain/sandbox-image.ts";
+import { SANDBOX_USER } from "../domain/sandbox-user.ts";
 import type { BuildFailure, BuildStep, Template, TemplateBuild, TemplateDefaults } from "../domain/template.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import type { BuildLog, BuildLogs } from "./build-logs.ts";
@@ -60,8 +61,6 @@ export interface TemplateBuilderOptions {
   readonly resolveTemplate: (principal: Principal, ref: string) => Promise<ResolvedBase>;
 }
 
-/** The user of every image Shoal sets up (the system template's, and a Debian release's). */
-const SANDBOX_USER = { name: "user", uid: 1000, gid: 1000 } as const;
 const ROOT = { name: "root", uid: 0, gid: 0 } as const;
 
 /**
@@ -397,7 +396,9 @@ export class TemplateBuilder {
     if (name === ROOT.name) return ROOT;
     const numeric = numericUser(name);
     if (numeric !== null) return numeric;
-    if (name === SANDBOX_USER.name && image.base === "system") return SANDBOX_USER;
+    if (name === SANDBOX_USER.name && image.base === "system") {
+      return { name: SANDBOX_USER.name, uid: SANDBOX_USER.uid, gid: SANDBOX_USER.gid };
+    }
     return this.inSandbox(request, image, step, async (sandboxId) => {
       const result = await this.options.runtime.exec(sandboxId, {
         argv: ["id", "-u", "--", name],

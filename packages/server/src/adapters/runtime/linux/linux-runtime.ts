@@ -32,6 +32,7 @@ import {
 } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { SANDBOX_USER } from "../../../domain/sandbox-user.ts";
 import { ShoalError } from "../../../errors/shoal-error.ts";
 import {
   type ActualState,
@@ -82,13 +83,7 @@ import { CRUN_ENV, ensureMountNamespace, nsenterArgs } from "./mount-namespace.t
 import { buildOCISpec, type IdMap, MAX_OPEN_FILES, SECCOMP_BPF_ANNOTATION } from "./oci-spec.ts";
 import { runProcess } from "./run-process.ts";
 import { readSandboxUsage } from "./sandbox-metrics.ts";
-import {
-  ensureDiskSkeleton,
-  ensureImageShim,
-  ensureSystemTemplate,
-  SANDBOX_USER,
-  SYSTEM_TEMPLATE,
-} from "./system-template.ts";
+import { ensureDiskSkeleton, ensureImageShim, ensureSystemTemplate, SYSTEM_TEMPLATE } from "./system-template.ts";
 import { WarmPool } from "./warm-pool.ts";
 
 export type RuntimeLog = (level: "info" | "warn" | "error", message: string, fields?: Record<string, unknown>) => void;

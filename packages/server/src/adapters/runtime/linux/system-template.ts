@@ -11,10 +11,10 @@
 import { randomBytes } from "node:crypto";
 import { chmod, cp, lchown, lstat, mkdir, readdir, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { SANDBOX_USER } from "../../../domain/sandbox-user.ts";
 import type { IdMap } from "./oci-spec.ts";
 
 export const SYSTEM_TEMPLATE = "system";
-export const SANDBOX_USER = { name: "user", uid: 1000, gid: 1000, home: "/home/user" } as const;
 
 /** Bumped when the layout below changes, so an older template is rebuilt beside it. */
 const TEMPLATE_VERSION = 1;
