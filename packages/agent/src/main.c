@@ -4,6 +4,13 @@
  * PROTOCOL.md in one poll() loop. It reaps every child, and on SIGTERM or SIGINT ends every
  * process (SIGTERM, a short grace, SIGKILL) and exits 0. It also runs as an ordinary child process,
  * for tests: it is then a child subreaper and signals only its own descendants.
+ *
+ * `shoal-agent --serial /dev/virtio-ports/NAME` serves one host at a time over a virtio-serial
+ * port instead (serial.c), as the init of a virtual machine: it mounts the kernel's file systems
+ * that are missing and, asked to stop, powers the machine off rather than exit.
+ *
+ * `--memory-limit BYTES` arms the agent's own OOM killer (memory_watch.h), for a kernel that
+ * accounts the sandbox's memory without limiting it (gVisor).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,11 +31,15 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "guest_init.h"
+#include "memory_watch.h"
+#include "serial.h"
 #include "tools.h"
 
 #define SHUTDOWN_GRACE_MS 500u
 /* pollfd slots per exec: its supervisor's control socket, stdout, stderr, streamed stdin. */
 #define EXEC_SLOTS 4
+#define POLL_SLOTS (1 + SERIAL_SLOTS + MAX_CONNS + EXEC_SLOTS * MAX_EXECS)
 
 int listen_fd = -1;
 static volatile sig_atomic_t got_chld, got_term;
@@ -110,16 +121,35 @@ int main(int argc, char **argv) {
   if (argc > 1)
     for (size_t t = 0; t < sizeof tools / sizeof tools[0]; t++)
       if (strcmp(argv[1], tools[t].name) == 0) return tools[t].run(argc - 1, argv + 1);
-  const char *path = NULL;
+  const char *path = NULL, *serial = NULL;
+  uint64_t memory_limit = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
       path = argv[++i];
     else if (strncmp(argv[i], "--socket=", 9) == 0)
       path = argv[i] + 9;
+    else if (strcmp(argv[i], "--serial") == 0 && i + 1 < argc)
+      serial = argv[++i];
+    else if (strncmp(argv[i], "--serial=", 9) == 0)
+      serial = argv[i] + 9;
+    else if (strcmp(argv[i], "--memory-limit") == 0 && i + 1 < argc)
+      memory_limit = strtoull(argv[++i], NULL, 10);
   }
-  if (path == NULL || path[0] == 0) {
-    dprintf(2, "usage: shoal-agent --socket /PATH/agent.sock | shoal-agent fs|archive|watch|bg|pty ARGS...\n");
+  if ((path == NULL || path[0] == 0) == (serial == NULL || serial[0] == 0)) {
+    dprintf(2, "usage: shoal-agent --socket /PATH/agent.sock | --serial /dev/PORT | shoal-agent "
+               "fs|archive|watch|bg|pty ARGS...\n");
     return 2;
+  }
+  if (memory_watch_init(memory_limit) < 0) die("memory watch");
+  int vm_init = serial != NULL && getpid() == 1;
+  if (vm_init) guest_mount_kernel_fs();
+  if (serial != NULL) {
+    /* An init without a console starts with fds 0-2 closed: the port must not land on one, which
+       the dup2() onto /dev/null below would then close. */
+    int fd;
+    while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= 2) {
+    }
+    if (fd > 2) close(fd);
   }
   for (int i = 0; i < MAX_CONNS; i++) conns[i].fd = -1;
 
@@ -138,22 +168,36 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) die("PR_SET_CHILD_SUBREAPER");
 
-  if ((listen_fd = bind_socket(path)) < 0) die(path);
+  if (serial != NULL) {
+    if (serial_open(serial) < 0) die(serial);
+  } else if ((listen_fd = bind_socket(path)) < 0) {
+    die(path);
+  }
   int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null_fd < 0) die("/dev/null");
   static const char ready[] = "ready\n";
-  if (write(1, ready, sizeof ready - 1) != (ssize_t)(sizeof ready - 1)) die("write ready");
+  /* A VM's init may have no console at all: over the serial port, HELLO is the readiness signal. */
+  if (write(1, ready, sizeof ready - 1) != (ssize_t)(sizeof ready - 1) && serial == NULL) die("write ready");
+  /* The original stdout stays open, out of the way: under gVisor it is a host socket (the host's
+     end of the start script's stdout), which the Sentry shuts down, for every holder, once its last
+     descriptor closes; the start script's `started` after this line would then die of SIGPIPE. */
+  if (serial == NULL && fcntl(1, F_DUPFD_CLOEXEC, 3) < 0) die("dup stdout");
   if (dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 || dup2(null_fd, 2) < 0) die("dup2 /dev/null");
   close(null_fd);
 
-  static struct pollfd pf[1 + MAX_CONNS + EXEC_SLOTS * MAX_EXECS];
-  /* What each pollfd stands for: -1 listener, 0..MAX_CONNS-1 a connection, else an exec's fd. */
-  static int who[1 + MAX_CONNS + EXEC_SLOTS * MAX_EXECS];
+  static struct pollfd pf[POLL_SLOTS];
+  /* What each pollfd stands for: -1 listener (fd -1 in serial mode, which poll() skips), -2 the
+     serial link, 0..MAX_CONNS-1 a connection, else an exec's fd. */
+  static int who[POLL_SLOTS];
   for (;;) {
     if (got_term) break;
     nfds_t n = 0;
     pf[n] = (struct pollfd){.fd = listen_fd, .events = POLLIN};
     who[n++] = -1;
+    int timeout = -1;
+    nfds_t serial_at = n;
+    int serial_n = serial != NULL ? serial_poll_fds(pf + n, &timeout) : 0;
+    for (int s = 0; s < serial_n; s++) who[n++] = -2;
     for (int i = 0; i < MAX_CONNS; i++) {
       struct conn *c = &conns[i];
       if (c->fd < 0) continue;
@@ -163,7 +207,6 @@ int main(int argc, char **argv) {
       pf[n] = (struct pollfd){.fd = c->fd, .events = ev};
       who[n++] = i;
     }
-    int timeout = -1;
     uint64_t now = now_ms();
     for (int i = 0; i < MAX_EXECS; i++) {
       struct exec *e = &execs[i];
@@ -194,9 +237,12 @@ int main(int argc, char **argv) {
         if (timeout < 0 || left < timeout) timeout = left;
       }
     }
+    int watch = memory_watch_timeout_ms();
+    if (watch >= 0 && (timeout < 0 || watch < timeout)) timeout = watch;
     struct timespec ts = {timeout / 1000, (long)(timeout % 1000) * 1000000L};
     int r = ppoll(pf, n, timeout < 0 ? NULL : &ts, &waiting);
     if (r < 0 && errno != EINTR) die("ppoll");
+    memory_watch_check();
     if (got_chld) {
       got_chld = 0;
       reap();
@@ -204,6 +250,7 @@ int main(int argc, char **argv) {
     for (nfds_t k = 0; r > 0 && k < n; k++) {
       if (pf[k].revents == 0) continue;
       int w = who[k];
+      if (w == -2) continue;
       if (w < 0) {
         conn_accept();
       } else if (w < MAX_CONNS) {
@@ -235,8 +282,11 @@ int main(int argc, char **argv) {
       if (c->fd >= 0 && c->in_len > 0 && c->big == NULL) conn_consume(c);
       if (c->fd >= 0) conn_flush(c);
     }
+    /* Last, so that the connections it opens or closes are not the ones this round's pollfds saw. */
+    if (serial != NULL) serial_service(pf + serial_at, serial_n);
   }
-  close(listen_fd);
+  if (listen_fd >= 0) close(listen_fd);
   shutdown_all();
+  if (vm_init) guest_power_off();
   return 0;
 }

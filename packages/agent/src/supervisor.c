@@ -3,6 +3,7 @@
  */
 #define _GNU_SOURCE
 #include "supervisor.h"
+#include "memory_watch.h"
 #include "proc_stat.h"
 
 #include <dirent.h>
@@ -72,7 +73,7 @@ int kill_all_children(pid_t watch) {
 }
 
 /* The cgroup's OOM-kill counter as the sandbox sees it; 0 when there is none. */
-static uint64_t oom_kills(void) {
+static uint64_t cgroup_oom_kills(void) {
   static const char *const files[] = {"/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"};
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     int fd = open(files[i], O_RDONLY | O_CLOEXEC);
@@ -87,6 +88,9 @@ static uint64_t oom_kills(void) {
   }
   return 0;
 }
+
+/* The kernel's OOM kills and the agent's own (memory_watch.h): one of them is always 0. */
+static uint64_t oom_kills(void) { return cgroup_oom_kills() + memory_watch_kills(); }
 
 /* Copies an ARGV or ENV field list out of the request into a NULL-terminated vector. */
 static char **vector(const struct exec_req *req, uint16_t want, uint32_t count) {
@@ -170,7 +174,9 @@ void supervisor_main(const struct exec_req *req, int ctl, int out_w, int err_w, 
 
   pid_t agent = getppid();
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != agent) _exit(1);
-  if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) fail(ctl, errno, STAGE_SETUP);
+  /* gVisor (and Linux before 3.4) answers EINVAL outside PID 1: orphans then go to the agent, which
+   * reaps them, and the sweep reaches only what stayed in the command's process group. */
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0 && errno != EINVAL) fail(ctl, errno, STAGE_SETUP);
 
   char **argv, **envp = vector(req, F_ENV, req->envc);
   if (req->has_shell) {
@@ -196,7 +202,7 @@ void supervisor_main(const struct exec_req *req, int ctl, int out_w, int err_w, 
   }
   if (pipe2(status, O_CLOEXEC) < 0) fail(ctl, errno, STAGE_SETUP);
 
-  uint64_t oom_before = oom_kills();
+  uint64_t oom_before = oom_kills(), own_before = memory_watch_kills();
   uint64_t started = now_ms();
   pid_t pid = fork();
   if (pid < 0) fail(ctl, errno, STAGE_SETUP);
@@ -293,6 +299,9 @@ void supervisor_main(const struct exec_req *req, int ctl, int out_w, int err_w, 
   }
   m = (struct sup_msg){.kind = SUP_EXITED, .status = st, .timed_out = timed_out, .duration_ms = now_ms() - started};
   if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL && !timed_out && !killed) m.oom = oom_kills() > oom_before;
+  /* The agent's own kills while the command ran count for it whatever its exit (a shell outlives
+     its killed child), as the host's cgroup counter does for a container. */
+  if (memory_watch_kills() > own_before) m.oom = 1;
   if (ctl_open) send_msg(ctl, &m);
   _exit(0);
 }

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -346,6 +347,16 @@ static int random_suffix(char *out, size_t n) {
   return 0;
 }
 
+/* The named temporary file of a write under way, removed when the host abandons the write. */
+static int abandoned_dir = -1;
+static char abandoned_tmp[NAME_MAX + 1];
+
+static void abandon_write(int signo) {
+  (void)signo;
+  if (abandoned_dir >= 0 && abandoned_tmp[0] != 0) unlinkat(abandoned_dir, abandoned_tmp, 0);
+  _exit(1);
+}
+
 /* Gives the O_TMPFILE file fd a fresh temporary name in pfd (written to tmp). */
 static int link_tmpfile(int fd, int pfd, const char *name, char *tmp) {
   char proc[64], rnd[12];
@@ -384,15 +395,22 @@ static int cmd_write(struct opts *o) {
     if (S_ISDIR(old.st_mode)) return tool_fail(EISDIR, path), 1;
     if (o->mode < 0 && S_ISREG(old.st_mode)) mode = old.st_mode & 07777;
   }
-  char tmp[NAME_MAX + 1], rnd[12];
+  char *tmp = abandoned_tmp, rnd[12];
   /* An unnamed file vanishes with the process, so a write killed midway leaves nothing behind. */
   int fd = openat(pfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
   int unnamed = fd >= 0;
   if (fd < 0 && errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) return tool_fail(errno, path), 1;
+  if (fd < 0) {
+    /* A named one (no O_TMPFILE here: gVisor's gofer file systems) goes on SIGTERM, which the host
+       sends to abandon a write; the name is set before each attempt, so no signal finds it stale. */
+    abandoned_dir = pfd;
+    struct sigaction sa = {.sa_handler = abandon_write};
+    sigaction(SIGTERM, &sa, NULL);
+  }
   for (int attempt = 0; attempt < 8 && fd < 0; attempt++) {
     random_suffix(rnd, 10);
     /* Long names keep their head: a temp name must fit NAME_MAX too. */
-    snprintf(tmp, sizeof tmp, ".%.*s.shoal-%s", NAME_MAX - 20, name, rnd);
+    snprintf(tmp, sizeof abandoned_tmp, ".%.*s.shoal-%s", NAME_MAX - 20, name, rnd);
     fd = openat(pfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0 && errno != EEXIST) break;
   }

@@ -1,4 +1,4 @@
-/* Resolution beneath an allowed root with openat2 (see tool_path.h). */
+/* Resolution beneath an allowed root with openat2, or a walk of its own without (see tool_path.h). */
 #define _GNU_SOURCE
 #include "tool_path.h"
 
@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -40,6 +42,173 @@ static int openat2_(int dirfd, const char *path, int flags, mode_t mode, uint64_
   return (int)r;
 }
 
+#define SHOAL_RESOLVE_NO_SYMLINKS 0x04ULL
+#define WALK_MAX_DEPTH 512
+#define WALK_MAX_LINKS 40
+
+/*
+ * Opens what `pin` (an O_PATH descriptor, `st` its stat) stands for with `flags`: through
+ * /proc/self/fd, which reaches that very inode and resolves no name again. An O_PATH open is the
+ * pin itself (answered as is), after the O_DIRECTORY check.
+ */
+static int reopen(int pin, const struct stat *st, int flags) {
+  if ((flags & O_DIRECTORY) && !S_ISDIR(st->st_mode)) return errno = ENOTDIR, -1;
+  if (flags & O_PATH) return pin;
+  if (S_ISLNK(st->st_mode)) return errno = ELOOP, -1;
+  char proc[64];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", pin);
+  return open(proc, flags & ~O_NOFOLLOW);
+}
+
+/*
+ * openat2's resolution done here, for a kernel without it (gVisor answers ENOSYS, or EPERM under
+ * its seccomp): one component at a time, each opened O_PATH|O_NOFOLLOW relative to the directory
+ * opened before it, with every directory of the way kept open, so ".." pops back to a directory
+ * this walk opened instead of asking the kernel, and the kernel never follows a link. A symlink is
+ * read and its target walked the same way: absolute, it starts again at the root (`/` as root) or
+ * is EXDEV (any other root, as RESOLVE_BENEATH); ".." above the root is EXDEV the same way. A
+ * rename racing the walk can only make it fail or see the new tree, never leave the root.
+ */
+static int walk_beneath(int rootfd, int slash_root, const char *rel, int flags, mode_t mode, uint64_t resolve) {
+  static int stack[WALK_MAX_DEPTH];
+  int depth = 0, links = 0, result = -1, err = 0;
+  char todo[2 * PATH_MAX];
+  size_t len = strlen(rel);
+  if (len >= sizeof todo) return errno = ENAMETOOLONG, -1;
+  memcpy(todo, rel, len + 1);
+  stack[0] = rootfd;
+  char *cursor = todo;
+  for (;;) {
+    while (*cursor == '/') cursor++;
+    if (*cursor == 0) {
+      /* The path ends in a directory (or is the root): open it with the caller's flags. */
+      result = openat(stack[depth], ".", flags & ~(O_CREAT | O_EXCL), mode);
+      if (result < 0) err = errno;
+      break;
+    }
+    char *end = strchr(cursor, '/');
+    size_t n = end == NULL ? strlen(cursor) : (size_t)(end - cursor);
+    char name[NAME_MAX + 1];
+    if (n > NAME_MAX) {
+      err = ENAMETOOLONG;
+      break;
+    }
+    memcpy(name, cursor, n);
+    name[n] = 0;
+    cursor += n;
+    /* Not last when a slash follows, even a trailing one: the name must then be a directory. */
+    int last = end == NULL;
+    if (strcmp(name, ".") == 0) continue;
+    if (strcmp(name, "..") == 0) {
+      if (depth > 0) {
+        close(stack[depth--]);
+      } else if (!slash_root) {
+        err = EXDEV;
+        break;
+      }
+      continue;
+    }
+    if (last && (flags & O_CREAT)) {
+      /* Creating: the name is opened, or made, without following a link (O_CREAT takes no O_DIRECTORY). */
+      result = openat(stack[depth], name, flags | O_NOFOLLOW, mode);
+      if (result < 0) err = errno;
+      if (result >= 0 || err != ELOOP || (flags & O_NOFOLLOW)) break;
+    } else if (last) {
+      /* The name pinned first (O_PATH|O_NOFOLLOW opens a link itself), then opened as asked through
+         that pin: gVisor follows a final symlink despite O_NOFOLLOW when O_DIRECTORY is given. */
+      int pin = openat(stack[depth], name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+      struct stat st;
+      if (pin < 0 || fstat(pin, &st) < 0) {
+        err = errno;
+        if (pin >= 0) close(pin);
+        break;
+      }
+      if (!S_ISLNK(st.st_mode) || (flags & O_NOFOLLOW)) {
+        result = reopen(pin, &st, flags);
+        if (result < 0) err = errno;
+        if (result != pin) close(pin);
+        break;
+      }
+      close(pin);
+    } else {
+      int fd = openat(stack[depth], name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0) {
+        err = errno;
+        break;
+      }
+      struct stat st;
+      if (fstat(fd, &st) < 0) {
+        err = errno;
+        close(fd);
+        break;
+      }
+      if (S_ISDIR(st.st_mode)) {
+        if (depth + 1 >= WALK_MAX_DEPTH) {
+          close(fd);
+          err = ENAMETOOLONG;
+          break;
+        }
+        stack[++depth] = fd;
+        continue;
+      }
+      close(fd);
+      if (!S_ISLNK(st.st_mode)) {
+        err = ENOTDIR;
+        break;
+      }
+    }
+    /* A symlink to follow: its target goes in front of what is left of the path (empty, or "/…"). */
+    if ((resolve & SHOAL_RESOLVE_NO_SYMLINKS) || ++links > WALK_MAX_LINKS) {
+      err = ELOOP;
+      break;
+    }
+    char target[PATH_MAX];
+    ssize_t tn = readlinkat(stack[depth], name, target, sizeof target - 1);
+    if (tn < 0) {
+      err = errno == EINVAL ? ENOENT : errno; /* replaced by a non-link meanwhile: the walk lost the race */
+      break;
+    }
+    target[tn] = 0;
+    size_t rest = strlen(cursor);
+    if ((size_t)tn + rest + 1 > sizeof todo) {
+      err = ENAMETOOLONG;
+      break;
+    }
+    memmove(todo + tn, cursor, rest + 1);
+    memcpy(todo, target, (size_t)tn);
+    cursor = todo;
+    if (target[0] == '/') {
+      if (!slash_root) {
+        err = EXDEV;
+        break;
+      }
+      while (depth > 0) close(stack[depth--]);
+    }
+  }
+  while (depth > 0) close(stack[depth--]);
+  if (result < 0) errno = err;
+  return result;
+}
+
+/* -1: not known yet; 0: openat2 works; 1: walk (no openat2 here, or SHOAL_AGENT_RESOLVE=walk). */
+static int walking = -1;
+
+/* openat2, or the walk where the kernel has none. */
+static int resolve_beneath(int dirfd, int slash_root, const char *path, int flags, mode_t mode, uint64_t resolve) {
+  if (walking < 0) {
+    const char *forced = getenv("SHOAL_AGENT_RESOLVE");
+    walking = forced != NULL && strcmp(forced, "walk") == 0;
+  }
+  if (!walking) {
+    uint64_t how = resolve | SHOAL_RESOLVE_NO_MAGICLINKS | (slash_root ? 0 : SHOAL_RESOLVE_BENEATH);
+    int fd = openat2_(dirfd, path, flags, mode, how);
+    if (fd >= 0 || (errno != ENOSYS && errno != EPERM)) return fd;
+    /* ENOSYS: no openat2 (gVisor); EPERM: gVisor's seccomp, which knows no openat2, refused it. */
+    walking = 1;
+  }
+  return walk_beneath(dirfd, slash_root, path, flags, mode, resolve);
+}
+
 /* The part of path below root ("." for root itself), or NULL when path is not at or under root. */
 static const char *below(const char *root, const char *path) {
   if (root[0] != '/' || path[0] != '/') return NULL;
@@ -57,10 +226,9 @@ int open_beneath_how(const char *root, const char *path, int flags, mode_t mode,
   if (rel == NULL) return errno = EINVAL, -1;
   size_t n = strlen(root);
   while (n > 1 && root[n - 1] == '/') n--;
-  if (n == 1) return openat2_(AT_FDCWD, path, flags, mode, SHOAL_RESOLVE_NO_MAGICLINKS | resolve);
-  int rfd = openat2_(AT_FDCWD, root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0, SHOAL_RESOLVE_NO_MAGICLINKS);
+  int rfd = open(n == 1 ? "/" : root, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (rfd < 0) return -1;
-  int fd = openat2_(rfd, rel, flags, mode, SHOAL_RESOLVE_BENEATH | SHOAL_RESOLVE_NO_MAGICLINKS | resolve);
+  int fd = resolve_beneath(rfd, n == 1, rel, flags, mode, resolve);
   int saved = errno;
   close(rfd);
   errno = saved;
