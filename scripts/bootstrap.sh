@@ -20,6 +20,10 @@ debian_packages=(
   iproute2         # the escape probes list the sandbox's network interfaces
   afl++            # bench/fuzz-agent.ts fuzzes the agent's frame parser
   wrk              # the load generator of bench/api-throughput.ts
+  qemu-system-x86  # microvm sandboxes: qemu-system-x86_64 -M microvm, and virtiofsd (qemu-system-common) for /usr
+  qemu-utils       # microvm: disk image tools
+  lz4              # microvm: Debian's cloud kernel is an LZ4 bzImage, uncompressed to the ELF that PVH boots
+  binutils         # microvm: reading the kernel image's ELF notes when debugging a kit
 )
 
 missing=()
@@ -34,6 +38,27 @@ if ((${#missing[@]} > 0)); then
   echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# gVisor (`isolation: "gvisor"`): bookworm's own runsc (2022-12) lacks the systrap platform and
+# fails coreutils' statx calls, so on bookworm it comes from Debian's bookworm-backports.
+runsc_version=$(dpkg-query -W -f='${Version}' runsc 2>/dev/null || true)
+if [[ ! "$runsc_version" =~ ~20(2[4-9]|[3-9][0-9]) ]]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  release=()
+  if [ "$codename" = bookworm ]; then
+    backports=/etc/apt/sources.list.d/shoal-bookworm-backports.sources
+    if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' |
+        $sudo tee "$backports" >/dev/null
+    fi
+    release=(-t bookworm-backports)
+  fi
+  echo "bootstrap: installing gVisor's runsc ${release[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${release[@]}" runsc >/dev/null
 fi
 
 node -e '

@@ -65,6 +65,8 @@ export interface Config {
   readonly sandboxTokenTTLSeconds: number;
   /** The crun binary; undefined: the runtime looks in PATH. */
   readonly crunPath: string | undefined;
+  /** runsc for `gvisor` sandboxes; undefined: `runsc` in PATH. */
+  readonly runscPath: string | undefined;
   /**
    * The origin clients reach this server at (behind a proxy), for the addresses it hands out,
    * such as HopX's `public_host`; undefined: the origin of each request.
@@ -135,6 +137,7 @@ export function loadConfig(env: Env): Config {
     terminalTicketTTLSeconds: integer(env, "SHOAL_TERMINAL_TICKET_TTL_SECONDS", 60, 1, 3600),
     sandboxTokenTTLSeconds: integer(env, "SHOAL_SANDBOX_TOKEN_TTL_SECONDS", 3600, 1, 86_400),
     crunPath: absolutePath(env, "SHOAL_CRUN_PATH"),
+    runscPath: absolutePath(env, "SHOAL_RUNSC_PATH"),
     publicURL: origin(env, "SHOAL_PUBLIC_URL"),
     warmPoolSize: integer(env, "SHOAL_WARM_POOL_SIZE", 2, 0, 1000),
     debianMirror: mirror(env, "SHOAL_DEBIAN_MIRROR", "http://deb.debian.org/debian"),

@@ -37,6 +37,7 @@ import { CodeRunner } from "./services/code-runner.ts";
 import { CommandService } from "./services/commands.ts";
 import { ExecService } from "./services/exec.ts";
 import { IdempotencyService } from "./services/idempotency.ts";
+import { IsolationLevels } from "./services/isolation-levels.ts";
 import { MaintenanceService } from "./services/maintenance.ts";
 import type { Clock, Log } from "./services/ports.ts";
 import { RateLimiter } from "./services/rate-limiter.ts";
@@ -120,9 +121,11 @@ export async function createServer(config: Config, options: ServerOptions = {}):
   const startup = new SandboxStartup({ runtime, clock, sleep: (ms) => delay(ms) });
   // Made after the sandbox service, which takes the snapshot of a sandbox its deadline paused.
   let snapshotsOnTimeout: SnapshotService | undefined;
+  const isolationLevels = new IsolationLevels(runtime);
   const sandboxes = new SandboxService({
     repository: sandboxRepository,
     runtime,
+    isolationLevels,
     breaker,
     events,
     clock,
@@ -264,7 +267,11 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     terminalTickets,
     sandboxTokens,
     limiter: new RateLimiter(clock),
-    readiness: { draining: () => draining, pingStore: () => database.ping() },
+    readiness: {
+      draining: () => draining,
+      pingStore: () => database.ping(),
+      isolationLevels: () => isolationLevels.list(),
+    },
     version,
     ...(options.logStream ? { logStream: options.logStream } : {}),
   });
@@ -276,6 +283,13 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     // The API (keys, reads) stays up; sandbox operations answer RUNTIME_ERROR naming the fix.
     const reason = reasonOf(error);
     app.log.warn({ runtime: runtime.name, reason }, `the sandbox runtime cannot run sandboxes: ${reason}`);
+  }
+  for (const level of await isolationLevels.load()) {
+    const { isolation, available, reason, kernel, accelerator } = level;
+    app.log.info(
+      { isolation, available, reason, kernel, accelerator },
+      available ? `isolation ${isolation} is available` : `isolation ${isolation} is unavailable: ${reason}`,
+    );
   }
   const reconcile = () =>
     reconciler.run().catch((error) => app.log.warn({ err: error }, "could not reconcile sandboxes with the host"));
@@ -348,6 +362,7 @@ function openRuntime(config: Config, nodeId: string, log: Log): Runtime {
     dataDir: config.dataDir,
     nodeId,
     ...(config.crunPath === undefined ? {} : { crunPath: config.crunPath }),
+    ...(config.runscPath === undefined ? {} : { runscPath: config.runscPath }),
     warmPoolSize: config.warmPoolSize,
     log,
   });

@@ -33,7 +33,10 @@ interface CreateFlags extends ResourceFlags {
   autoResume?: boolean;
   onTimeout?: "kill" | "pause";
   allowedRoot?: string[];
+  isolation?: Isolation;
 }
+
+type Isolation = "container" | "gvisor" | "microvm";
 
 interface ListFlags {
   state?: string[];
@@ -63,6 +66,7 @@ export function registerSandbox(program: Command): void {
     .option("--allowed-root <path>", "a directory the files API may reach (repeatable)", list)
     .option("--on-timeout <action>", "at the end of its lifetime: kill (the default) or pause", onTimeout)
     .option("--auto-resume", "when paused, the next command or file operation resumes it")
+    .option("--isolation <level>", "container (the default), gvisor or microvm", isolation)
     .action(action(create));
 
   addResourceFlags(
@@ -150,6 +154,13 @@ function resourceFields(flags: ResourceFlags): ForkSandboxBody {
   return body;
 }
 
+function isolation(value: string): Isolation {
+  if (value !== "container" && value !== "gvisor" && value !== "microvm") {
+    throw new InvalidArgumentError(`expected container, gvisor or microvm, got "${value}"`);
+  }
+  return value;
+}
+
 function onTimeout(value: string): "kill" | "pause" {
   if (value !== "kill" && value !== "pause") throw new InvalidArgumentError(`expected kill or pause, got "${value}"`);
   return value;
@@ -163,6 +174,7 @@ async function create(context: Context): Promise<undefined> {
   if (flags.allowedRoot !== undefined) options.allowed_roots = flags.allowedRoot;
   if (flags.onTimeout !== undefined) options.on_timeout = flags.onTimeout;
   if (flags.autoResume) options.auto_resume = true;
+  if (flags.isolation !== undefined) options.isolation = flags.isolation;
   const created = await withSpinner("creating sandbox", () => Sandbox.create(options));
   context.print(created.info, () => created.id);
   return undefined;
@@ -209,6 +221,7 @@ function describe(info: SandboxInfo): string {
     ["snapshot", info.snapshot_id ?? "-"],
     ["image", `${info.image.base}, ${info.image.layers} read-only layer${info.image.layers === 1 ? "" : "s"}`],
     ["runtime", info.runtime],
+    ["isolation", [info.isolation, info.kernel, info.accelerator].filter((part) => part !== null).join(", ")],
     ["vcpus", String(info.vcpu_count)],
     ["memory", `${info.mem_size_mib} MiB`],
     ["disk", `${info.disk_mib} MiB`],

@@ -46,6 +46,7 @@ export const errorCatalog = {
   IDEMPOTENCY_REQUEST_IN_PROGRESS: { status: 409, category: "conflict", retryable: true, message: "A request with this Idempotency-Key is still in progress", hint: "Retry after `Retry-After` seconds to receive its stored response." },
   INTERNAL_ERROR: { status: 500, category: "internal", retryable: false, message: "An unexpected error occurred", hint: "Retry; if it persists, report the request id to the operator." },
   INVALID_PATH: { status: 400, category: "validation", retryable: false, message: "Invalid path: {reason}", hint: "Send an absolute path without NUL bytes." },
+  ISOLATION_UNAVAILABLE: { status: 501, category: "unavailable", retryable: false, message: "This server cannot run sandboxes with isolation {isolation}: {reason}", hint: "Pick one of `details.available`, or ask the operator to install what `details.reason` names." },
   METHOD_NOT_ALLOWED: { status: 405, category: "validation", retryable: false, message: "Method {method} not allowed on this route", hint: "Use one of the methods in `details.allowed` (also in the `Allow` header)." },
   NO_ELIGIBLE_HOST: { status: 503, category: "unavailable", retryable: true, message: "No host can run this sandbox", hint: "Check that a host offers the runtime and resources asked for." },
   NOT_IMPLEMENTED: { status: 501, category: "unavailable", retryable: false, message: "The feature {feature} is not configured on this server", hint: "Ask the operator to enable it (see the server's configuration)." },

@@ -505,6 +505,11 @@ export interface paths {
                         env?: {
                             [key: string]: string;
                         };
+                        /**
+                         * @description `container` (namespaces and seccomp on the host's kernel), `gvisor` (gVisor's user-space kernel) or `microvm` (a VM). Default `container`; a fork: its source's. ISOLATION_UNAVAILABLE when the host lacks it (see `/readyz`)
+                         * @enum {string}
+                         */
+                        isolation?: "container" | "gvisor" | "microvm";
                         /** @description Default: the template's, else 256 */
                         mem_size_mib?: number;
                         /** @description Labels to find the sandbox by */
@@ -4161,7 +4166,7 @@ export interface components {
         ErrorEnvelope: {
             error: {
                 /** @enum {string} */
-                code: "AUTH_REQUIRED" | "AUTH_INVALID_TOKEN" | "AUTH_TOKEN_EXPIRED" | "AUTH_TOKEN_REVOKED" | "AUTH_INVALID_CREDENTIALS" | "AUTH_ACCOUNT_LOCKED" | "AUTH_MFA_REQUIRED" | "AUTH_PROVIDER_ERROR" | "AUTH_PROVIDER_UNAVAILABLE" | "AUTH_INVALID_REDIRECT" | "AUTH_INVALID_PROVIDER" | "AUTH_CAPTCHA_REQUIRED" | "AUTH_CAPTCHA_FAILED" | "AUTH_CAPTCHA_UNAVAILABLE" | "AUTH_EMAIL_REJECTED" | "AUTH_EMAIL_NOT_VERIFIED" | "CSRF_REJECTED" | "PERMISSION_DENIED" | "PATH_FORBIDDEN" | "FEATURE_NOT_ENABLED" | "ACCOUNT_NOT_FOUND" | "ACCOUNT_DELETED" | "ACCOUNT_NOT_SOFT_DELETED" | "ACCOUNT_HAS_ACTIVE_RESOURCES" | "TENANT_SUSPENDED" | "TENANT_NOT_READY" | "TENANT_PROVISIONING_FAILED" | "PROJECT_HIERARCHY_DEPTH_EXCEEDED" | "BAD_REQUEST" | "VALIDATION_ERROR" | "INVALID_PATH" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "METHOD_NOT_ALLOWED" | "ROUTE_NOT_FOUND" | "RESOURCE_NOT_FOUND" | "API_KEY_NOT_FOUND" | "SANDBOX_NOT_FOUND" | "COMMAND_NOT_FOUND" | "FILE_NOT_FOUND" | "TEMPLATE_NOT_FOUND" | "TEMPLATE_BUILD_NOT_FOUND" | "SNAPSHOT_NOT_FOUND" | "VOLUME_NOT_FOUND" | "DEPLOYMENT_NOT_FOUND" | "DEPLOYMENT_VERSION_NOT_FOUND" | "DEPLOYMENT_RUN_NOT_FOUND" | "DEPLOYMENT_INSTANCE_NOT_FOUND" | "RESOURCE_ALREADY_EXISTS" | "RESOURCE_IN_USE" | "STATE_CONFLICT" | "TRANSITION_IN_PROGRESS" | "SANDBOX_NOT_READY" | "SAME_HOST_REQUIRED" | "SNAPSHOT_INCOMPATIBLE" | "TEMPLATE_REBUILD_REQUIRED" | "STALE_REVISION" | "VOLUME_READ_ONLY" | "IDEMPOTENCY_KEY_MISMATCH" | "IDEMPOTENCY_REQUEST_IN_PROGRESS" | "QUOTA_EXCEEDED" | "QUOTA_SANDBOXES_EXCEEDED" | "QUOTA_CPU_EXCEEDED" | "QUOTA_MEMORY_EXCEEDED" | "QUOTA_STORAGE_EXCEEDED" | "QUOTA_VOLUMES_EXCEEDED" | "PAYMENT_REQUIRED" | "CAPACITY_EXCEEDED" | "NO_ELIGIBLE_HOST" | "RATE_LIMIT_EXCEEDED" | "RATE_LIMIT_AUTH_EXCEEDED" | "EXEC_TIMEOUT" | "OPERATION_TIMEOUT" | "EXEC_FAILED" | "FILE_OPERATION_FAILED" | "RANGE_NOT_SATISFIABLE" | "FILE_UPLOAD_FAILED" | "TEMPLATE_BUILD_FAILED" | "DEPLOYMENT_INVALID_CONFIG" | "VOLUME_INVALID_MOUNT_PATH" | "VOLUME_OVERLAPPING_MOUNTS" | "VOLUME_BACKEND_UNSUPPORTED" | "VOLUME_CREDENTIALS_FAILED" | "VOLUME_BACKEND_UNAVAILABLE" | "RUNTIME_ERROR" | "AGENT_UNREACHABLE" | "CIRCUIT_OPEN" | "WS_AUTH_REQUIRED" | "WS_SUBSCRIPTION_LIMIT_EXCEEDED" | "WS_MESSAGE_TOO_LARGE" | "NOT_IMPLEMENTED" | "FEATURE_UNAVAILABLE" | "SERVICE_UNAVAILABLE" | "SYSTEM_MAINTENANCE" | "DATABASE_ERROR" | "INTERNAL_ERROR";
+                code: "AUTH_REQUIRED" | "AUTH_INVALID_TOKEN" | "AUTH_TOKEN_EXPIRED" | "AUTH_TOKEN_REVOKED" | "AUTH_INVALID_CREDENTIALS" | "AUTH_ACCOUNT_LOCKED" | "AUTH_MFA_REQUIRED" | "AUTH_PROVIDER_ERROR" | "AUTH_PROVIDER_UNAVAILABLE" | "AUTH_INVALID_REDIRECT" | "AUTH_INVALID_PROVIDER" | "AUTH_CAPTCHA_REQUIRED" | "AUTH_CAPTCHA_FAILED" | "AUTH_CAPTCHA_UNAVAILABLE" | "AUTH_EMAIL_REJECTED" | "AUTH_EMAIL_NOT_VERIFIED" | "CSRF_REJECTED" | "PERMISSION_DENIED" | "PATH_FORBIDDEN" | "FEATURE_NOT_ENABLED" | "ACCOUNT_NOT_FOUND" | "ACCOUNT_DELETED" | "ACCOUNT_NOT_SOFT_DELETED" | "ACCOUNT_HAS_ACTIVE_RESOURCES" | "TENANT_SUSPENDED" | "TENANT_NOT_READY" | "TENANT_PROVISIONING_FAILED" | "PROJECT_HIERARCHY_DEPTH_EXCEEDED" | "BAD_REQUEST" | "VALIDATION_ERROR" | "INVALID_PATH" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "METHOD_NOT_ALLOWED" | "ROUTE_NOT_FOUND" | "RESOURCE_NOT_FOUND" | "API_KEY_NOT_FOUND" | "SANDBOX_NOT_FOUND" | "COMMAND_NOT_FOUND" | "FILE_NOT_FOUND" | "TEMPLATE_NOT_FOUND" | "TEMPLATE_BUILD_NOT_FOUND" | "SNAPSHOT_NOT_FOUND" | "VOLUME_NOT_FOUND" | "DEPLOYMENT_NOT_FOUND" | "DEPLOYMENT_VERSION_NOT_FOUND" | "DEPLOYMENT_RUN_NOT_FOUND" | "DEPLOYMENT_INSTANCE_NOT_FOUND" | "RESOURCE_ALREADY_EXISTS" | "RESOURCE_IN_USE" | "STATE_CONFLICT" | "TRANSITION_IN_PROGRESS" | "SANDBOX_NOT_READY" | "SAME_HOST_REQUIRED" | "SNAPSHOT_INCOMPATIBLE" | "TEMPLATE_REBUILD_REQUIRED" | "STALE_REVISION" | "VOLUME_READ_ONLY" | "IDEMPOTENCY_KEY_MISMATCH" | "IDEMPOTENCY_REQUEST_IN_PROGRESS" | "QUOTA_EXCEEDED" | "QUOTA_SANDBOXES_EXCEEDED" | "QUOTA_CPU_EXCEEDED" | "QUOTA_MEMORY_EXCEEDED" | "QUOTA_STORAGE_EXCEEDED" | "QUOTA_VOLUMES_EXCEEDED" | "PAYMENT_REQUIRED" | "CAPACITY_EXCEEDED" | "NO_ELIGIBLE_HOST" | "RATE_LIMIT_EXCEEDED" | "RATE_LIMIT_AUTH_EXCEEDED" | "EXEC_TIMEOUT" | "OPERATION_TIMEOUT" | "EXEC_FAILED" | "FILE_OPERATION_FAILED" | "RANGE_NOT_SATISFIABLE" | "FILE_UPLOAD_FAILED" | "TEMPLATE_BUILD_FAILED" | "DEPLOYMENT_INVALID_CONFIG" | "VOLUME_INVALID_MOUNT_PATH" | "VOLUME_OVERLAPPING_MOUNTS" | "VOLUME_BACKEND_UNSUPPORTED" | "VOLUME_CREDENTIALS_FAILED" | "VOLUME_BACKEND_UNAVAILABLE" | "RUNTIME_ERROR" | "ISOLATION_UNAVAILABLE" | "AGENT_UNREACHABLE" | "CIRCUIT_OPEN" | "WS_AUTH_REQUIRED" | "WS_SUBSCRIPTION_LIMIT_EXCEEDED" | "WS_MESSAGE_TOO_LARGE" | "NOT_IMPLEMENTED" | "FEATURE_UNAVAILABLE" | "SERVICE_UNAVAILABLE" | "SYSTEM_MAINTENANCE" | "DATABASE_ERROR" | "INTERNAL_ERROR";
                 details: {
                     [key: string]: unknown;
                 };
@@ -4204,6 +4209,11 @@ export interface components {
         /** Sandbox */
         Sandbox: {
             /**
+             * @description What runs it: `ptrace` (gVisor's platform), `kvm` or `tcg` (a microVM's); null for a container
+             * @example ptrace
+             */
+            accelerator: string | null;
+            /**
              * @description Where the files API may reach
              * @example [
              *       "/"
@@ -4225,6 +4235,13 @@ export interface components {
                 /** @description Read-only layers under its own writable one */
                 layers: number;
             };
+            /**
+             * @description `container` (namespaces and seccomp on the host's kernel), `gvisor` (gVisor's user-space kernel) or `microvm` (a VM)
+             * @enum {string}
+             */
+            isolation: "container" | "gvisor" | "microvm";
+            /** @description The kernel its workload talks to: the host's release, gVisor's version, or the guest's release */
+            kernel: string | null;
             mem_size_mib: number;
             metadata: {
                 [key: string]: string;

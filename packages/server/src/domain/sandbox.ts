@@ -5,6 +5,7 @@
  * @example
  *   const active = sandbox.state === "running" && sandbox.transition === null;
  */
+import type { Isolation } from "./isolation.ts";
 import type { SandboxImage } from "./sandbox-image.ts";
 import type { SandboxAction, SandboxState } from "./sandbox-state.ts";
 
@@ -48,6 +49,8 @@ export interface Sandbox {
   readonly defaults: SandboxDefaults | null;
   /** A paused sandbox is resumed by the next command or file operation instead of answering 409. */
   readonly autoResume: boolean;
+  /** How it is walled off from the host; fixed at create. */
+  readonly isolation: Isolation;
 }
 
 /** A template's settings that outlive the create: where and as whom commands run, what starts with it. */

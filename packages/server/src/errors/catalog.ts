@@ -956,6 +956,19 @@ export const errorCatalog = {
     details: { runtime: "the runtime", reason: "what failed, for the operator" },
     aliases: { hyperfleet: ["RUNTIME_ERROR", "FIRECRACKER_API_ERROR"] },
   },
+  ISOLATION_UNAVAILABLE: {
+    status: 501,
+    category: "unavailable",
+    retryable: false,
+    message: "This server cannot run sandboxes with isolation {isolation}: {reason}",
+    hint: "Pick one of `details.available`, or ask the operator to install what `details.reason` names.",
+    details: {
+      isolation: "the isolation asked for",
+      reason: "what the host is missing",
+      available: "the isolation levels this server can run",
+    },
+    aliases: {},
+  },
   AGENT_UNREACHABLE: {
     status: 502,
     category: "unavailable",

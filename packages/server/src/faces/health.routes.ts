@@ -1,11 +1,16 @@
-/** `/healthz` (the process answers) and `/readyz` (the store answers and the server is not draining). */
+/**
+ * `/healthz` (the process answers) and `/readyz` (the store answers and the server is not
+ * draining; it also shows which isolation levels the host offers, as probed at start-up).
+ */
 import type { FastifyInstance } from "fastify";
+import type { IsolationSupport } from "../domain/isolation.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import { policy } from "./http/route-policy.ts";
 
 export interface Readiness {
   draining(): boolean;
   pingStore(): Promise<void>;
+  isolationLevels(): readonly IsolationSupport[];
 }
 
 export async function healthRoutes(app: FastifyInstance, readiness: Readiness): Promise<void> {
@@ -33,7 +38,7 @@ export async function healthRoutes(app: FastifyInstance, readiness: Readiness): 
           details: { reason: "store_unreachable" },
         });
       }
-      return { status: "ready", checks: { store: "ok" } };
+      return { status: "ready", checks: { store: "ok" }, isolation: readiness.isolationLevels() };
     },
   );
 }

@@ -32,6 +32,7 @@ function row(id: string, fields: Partial<Sandbox> = {}): Sandbox {
     snapshotId: null,
     defaults: null,
     autoResume: false,
+    isolation: "container",
     ...fields,
   };
 }

@@ -16,7 +16,10 @@
  *   const result = await runtime.exec("sbx_…", { argv: ["node", "-v"], timeoutMs: 60_000, … });
  */
 
+import type { Isolation, IsolationSupport } from "../domain/isolation.ts";
 import type { SandboxImage } from "../domain/sandbox-image.ts";
+
+export type { Isolation, IsolationSupport } from "../domain/isolation.ts";
 
 export { LAYER_KEY_PATTERN, type SandboxImage, SYSTEM_IMAGE } from "../domain/sandbox-image.ts";
 
@@ -31,6 +34,8 @@ export interface SandboxSpec {
   readonly template: string;
   /** Absent: the `system` image. */
   readonly image?: SandboxImage | undefined;
+  /** Absent: `container`. */
+  readonly isolation?: Isolation | undefined;
   readonly vcpuCount: number;
   readonly memSizeMib: number;
   readonly diskMib: number;
@@ -129,6 +134,11 @@ export interface Runtime {
   /** Checks that the host can run sandboxes; throws RUNTIME_ERROR saying what to install or fix. */
   check(): Promise<void>;
   /**
+   * What the host offers at each isolation level, probed once (later calls answer the same).
+   * Optional; absent: `container` only.
+   */
+  isolations?(): Promise<readonly IsolationSupport[]>;
+  /**
    * A sandbox of this shape already started, if the runtime keeps any: its id, which the caller
    * then gives the new sandbox and passes to `create()` (which only applies the spec's limits and
    * env) or, when the create does not go ahead, to `destroy()`. Optional; undefined: none ready.
@@ -195,6 +205,8 @@ export interface WarmShape {
   readonly template: string;
   readonly diskMib: number;
   readonly image?: SandboxImage | undefined;
+  /** Absent: `container`. */
+  readonly isolation?: Isolation | undefined;
 }
 
 /** Counters of a running sandbox; null where this host's kernel does not tell. */

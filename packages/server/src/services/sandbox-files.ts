@@ -89,6 +89,7 @@ const inlineWriteBytes = 512 * 1024;
 /** Bytes a download holds in memory before it holds back the agent (and so the tool in the sandbox). */
 const downloadBufferBytes = 4 * 1024 * 1024;
 const SIGKILL = 9;
+const SIGTERM = 15;
 
 export class SandboxFilesService {
   private readonly decoder = new TextDecoder("utf-8");
@@ -229,8 +230,9 @@ export class SandboxFilesService {
       outcome = "broken";
     }
     if (outcome !== "sent") {
-      // Killed before EOF, the tool never links its temporary file in: the old file stays.
-      process.signal(SIGKILL);
+      // Ended before EOF, the tool never links its temporary file in: the old file stays. SIGTERM,
+      // not SIGKILL: where the tool had to name its temporary file (no O_TMPFILE), it removes it.
+      process.signal(SIGTERM);
       const result = await process.result;
       if (outcome === "too_large") throw this.tooLarge();
       if (result.exitCode === 1) throw this.failure(target, result.stderr);

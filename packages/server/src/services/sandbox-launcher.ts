@@ -9,6 +9,7 @@
  *   const forked = await launcher.fork(principal, "sbx_…", { wait: true });
  */
 import type { Principal } from "../domain/api-key.ts";
+import type { Isolation } from "../domain/isolation.ts";
 import type { OnTimeout } from "../domain/sandbox.ts";
 import type { SandboxImage } from "../domain/sandbox-image.ts";
 import type { Snapshot } from "../domain/snapshot.ts";
@@ -32,6 +33,8 @@ export interface LaunchRequest {
   readonly timeoutSeconds: number;
   readonly onTimeout: OnTimeout;
   readonly autoResume?: boolean | undefined;
+  /** Absent: `container` (a fork: its source's). */
+  readonly isolation?: Isolation | undefined;
   readonly allowedRoots?: readonly string[] | undefined;
 }
 
@@ -74,6 +77,7 @@ export class SandboxLauncher {
         timeoutSeconds: request.timeoutSeconds,
         onTimeout: request.onTimeout,
         autoResume: request.autoResume,
+        isolation: request.isolation,
         allowedRoots: request.allowedRoots,
       });
     }
@@ -93,6 +97,7 @@ export class SandboxLauncher {
       timeoutSeconds: request.timeoutSeconds,
       onTimeout: request.onTimeout,
       autoResume: request.autoResume,
+      isolation: request.isolation,
       allowedRoots: request.allowedRoots,
     });
   }
@@ -115,6 +120,7 @@ export class SandboxLauncher {
       timeoutSeconds: overrides.timeoutSeconds ?? source.timeoutSeconds,
       onTimeout: overrides.onTimeout ?? source.onTimeout,
       autoResume: overrides.autoResume ?? source.autoResume,
+      isolation: overrides.isolation ?? source.isolation,
       allowedRoots: overrides.allowedRoots ?? source.allowedRoots,
     });
     return { ...created, snapshot };

@@ -10,6 +10,7 @@
  */
 import type { Principal } from "../domain/api-key.ts";
 import { newId } from "../domain/ids.ts";
+import { DEFAULT_ISOLATION, type Isolation, type IsolationSupport } from "../domain/isolation.ts";
 import type { HostCapacity, OwnerLimits, QuotaViolation, ResourceAmounts } from "../domain/quota.ts";
 import type { OnTimeout, Sandbox, SandboxChange, SandboxDefaults } from "../domain/sandbox.ts";
 import { type SandboxImage, SYSTEM_IMAGE } from "../domain/sandbox-image.ts";
@@ -24,6 +25,7 @@ import {
 } from "../domain/sandbox-state.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
+import type { IsolationLevels } from "./isolation-levels.ts";
 import { listPage, type Page } from "./paging.ts";
 import type { Clock, Log, QuotaRequest, SandboxFilter, SandboxRepository } from "./ports.ts";
 import type { Runtime, SandboxSpec } from "./runtime-port.ts";
@@ -47,11 +49,14 @@ export interface NewSandbox {
   snapshotId?: string | null | undefined;
   defaults?: SandboxDefaults | null | undefined;
   autoResume?: boolean | undefined;
+  /** `container` when absent. */
+  isolation?: Isolation | undefined;
 }
 
 export interface SandboxServiceOptions {
   repository: SandboxRepository;
   runtime: Runtime;
+  isolationLevels: IsolationLevels;
   breaker: CircuitBreaker;
   events: SandboxEvents;
   clock: Clock;
@@ -88,12 +93,24 @@ export class SandboxService {
     return this.options.runtime.name;
   }
 
+  /** The host's isolation level, with its kernel and accelerator, as probed at start-up. */
+  isolationOf(isolation: Isolation): IsolationSupport {
+    return this.options.isolationLevels.describe(isolation);
+  }
+
   async create(principal: Principal, request: NewSandbox): Promise<CreatedSandbox> {
     // A broken host refuses at once instead of leaving a failed sandbox per attempt.
     this.options.breaker.check();
+    const isolation = request.isolation ?? DEFAULT_ISOLATION;
+    await this.options.isolationLevels.require(isolation);
     const now = this.now();
     const image = request.image ?? SYSTEM_IMAGE;
-    const warmId = this.options.runtime.takeWarm?.({ template: request.template, diskMib: request.diskMib, image });
+    const warmId = this.options.runtime.takeWarm?.({
+      template: request.template,
+      diskMib: request.diskMib,
+      image,
+      isolation,
+    });
     const sandbox: Sandbox = {
       id: warmId ?? newId("sbx"),
       ownerId: principal.ownerId,
@@ -121,6 +138,7 @@ export class SandboxService {
       snapshotId: request.snapshotId ?? null,
       defaults: request.defaults ?? null,
       autoResume: request.autoResume ?? false,
+      isolation,
     };
     this.busy.add(sandbox.id);
     let violation: QuotaViolation | undefined;
@@ -360,6 +378,7 @@ export class SandboxService {
       id: sandbox.id,
       template: sandbox.template,
       image: sandbox.image,
+      isolation: sandbox.isolation,
       vcpuCount: sandbox.vcpuCount,
       memSizeMib: sandbox.memSizeMib,
       diskMib: sandbox.diskMib,

@@ -37,6 +37,19 @@ export interface CreateSandboxBody {
   wait?: boolean;
   /** The directories the files API may reach in the sandbox. */
   allowed_roots?: string[];
+  isolation?: Isolation;
+}
+
+export type Isolation = "container" | "gvisor" | "microvm";
+
+/**
+ * The isolation a suite's sandboxes run at: `container` unless SHOAL_TEST_ISOLATION says
+ * otherwise. A `*.gvisor.test.ts` file sets it and then imports the suite, so that the same tests
+ * run again at that level (node runs each test file in a process of its own).
+ */
+export function testIsolation(): Isolation {
+  const level = process.env.SHOAL_TEST_ISOLATION;
+  return level === "gvisor" || level === "microvm" ? level : "container";
 }
 
 export interface ExecBody {
@@ -107,7 +120,11 @@ export async function request<T>(
 
 /** Creates a sandbox and waits until it runs; throws with the answer unless it is 201 `running`. */
 export async function createSandbox(target: Target, key: string, body: CreateSandboxBody = {}): Promise<SandboxView> {
-  const reply = await request<SandboxView>(target, key, "POST", "/v1/sandboxes", body);
+  const isolation = body.isolation ?? testIsolation();
+  const reply = await request<SandboxView>(target, key, "POST", "/v1/sandboxes", {
+    ...body,
+    ...(isolation === "container" ? {} : { isolation }),
+  });
   if (reply.status !== 201 || reply.json?.state !== "running") {
     throw new Error(`POST /v1/sandboxes ${JSON.stringify(body)} answered ${reply.status}: ${reply.text}`);
   }

@@ -51,6 +51,7 @@ function sandbox(ownerId: string, index: number): Sandbox {
     snapshotId: null,
     defaults: null,
     autoResume: false,
+    isolation: "container",
   };
 }
 

@@ -11,6 +11,7 @@
  */
 import { type Kysely, type Selectable, sql, type Transaction } from "kysely";
 import type { CursorPosition } from "../../domain/cursor.ts";
+import { DEFAULT_ISOLATION, isIsolation } from "../../domain/isolation.ts";
 import { checkQuota, type QuotaViolation, type ResourceAmounts, type Usage } from "../../domain/quota.ts";
 import type { OnTimeout, Sandbox, SandboxChange, SandboxDefaults } from "../../domain/sandbox.ts";
 import { type SandboxImage, SYSTEM_IMAGE } from "../../domain/sandbox-image.ts";
@@ -238,6 +239,7 @@ export class KyselySandboxRepository implements SandboxRepository {
       defaults: sandbox.defaults === null ? null : JSON.stringify(sandbox.defaults),
       snapshot_id: sandbox.snapshotId,
       auto_resume: sandbox.autoResume ? 1 : 0,
+      isolation: sandbox.isolation,
     };
   }
 
@@ -269,6 +271,7 @@ export class KyselySandboxRepository implements SandboxRepository {
       snapshotId: row.snapshot_id,
       defaults: row.defaults === null ? null : (JSON.parse(row.defaults) as SandboxDefaults),
       autoResume: Number(row.auto_resume ?? 0) === 1,
+      isolation: isIsolation(row.isolation) ? row.isolation : DEFAULT_ISOLATION,
     };
   }
 }

@@ -66,6 +66,8 @@ export interface SandboxesTable {
   snapshot_id: string | null;
   /** 0 or 1; null reads as 0. */
   auto_resume: number | null;
+  /** An Isolation. */
+  isolation: string;
 }
 
 export interface TemplatesTable {

@@ -25,7 +25,14 @@ type Backend = "sqlite" | "postgres";
 const backends: readonly Backend[] = ["sqlite", "postgres"];
 const options = { busyTimeoutMs: 5000 };
 /** Every migration, in the order a new database applies them. */
-const allMigrations = ["001-initial", "002-sandboxes", "003-commands", "004-file-roots", "005-templates"];
+const allMigrations = [
+  "001-initial",
+  "002-sandboxes",
+  "003-commands",
+  "004-file-roots",
+  "005-templates",
+  "006-isolation",
+];
 const scratch = mkdtempSync(path.join(tmpdir(), "shoal-store-test-"));
 
 after(() => rmSync(scratch, { recursive: true, force: true }));

@@ -6,6 +6,7 @@ import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyInstance, preValidationAsyncHookHandler } from "fastify";
 import { Type } from "typebox";
 import type { Principal } from "../../domain/api-key.ts";
+import { ISOLATIONS, type Isolation, type IsolationSupport } from "../../domain/isolation.ts";
 import type { Sandbox } from "../../domain/sandbox.ts";
 import { allowedRoots } from "../../domain/sandbox-path.ts";
 import { type ClientAction, type SandboxState, sandboxStates } from "../../domain/sandbox-state.ts";
@@ -16,6 +17,10 @@ import { policy } from "../http/route-policy.ts";
 import { OptionalTime } from "../http/schemas.ts";
 
 const StateSchema = Type.Unsafe<SandboxState>({ type: "string", enum: [...sandboxStates] });
+
+const isolationText =
+  "`container` (namespaces and seccomp on the host's kernel), `gvisor` (gVisor's user-space kernel) or `microvm` (a VM)";
+const IsolationSchema = Type.Unsafe<Isolation>({ type: "string", enum: [...ISOLATIONS], description: isolationText });
 
 export const StringMapSchema = (description: string, maxProperties: number, namePattern?: string) =>
   Type.Unsafe<Record<string, string>>({
@@ -54,6 +59,14 @@ const SandboxSchema = Type.Object(
       layers: Type.Integer({ description: "Read-only layers under its own writable one" }),
     }),
     auto_resume: Type.Boolean({ description: "A command or file operation resumes it when paused" }),
+    isolation: IsolationSchema,
+    kernel: Type.Union([Type.String(), Type.Null()], {
+      description: "The kernel its workload talks to: the host's release, gVisor's version, or the guest's release",
+    }),
+    accelerator: Type.Union([Type.String(), Type.Null()], {
+      description: "What runs it: `ptrace` (gVisor's platform), `kvm` or `tcg` (a microVM's); null for a container",
+      examples: ["ptrace"],
+    }),
   },
   { $id: "Sandbox", title: "Sandbox" },
 );
@@ -92,6 +105,13 @@ const CreateBody = Type.Object(
       default: false,
       description: "When paused (by `pause` or by `on_timeout: pause`), the next command or file operation resumes it",
     }),
+    isolation: Type.Optional(
+      Type.Unsafe<Isolation>({
+        type: "string",
+        enum: [...ISOLATIONS],
+        description: `${isolationText}. Default \`container\`; a fork: its source's. ISOLATION_UNAVAILABLE when the host lacks it (see \`/readyz\`)`,
+      }),
+    ),
     allowed_roots: Type.Optional(
       Type.Array(Type.String({ minLength: 1, maxLength: 4095, pattern: "^/" }), {
         minItems: 1,
@@ -106,7 +126,7 @@ const CreateBody = Type.Object(
 /** `{id}` of every `/v1/sandboxes/{id}/…` route. */
 export const SandboxIdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
 
-export function view(sandbox: Sandbox, runtime: string) {
+export function view(sandbox: Sandbox, runtime: string, level: IsolationSupport) {
   return {
     id: sandbox.id,
     name: sandbox.name,
@@ -129,6 +149,9 @@ export function view(sandbox: Sandbox, runtime: string) {
     snapshot_id: sandbox.snapshotId,
     image: { base: sandbox.image.base, layers: sandbox.image.layers.length },
     auto_resume: sandbox.autoResume,
+    isolation: sandbox.isolation,
+    kernel: level.kernel,
+    accelerator: level.accelerator,
   };
 }
 
@@ -156,7 +179,7 @@ export async function sandboxRoutes(
 ): Promise<void> {
   app.addSchema(SandboxSchema);
   const typed = app.withTypeProvider<TypeBoxTypeProvider>();
-  const render = (sandbox: Sandbox) => view(sandbox, sandboxes.runtimeName);
+  const render = (sandbox: Sandbox) => view(sandbox, sandboxes.runtimeName, sandboxes.isolationOf(sandbox.isolation));
 
   typed.post(
     "/v1/sandboxes",
@@ -185,6 +208,7 @@ export async function sandboxRoutes(
         template: body.template,
         snapshotId: body.snapshot_id,
         autoResume: body.auto_resume,
+        isolation: body.isolation,
         name: body.name,
         vcpuCount: body.vcpu_count,
         memSizeMib: body.mem_size_mib,

@@ -132,7 +132,8 @@ export async function snapshotRoutes(app: FastifyInstance, services: SnapshotRou
         metadata: body.metadata,
         timeoutSeconds: body.timeout_seconds,
       });
-      const render = (sandbox: Parameters<typeof view>[0]) => view(sandbox, sandboxes.runtimeName);
+      const render = (sandbox: Parameters<typeof view>[0]) =>
+        view(sandbox, sandboxes.runtimeName, sandboxes.isolationOf(sandbox.isolation));
       if (!body.wait) {
         return reply.code(202).send({ sandbox: render(forked.sandbox), snapshot: snapshotView(forked.snapshot) });
       }

@@ -9,7 +9,7 @@
  *   await cgroup.remove();
  */
 
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { readdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -66,7 +66,9 @@ export class SandboxCgroup {
       const events = await readOptional(join(this.#dir("") ?? "", "cgroup.events"));
       return events !== undefined && /^frozen 1$/m.test(events);
     }
-    const state = await readOptional(join(this.#dir("freezer") ?? "", "freezer.state"));
+    const freezer = this.#dir("freezer");
+    if (freezer === undefined) return false;
+    const state = await readOptional(join(freezer, "freezer.state"));
     return state?.trim() === "FROZEN";
   }
 
@@ -78,7 +80,10 @@ export class SandboxCgroup {
       await this.#until(async () => /^frozen 1$/m.test((await readOptional(join(dir, "cgroup.events"))) ?? "frozen 1"));
       return;
     }
-    const state = join(this.#dir("freezer") ?? "", "freezer.state");
+    const freezer = this.#dir("freezer");
+    // A layout without the freezer (a runtime that pauses otherwise) has nothing to freeze here.
+    if (freezer === undefined) return;
+    const state = join(freezer, "freezer.state");
     await writeFile(state, "FROZEN");
     // v1 reports FREEZING while some task is still on its way; writing again re-kicks the stragglers.
     await this.#until(async () => {
@@ -93,7 +98,8 @@ export class SandboxCgroup {
       await writeFile(join(this.#dir("") ?? "", "cgroup.freeze"), "0");
       return;
     }
-    await writeFile(join(this.#dir("freezer") ?? "", "freezer.state"), "THAWED");
+    const freezer = this.#dir("freezer");
+    if (freezer !== undefined) await writeFile(join(freezer, "freezer.state"), "THAWED");
   }
 
   async pids(): Promise<number[]> {
@@ -147,6 +153,37 @@ export class SandboxCgroup {
       // Removed meanwhile (a teardown left running by a killed server): nothing is left to kill.
       if (!isErrno(error, "ENOENT") || (await this.exists())) throw error;
     }
+  }
+
+  /**
+   * Makes the sandbox's cgroup in every hierarchy in use, as crun does for the sandboxes it runs,
+   * for a runtime that is told to leave cgroups alone (runsc): the start script then moves itself
+   * into them before it starts the sandbox, and everything the sandbox runs inherits them. Answers
+   * the `cgroup.procs` files to write the script's pid to. Synchronous, like setLimits.
+   */
+  create(): string[] {
+    const procs: string[] = [];
+    for (const root of hierarchyRoots(this.#layout)) {
+      let dir = root;
+      for (const part of this.#path.split("/").filter((name) => name !== "")) {
+        const parent = dir;
+        dir = join(dir, part);
+        mkdirSync(dir, { recursive: true });
+        if (this.#layout.kind === "unified") {
+          // A v2 child can have a controller's limits only once its parent delegates the controller.
+          writeFileSync(join(parent, "cgroup.subtree_control"), "+cpu +memory +pids");
+        } else if (existsSync(join(dir, "cpuset.cpus"))) {
+          // A v1 cpuset cgroup takes no task until its cpus and mems are set: the parent's, as crun does.
+          for (const file of ["cpuset.cpus", "cpuset.mems"]) {
+            if (readFileSync(join(dir, file), "utf8").trim() === "") {
+              writeFileSync(join(dir, file), readFileSync(join(parent, file), "utf8").trim());
+            }
+          }
+        }
+      }
+      procs.push(join(dir, "cgroup.procs"));
+    }
+    return procs;
   }
 
   /**

@@ -4,8 +4,12 @@
  * run; crun delete, then the unmounts) are one `sh -c` script with its values as positional
  * parameters, so each lifecycle step costs one spawn from Node.
  *
+ * The OCI runtime is crun for `container` sandboxes and runsc (gVisor) for `gvisor` ones; both take
+ * the same bundle. runsc is told to leave cgroups alone, so the script moves itself into the
+ * sandbox's cgroups first and runsc's sandbox and gofer processes inherit them.
+ *
  * @example
- *   spawn("nsenter", nsenterArgs(ns, startCommand({ crun, crunRoot, id, paths, lowerDir, mkfsArgs, mountedDisk })));
+ *   spawn("nsenter", nsenterArgs(ns, startCommand({ engine, id, paths, lowerDir, mkfsArgs, mountedDisk })));
  */
 
 import { MOUNT_IMAGE_FUNCTION } from "./disk-pool.ts";
@@ -23,8 +27,9 @@ export const STARTED_LINE = "started\n";
  */
 const START_SCRIPT = `${MOUNT_IMAGE_FUNCTION}
 set -e
-dir=$1 lower=$2 crun=$3 root=$4 id=$5 disk=$6 layers=$7
-shift 7
+dir=$1 lower=$2 engine=$3 root=$4 id=$5 disk=$6 layers=$7 flags=$8 join=$9
+shift 9
+for procs in $join; do echo $$ > "$procs"; done
 if [ -z "$disk" ]; then
   disk=$dir/disk
   if [ ! -e "$dir/disk.img" ]; then mkfs.ext4 "$@"; fi
@@ -33,7 +38,8 @@ fi
 release() { umount "$disk"; [ "$disk" = "$dir/disk" ] || rmdir "$disk"; }
 # In the layer store: the lower directories are named relative to it, which keeps the options short.
 (cd "$layers" && mount -t overlay overlay -o "lowerdir=$lower,upperdir=$disk/upper,workdir=$disk/work" "$dir/rootfs") || { release; exit 1; }
-"$crun" --root "$root" run --detach --bundle "$dir" "$id" || { umount "$dir/rootfs"; release; exit 1; }
+# $flags: the engine's global flags, one word each.
+"$engine" --root "$root" $flags run --detach --bundle "$dir" "$id" || { umount "$dir/rootfs"; release; exit 1; }
 echo ${STARTED_LINE.trim()}
 release
 `;
@@ -45,9 +51,9 @@ release
  * Then it removes the sandbox's directories on /sys/fs/cgroup's tmpfs (see HIDDEN_CGROUP_DIRS_SCRIPT).
  */
 const TEARDOWN_SCRIPT = `
-dir=$1 crun=$2 root=$3 id=$4
+dir=$1 engine=$2 root=$3 id=$4
 shift 4
-"$crun" --root "$root" delete --force "$id" 2>/dev/null &
+"$engine" --root "$root" delete --force "$id" 2>/dev/null &
 umount "$dir/rootfs" 2>/dev/null || umount -l "$dir/rootfs" 2>/dev/null
 if [ -e "$dir/disk/upper" ]; then umount "$dir/disk" 2>/dev/null || umount -l "$dir/disk"; fi
 wait
@@ -68,9 +74,19 @@ done
 exit 0
 `;
 
+/** An OCI runtime binary, its state directory and the global flags it runs sandboxes with. */
+export interface OciEngine {
+  readonly binary: string;
+  readonly root: string;
+  /** Words without spaces (the script splits them). */
+  readonly flags: readonly string[];
+}
+
 export interface StartCommandInput {
-  readonly crun: string;
-  readonly crunRoot: string;
+  readonly engine: OciEngine;
+  /** `cgroup.procs` files the script joins before the engine starts (none: the engine makes and joins them). */
+  readonly joinCgroups: readonly string[];
+
   readonly id: string;
   readonly paths: SandboxPaths;
   /** The overlay's lowerdir list, relative to `layersDir` where it is not absolute. */
@@ -90,11 +106,13 @@ export function startCommand(input: StartCommandInput): string[] {
     "sh",
     input.paths.dir,
     input.lowerDir,
-    input.crun,
-    input.crunRoot,
+    input.engine.binary,
+    input.engine.root,
     input.id,
     input.mountedDisk ?? "",
     input.layersDir,
+    input.engine.flags.join(" "),
+    input.joinCgroups.join(" "),
     ...input.mkfsArgs,
   ];
 }
@@ -126,13 +144,12 @@ export function captureCommand(paths: SandboxPaths, target: string): string[] {
 
 /** `leftovers`: the sandbox's paths under the hidden cgroup directories, removed last. */
 export function teardownCommand(
-  crun: string,
-  crunRoot: string,
+  engine: OciEngine,
   id: string,
   paths: SandboxPaths,
   leftovers: readonly string[],
 ): string[] {
-  return ["sh", "-c", TEARDOWN_SCRIPT, "sh", paths.dir, crun, crunRoot, id, ...leftovers];
+  return ["sh", "-c", TEARDOWN_SCRIPT, "sh", paths.dir, engine.binary, engine.root, id, ...leftovers];
 }
 
 export function listCommand(crun: string, crunRoot: string): string[] {

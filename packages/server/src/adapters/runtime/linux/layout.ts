@@ -30,6 +30,8 @@ export interface RuntimePaths {
   readonly namespaceDir: string;
   readonly namespaceFile: string;
   readonly crunRoot: string;
+  /** runsc's state directory, for `gvisor` sandboxes. */
+  readonly runscRoot: string;
   readonly poolDir: string;
   readonly templatesDir: string;
   readonly layersDir: string;
@@ -68,6 +70,7 @@ export function runtimePaths(dataDir: string): RuntimePaths {
     namespaceDir,
     namespaceFile: join(namespaceDir, "mnt"),
     crunRoot: join(runtimeDir, "crun"),
+    runscRoot: join(runtimeDir, "runsc"),
     poolDir: join(runtimeDir, "pool"),
     templatesDir: join(runtimeDir, "templates"),
     layersDir: join(runtimeDir, "layers"),

@@ -30,8 +30,10 @@ import {
   stat,
   writeFile,
 } from "node:fs/promises";
+import { release as kernelRelease } from "node:os";
 import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { IsolationSupport } from "../../../domain/isolation.ts";
 import { SANDBOX_USER } from "../../../domain/sandbox-user.ts";
 import { ShoalError } from "../../../errors/shoal-error.ts";
 import {
@@ -58,17 +60,28 @@ import {
   restrictLayout,
   SANDBOX_CONTROLLERS,
 } from "./cgroup-layout.ts";
-import { isErrno, listCgroupIds, SandboxCgroup } from "./cgroups.ts";
+import { type CgroupLimits, isErrno, listCgroupIds, SandboxCgroup } from "./cgroups.ts";
 import {
   captureCommand,
   HIDDEN_CGROUP_DIRS_SCRIPT,
   listCommand,
+  type OciEngine,
   parseCrunList,
   STARTED_LINE,
   startCommand,
   teardownCommand,
 } from "./crun-commands.ts";
 import { DiskPool, mkfsArgs } from "./disk-pool.ts";
+import {
+  GVISOR_MARKER,
+  type GvisorPlatform,
+  gvisorLimits,
+  gvisorMemoryHeadroomBytes,
+  gvisorSpec,
+  gvisorTaskHeadroom,
+  probeGvisor,
+  runscEngine,
+} from "./gvisor.ts";
 import { LayerStore, shiftOwnership } from "./layer-store.ts";
 import {
   cgroupParent,
@@ -80,7 +93,7 @@ import {
   sandboxPaths,
 } from "./layout.ts";
 import { CRUN_ENV, ensureMountNamespace, nsenterArgs } from "./mount-namespace.ts";
-import { buildOCISpec, type IdMap, MAX_OPEN_FILES, SECCOMP_BPF_ANNOTATION } from "./oci-spec.ts";
+import { buildOCISpec, type IdMap, MAX_OPEN_FILES, type OCISpec, SECCOMP_BPF_ANNOTATION } from "./oci-spec.ts";
 import { runProcess } from "./run-process.ts";
 import { readSandboxUsage } from "./sandbox-metrics.ts";
 import { ensureDiskSkeleton, ensureImageShim, ensureSystemTemplate, SYSTEM_TEMPLATE } from "./system-template.ts";
@@ -94,6 +107,8 @@ export interface LinuxRuntimeOptions {
   readonly nodeId: string;
   readonly agentBinaryPath?: string;
   readonly crunPath?: string;
+  /** runsc, for `gvisor` sandboxes; default `runsc` in PATH (none: no gvisor isolation). */
+  readonly runscPath?: string;
   readonly log?: RuntimeLog;
   /**
    * Runs every sandbox in a user namespace mapping its ids 0..65535 to this host range (default
@@ -220,6 +235,8 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   /** Destroyed sandboxes whose container, mounts, cgroups and files are still being removed. */
   readonly #teardowns = new Map<string, Promise<void>>();
   #idMap: IdMap | undefined;
+  #isolations: Promise<readonly IsolationSupport[]> | undefined;
+  #gvisorPlatform: GvisorPlatform = "ptrace";
   #agentStamp: string | undefined;
   /** crun's compilation of the seccomp profile, read back from the first sandbox started (see #learnSeccomp). */
   #seccompBpf: string | undefined;
@@ -403,9 +420,57 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     }
   }
 
+  /**
+   * container: always (a host that cannot run sandboxes answers RUNTIME_ERROR, naming the fix, as
+   * check() does); gvisor: where runsc is, with its version; microvm: not in this runtime.
+   */
+  isolations(): Promise<readonly IsolationSupport[]> {
+    this.#isolations ??= (async () => {
+      const probe = await probeGvisor(this.#options.runscPath ?? (await findInPath("runsc")));
+      this.#gvisorPlatform = probe.platform;
+      return [
+        {
+          isolation: "container",
+          available: true,
+          reason: null,
+          kernel: `Linux ${kernelRelease()}`,
+          accelerator: null,
+        },
+        probe.support,
+        {
+          isolation: "microvm",
+          available: false,
+          reason: "the linux runtime runs no virtual machines: the QEMU microVM runtime is not part of this build yet",
+          kernel: null,
+          accelerator: null,
+        },
+      ];
+    })();
+    return this.#isolations;
+  }
+
+  /** The runsc binary found by isolations(), which a gvisor create has passed through. */
+  async #runsc(): Promise<string> {
+    const runsc = this.#options.runscPath ?? (await findInPath("runsc"));
+    if (runsc === undefined) throw runtimeError("runsc is not installed: `apt-get install runsc`");
+    return runsc;
+  }
+
+  /** The OCI runtime of a sandbox: runsc where its directory has the gVisor marker, else crun. */
+  async #engineOf(id: string): Promise<OciEngine> {
+    const gvisor = await stat(join(this.#sandbox(id).dir, GVISOR_MARKER)).catch(() => undefined);
+    if (gvisor !== undefined) {
+      await this.isolations();
+      return runscEngine(await this.#runsc(), this.#paths.runscRoot, this.#gvisorPlatform);
+    }
+    return { binary: this.#crun, root: this.#paths.crunRoot, flags: [] };
+  }
+
   takeWarm(shape: WarmShape): string | undefined {
     const host = this.#ready;
     if (host === undefined || shape.diskMib !== this.#warmDiskMib()) return undefined;
+    // Warm sandboxes are containers; a gvisor sandbox starts cold.
+    if ((shape.isolation ?? "container") !== "container") return undefined;
     const pool = this.#warmPoolOf(host, shape.image ?? SYSTEM_IMAGE);
     if (pool === undefined) return undefined;
     // Held before the take, whose refill would otherwise start a launch beside this claim.
@@ -518,13 +583,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       throw runtimeError(`warm sandbox ${spec.id} has a ${this.#warmDiskMib()} MiB disk, not ${spec.diskMib} MiB`);
     }
     const oci = this.#ociSpec(host, spec);
-    const { memory, cpu, pids } = oci.linux.resources;
-    this.#cgroup(host, spec.id).setLimits({
-      memoryBytes: memory.limit,
-      cpuQuotaUs: cpu.quota,
-      cpuPeriodUs: cpu.period,
-      pids: pids.limit,
-    });
+    this.#cgroup(host, spec.id).setLimits(cgroupLimits(oci, false));
     // Synchronous for the reason setLimits is: a small file, on the path a create waits on.
     writeFileSync(paths.config, JSON.stringify(oci));
     this.#envs.set(spec.id, parseEnv(oci));
@@ -546,6 +605,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       throw runtimeError(`creating ${paths.dir} failed: ${errorText(error)}`, error);
     }
     if (warm) await writeFile(join(paths.dir, WARM_MARKER), "");
+    if (spec.isolation === "gvisor") await writeFile(join(paths.dir, GVISOR_MARKER), "");
     let mountedDisk: string | undefined;
     let handedOver = false;
     try {
@@ -693,9 +753,17 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   async metrics(id: string): Promise<SandboxUsage> {
     this.#sandbox(id);
     const host = await this.#prepare();
-    return this.#wrap(`reading the metrics of sandbox ${id}`, () =>
-      readSandboxUsage(host.layout, cgroupPath(this.#nodeId, id)),
-    );
+    return this.#wrap(`reading the metrics of sandbox ${id}`, async () => {
+      const usage = await readSandboxUsage(host.layout, cgroupPath(this.#nodeId, id));
+      if ((await this.#engineOf(id)).binary === this.#crun) return usage;
+      // The cgroup's limits have the Sentry's headroom on top: the sandbox's own are in its bundle.
+      const own = gvisorLimits(JSON.parse(await readFile(this.#sandbox(id).config, "utf8")));
+      return {
+        ...usage,
+        memory: { ...usage.memory, limitBytes: own.memoryBytes ?? usage.memory.limitBytes },
+        pids: { ...usage.pids, limit: own.pids ?? usage.pids.limit },
+      };
+    });
   }
 
   /** Rewrites the bundle's env, where exec (and a restarted server) read the sandbox's own env. */
@@ -853,9 +921,9 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     return found;
   }
 
-  #ociSpec(host: Host, spec: SandboxSpec): ReturnType<typeof buildOCISpec> {
+  #ociSpec(host: Host, spec: SandboxSpec): OCISpec {
     const inside = this.#inside(spec.id);
-    return buildOCISpec({
+    const container = buildOCISpec({
       sandbox: spec,
       rootfs: inside.rootfs,
       agentBinary: join(this.#paths.sandboxesAlias, basename(this.#paths.agentCopy)),
@@ -868,6 +936,8 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       seccompBpf: this.#seccompBpf,
       bindHostUsr: (spec.image ?? SYSTEM_IMAGE).base === "system",
     });
+    if (spec.isolation !== "gvisor") return container;
+    return gvisorSpec(container, { pids: spec.pidsLimit, memoryBytes: container.linux.resources.memory.limit });
   }
 
   /**
@@ -939,9 +1009,17 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     await writeFile(`${paths.config}.tmp`, JSON.stringify(oci));
     await rename(`${paths.config}.tmp`, paths.config);
     this.#envs.set(spec.id, parseEnv(oci));
+    const gvisor = spec.isolation === "gvisor";
+    let joinCgroups: string[] = [];
+    if (gvisor) {
+      // runsc leaves cgroups alone: they are made here, with room for the Sentry, and the script joins them.
+      const cgroup = this.#cgroup(host, spec.id);
+      joinCgroups = cgroup.create();
+      cgroup.setLimits(cgroupLimits(oci, true));
+    }
     const command = startCommand({
-      crun: this.#crun,
-      crunRoot: this.#paths.crunRoot,
+      engine: await this.#engineOf(spec.id),
+      joinCgroups,
       id: spec.id,
       paths: inside,
       lowerDir: this.#lowerDirs(host, spec.image ?? SYSTEM_IMAGE),
@@ -1003,7 +1081,14 @@ class LinuxRuntimeImpl implements LinuxRuntime {
         output += chunk.toString("utf8");
         if (output.includes(READY_LINE) && output.includes(STARTED_LINE)) finish();
       });
-      child.stdout?.on("end", () => finish(new Error(`the agent of sandbox ${id} exited before it was ready`)));
+      // After the exit and the end of stdout: the exit handler has said why when the script failed.
+      child.on("close", (code, signal) =>
+        finish(
+          new Error(
+            `the agent of sandbox ${id} exited before it was ready (exit ${code ?? signal}, it said ${JSON.stringify(output)})`,
+          ),
+        ),
+      );
     });
   }
 
@@ -1021,8 +1106,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
         nsenterArgs(
           host.namespace,
           teardownCommand(
-            this.#crun,
-            this.#paths.crunRoot,
+            await this.#engineOf(id),
             id,
             this.#inside(id),
             host.hiddenCgroupDirs.map((dir) => `${dir}${cgroupPath(this.#nodeId, id)}`),
@@ -1042,6 +1126,17 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     await host.pool.dispose(paths.diskImage);
     await rm(paths.dir, { recursive: true, force: true });
   }
+}
+
+/** The cgroup limits of a sandbox's spec; a gVisor sandbox's have room for the Sentry's own memory and threads. */
+function cgroupLimits(oci: OCISpec, gvisor: boolean): CgroupLimits {
+  const { memory, cpu, pids } = oci.linux.resources;
+  return {
+    memoryBytes: memory.limit + (gvisor ? gvisorMemoryHeadroomBytes(pids.limit) : 0),
+    cpuQuotaUs: cpu.quota,
+    cpuPeriodUs: cpu.period,
+    pids: pids.limit + (gvisor ? gvisorTaskHeadroom(pids.limit) : 0),
+  };
 }
 
 function imageKey(image: SandboxImage): string {

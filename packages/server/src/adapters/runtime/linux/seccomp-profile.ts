@@ -9,7 +9,7 @@
  *   const spec = { linux: { seccomp: seccompProfile() } };
  */
 
-export type SeccompAction = "SCMP_ACT_ALLOW" | "SCMP_ACT_ERRNO" | "SCMP_ACT_KILL_PROCESS";
+export type SeccompAction = "SCMP_ACT_ALLOW" | "SCMP_ACT_ERRNO" | "SCMP_ACT_KILL_PROCESS" | "SCMP_ACT_TRACE";
 export type SeccompOperator = "SCMP_CMP_EQ" | "SCMP_CMP_NE" | "SCMP_CMP_LT" | "SCMP_CMP_MASKED_EQ";
 
 export interface SeccompArg {

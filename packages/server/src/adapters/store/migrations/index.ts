@@ -8,6 +8,7 @@ import { sandboxes } from "./002-sandboxes.ts";
 import { commands } from "./003-commands.ts";
 import { fileRoots } from "./004-file-roots.ts";
 import { templates } from "./005-templates.ts";
+import { isolation } from "./006-isolation.ts";
 
 const migrations: Record<string, Migration> = {
   "001-initial": initial,
@@ -15,6 +16,7 @@ const migrations: Record<string, Migration> = {
   "003-commands": commands,
   "004-file-roots": fileRoots,
   "005-templates": templates,
+  "006-isolation": isolation,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,0 +1,74 @@
+/**
+ * The isolation levels this server offers, asked of the runtime once at start-up: a create at a
+ * level the host lacks answers ISOLATION_UNAVAILABLE (before any quota is taken) instead of a
+ * failed sandbox, `/readyz` shows each level, and a sandbox's resource names the kernel and the
+ * accelerator of its level.
+ *
+ * @example
+ *   const levels = new IsolationLevels(runtime);
+ *   await levels.load();
+ *   levels.require("gvisor"); // throws ISOLATION_UNAVAILABLE on a host without runsc
+ */
+import { ISOLATIONS, type Isolation, type IsolationSupport } from "../domain/isolation.ts";
+import { ShoalError } from "../errors/shoal-error.ts";
+import type { Runtime } from "./runtime-port.ts";
+
+export class IsolationLevels {
+  #levels: readonly IsolationSupport[] | undefined;
+
+  constructor(private readonly runtime: Runtime) {}
+
+  /** Probes the host (once; later calls keep the first answer). */
+  async load(): Promise<readonly IsolationSupport[]> {
+    if (this.#levels === undefined) {
+      const offered = (await this.runtime.isolations?.()) ?? [
+        { isolation: "container", available: true, reason: null, kernel: null, accelerator: null },
+      ];
+      this.#levels = ISOLATIONS.map(
+        (isolation) =>
+          offered.find((level) => level.isolation === isolation) ?? {
+            isolation,
+            available: false,
+            reason: `the ${this.runtime.name} runtime has no ${isolation} isolation`,
+            kernel: null,
+            accelerator: null,
+          },
+      );
+    }
+    return this.#levels;
+  }
+
+  /** Every level, as probed; empty before `load()`. */
+  list(): readonly IsolationSupport[] {
+    return this.#levels ?? [];
+  }
+
+  /** The level as probed; a level not probed yet reads as unavailable. */
+  describe(isolation: Isolation): IsolationSupport {
+    return (
+      this.list().find((level) => level.isolation === isolation) ?? {
+        isolation,
+        available: false,
+        reason: "the host was not probed yet",
+        kernel: null,
+        accelerator: null,
+      }
+    );
+  }
+
+  /** Throws ISOLATION_UNAVAILABLE unless the host can run sandboxes at `isolation`. */
+  async require(isolation: Isolation): Promise<void> {
+    await this.load();
+    const level = this.describe(isolation);
+    if (level.available) return;
+    throw new ShoalError("ISOLATION_UNAVAILABLE", {
+      details: {
+        isolation,
+        reason: level.reason ?? "unavailable",
+        available: this.list()
+          .filter((each) => each.available)
+          .map((each) => each.isolation),
+      },
+    });
+  }
+}
