@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { statfsSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
+import { gvisorTaskHeadroom } from "../../src/adapters/runtime/linux/gvisor.ts";
 import {
   cgroupDirsOf,
   createSandbox,
@@ -23,6 +24,7 @@ import {
   type SandboxView,
   sandboxServerEnv,
   statusKiB,
+  testIsolation,
   withSandbox,
 } from "../support/sandbox-workloads.ts";
 import { type ServerProcess, startServer } from "../support/server-process.ts";
@@ -33,7 +35,7 @@ const pidsLimit = 512;
 /** SHOAL_EXEC_OUTPUT_LIMIT_BYTES for this file's server: the most a reply keeps per stream. */
 const outputCapBytes = MiB;
 
-describe("hostile workloads: resources", () => {
+describe(`hostile workloads: resources (${testIsolation()})`, () => {
   let server: ServerProcess;
   let key: string;
   before(async () => {
@@ -62,7 +64,20 @@ describe("hostile workloads: resources", () => {
       const cgroup = pidsCgroupOf(sandbox.id);
       assert.ok(cgroup, `a pids cgroup named after ${sandbox.id} exists on the host`);
       const pidsMax = readText(`${cgroup}/pids.max`).trim();
-      assert.equal(pidsMax, String(pidsLimit), `pids.max of ${cgroup} is SHOAL_SANDBOX_PIDS_LIMIT`);
+      // Under gVisor the Sentry's own threads are in the cgroup too: it has their room on top, and
+      // the workload's limit is RLIMIT_NPROC inside (checked below).
+      const hostLimit = testIsolation() === "gvisor" ? pidsLimit + gvisorTaskHeadroom(pidsLimit) : pidsLimit;
+      assert.equal(
+        pidsMax,
+        String(hostLimit),
+        `pids.max of ${cgroup} is SHOAL_SANDBOX_PIDS_LIMIT (+ the Sentry's room)`,
+      );
+      if (testIsolation() === "gvisor") {
+        const nproc = await execOk(server, key, sandbox.id, {
+          cmd: ["sh", "-c", "grep 'Max processes' /proc/self/limits"],
+        });
+        assert.match(nproc.stdout, new RegExp(`^Max processes\\s+${pidsLimit}\\s+${pidsLimit}\\s`), nproc.stdout);
+      }
       const limit = Number(pidsMax);
       const hostBaseline = hostPids().length;
 

@@ -12,6 +12,7 @@ import {
   hostPidsOf,
   request,
   sandboxServerEnv,
+  testIsolation,
 } from "../support/sandbox-workloads.ts";
 import { type ServerProcess, startServer } from "../support/server-process.ts";
 
@@ -38,10 +39,16 @@ function isDead(pid: number): boolean {
   }
 }
 
-test("exec in a sandbox whose agent was killed answers AGENT_UNREACHABLE", async () => {
+/**
+ * What answers for the sandbox on the host: its agent in a container; under gVisor the agent is
+ * the Sentry's guest, and killing the Sentry (the user-space kernel) is what takes it away.
+ */
+const agentProcess = testIsolation() === "gvisor" ? "runsc-sandbox" : "shoal-agent";
+
+test(`exec in a sandbox whose ${agentProcess} was killed answers AGENT_UNREACHABLE`, async () => {
   const sandbox = await createSandbox(server, server.adminKey, { mem_size_mib: 64 });
-  const agents = hostPidsOf(sandbox.id).filter((pid) => commandOf(pid).includes("shoal-agent"));
-  assert.equal(agents.length, 1, "one agent runs in the sandbox");
+  const agents = hostPidsOf(sandbox.id).filter((pid) => commandOf(pid).startsWith(agentProcess));
+  assert.equal(agents.length, 1, `one ${agentProcess} runs in the sandbox`);
   const [agent] = agents as [number];
   process.kill(agent, "SIGKILL");
   while (!isDead(agent)) await new Promise<void>((resolve) => setImmediate(resolve));
