@@ -9,8 +9,8 @@
  * port instead (serial.c), as the init of a virtual machine: it mounts the kernel's file systems
  * that are missing and, asked to stop, powers the machine off rather than exit.
  *
- * `--memory-limit BYTES` arms the agent's own OOM killer (memory_watch.h), for a kernel that
- * accounts the sandbox's memory without limiting it (gVisor).
+ * `--memory-limit-file PATH` arms the agent's own OOM killer (memory_watch.h) with the limit in
+ * that file, for a kernel that accounts the sandbox's memory without limiting it (gVisor).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
     for (size_t t = 0; t < sizeof tools / sizeof tools[0]; t++)
       if (strcmp(argv[1], tools[t].name) == 0) return tools[t].run(argc - 1, argv + 1);
   const char *path = NULL, *serial = NULL;
-  uint64_t memory_limit = 0;
+  const char *memory_limit_file = NULL;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
       path = argv[++i];
@@ -132,15 +132,15 @@ int main(int argc, char **argv) {
       serial = argv[++i];
     else if (strncmp(argv[i], "--serial=", 9) == 0)
       serial = argv[i] + 9;
-    else if (strcmp(argv[i], "--memory-limit") == 0 && i + 1 < argc)
-      memory_limit = strtoull(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--memory-limit-file") == 0 && i + 1 < argc)
+      memory_limit_file = argv[++i];
   }
   if ((path == NULL || path[0] == 0) == (serial == NULL || serial[0] == 0)) {
     dprintf(2, "usage: shoal-agent --socket /PATH/agent.sock | --serial /dev/PORT | shoal-agent "
                "fs|archive|watch|bg|pty ARGS...\n");
     return 2;
   }
-  if (memory_watch_init(memory_limit) < 0) die("memory watch");
+  if (memory_watch_init(memory_limit_file) < 0) die(memory_limit_file);
   int vm_init = serial != NULL && getpid() == 1;
   if (vm_init) guest_mount_kernel_fs();
   if (serial != NULL) {

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +19,8 @@
 #define RELAXED_MS 50
 #define CLOSE_MS 5
 
+static const char *limit_path;
+static struct timespec limit_mtime;
 static uint64_t limit;
 static uint64_t next_look_ms;
 static int interval_ms = RELAXED_MS;
@@ -30,9 +33,26 @@ static uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-int memory_watch_init(uint64_t limit_bytes) {
-  limit = limit_bytes;
-  if (limit == 0) return 0;
+static int read_text(const char *path, char *buf, size_t cap);
+
+/* Reads the limit file again when it changed since the last read; a file that is gone keeps the limit. */
+static void reload_limit(void) {
+  struct stat st;
+  if (stat(limit_path, &st) < 0) return;
+  if (st.st_mtim.tv_sec == limit_mtime.tv_sec && st.st_mtim.tv_nsec == limit_mtime.tv_nsec) return;
+  char buf[64];
+  if (read_text(limit_path, buf, sizeof buf) < 0) return;
+  uint64_t value = strtoull(buf, NULL, 10);
+  if (value == 0) return;
+  limit = value;
+  limit_mtime = st.st_mtim;
+}
+
+int memory_watch_init(const char *limit_file) {
+  if (limit_file == NULL) return 0;
+  limit_path = limit_file;
+  reload_limit();
+  if (limit == 0) return errno = ENOENT, -1;
   void *shared = mmap(NULL, sizeof *kills, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (shared == MAP_FAILED) return -1;
   kills = shared;
@@ -92,6 +112,7 @@ int memory_watch_timeout_ms(void) {
 
 void memory_watch_check(void) {
   if (limit == 0 || now_ms() < next_look_ms) return;
+  reload_limit();
   uint64_t used = usage();
   interval_ms = used > limit / 4 * 3 ? CLOSE_MS : RELAXED_MS;
   next_look_ms = now_ms() + (uint64_t)interval_ms;

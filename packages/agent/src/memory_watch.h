@@ -9,8 +9,10 @@
 
 #include <stdint.h>
 
-/* Arms the watch (limit_bytes 0: off). Before any fork: the kill counter is shared with children. */
-int memory_watch_init(uint64_t limit_bytes);
+/* Arms the watch with the limit in `limit_file` (its decimal bytes; NULL: off), read again whenever
+   the file changes (a warm sandbox gets its creator's limit so). Before any fork: the kill counter
+   is shared with children. */
+int memory_watch_init(const char *limit_file);
 
 /* Milliseconds until the next look, or -1 when the watch is off: the main loop's poll timeout. */
 int memory_watch_timeout_ms(void);

@@ -364,6 +364,7 @@ function openRuntime(config: Config, nodeId: string, log: Log): Runtime {
     ...(config.crunPath === undefined ? {} : { crunPath: config.crunPath }),
     ...(config.runscPath === undefined ? {} : { runscPath: config.runscPath }),
     warmPoolSize: config.warmPoolSize,
+    warmPidsLimit: config.sandboxPidsLimit,
     log,
   });
 }

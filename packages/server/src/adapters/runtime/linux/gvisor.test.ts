@@ -34,10 +34,10 @@ const container = buildOCISpec({
 });
 
 describe("gvisorSpec", () => {
-  const spec = gvisorSpec(container, { pids: 300, memoryBytes: 256 * 1024 * 1024 });
+  const spec = gvisorSpec(container, { pids: 300 });
 
-  it("hands the memory limit to the agent and makes the pids limit RLIMIT_NPROC", () => {
-    assert.deepEqual(spec.process.args.slice(-2), ["--memory-limit", String(256 * 1024 * 1024)]);
+  it("points the agent at its memory limit file and makes the pids limit RLIMIT_NPROC", () => {
+    assert.deepEqual(spec.process.args.slice(-2), ["--memory-limit-file", "/run/shoal/memory-limit"]);
     assert.deepEqual(spec.process.args.slice(0, -2), container.process.args);
     assert.deepEqual(
       spec.process.rlimits.find((limit) => limit.type === "RLIMIT_NPROC"),
@@ -45,10 +45,11 @@ describe("gvisorSpec", () => {
     );
   });
 
-  it("reads back the limits it wrote, and nothing from a container's bundle", () => {
-    assert.deepEqual(gvisorLimits(JSON.parse(JSON.stringify(spec))), { memoryBytes: 256 * 1024 * 1024, pids: 300 });
-    assert.deepEqual(gvisorLimits(JSON.parse(JSON.stringify(container))), { memoryBytes: null, pids: null });
-    assert.deepEqual(gvisorLimits(null), { memoryBytes: null, pids: null });
+  it("reads back the limits it wrote, and nothing from a container's bundle or a broken file", () => {
+    const limits = gvisorLimits(JSON.parse(JSON.stringify(spec)), "268435456\n");
+    assert.deepEqual(limits, { memoryBytes: 256 * 1024 * 1024, pids: 300 });
+    assert.deepEqual(gvisorLimits(JSON.parse(JSON.stringify(container)), ""), { memoryBytes: null, pids: null });
+    assert.deepEqual(gvisorLimits(null, "12abc"), { memoryBytes: null, pids: null });
   });
 
   it("answers clone3 with ENOSYS by TRACE and keeps every other rule, the default and the mounts", () => {
@@ -65,9 +66,9 @@ describe("gvisorSpec", () => {
 });
 
 describe("headroom", () => {
-  it("grows with the pids limit, and never below its floor", () => {
-    assert.equal(gvisorTaskHeadroom(16), 256);
-    assert.equal(gvisorTaskHeadroom(1024), 1024);
+  it("grows with the pids limit, from a floor", () => {
+    assert.equal(gvisorTaskHeadroom(16), 288);
+    assert.equal(gvisorTaskHeadroom(1024), 2304);
     assert.equal(gvisorMemoryHeadroomBytes(0), 64 * 1024 * 1024);
     assert.equal(gvisorMemoryHeadroomBytes(1024), 64 * 1024 * 1024 + 1024 * 512 * 1024);
   });

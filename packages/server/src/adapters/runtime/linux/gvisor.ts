@@ -24,11 +24,18 @@
 
 import type { IsolationSupport } from "../../../domain/isolation.ts";
 import type { OciEngine } from "./crun-commands.ts";
+import { CONTAINER_AGENT_DIR } from "./layout.ts";
 import type { OCISpec } from "./oci-spec.ts";
 import { runProcess } from "./run-process.ts";
 
 /** In a sandbox's directory when runsc runs it: the teardown and every later step read it. */
 export const GVISOR_MARKER = "gvisor";
+
+/**
+ * In the sandbox's agent directory (the agent's /run/shoal): the memory limit in bytes, which the
+ * agent enforces and reads again when it changes (a claimed warm sandbox gets its creator's).
+ */
+export const GVISOR_MEMORY_LIMIT_FILE = "memory-limit";
 
 /**
  * What the Sentry and its gofer hold beside the workload's own memory, so that the sandbox's
@@ -46,11 +53,12 @@ export function gvisorMemoryHeadroomBytes(pidsLimit: number): number {
  * The room the cgroup's pids limit gets on top of the workload's, which is RLIMIT_NPROC inside
  * (gVisor enforces it for every process of the sandbox): the Sentry and the gofer hold about 40
  * host threads at idle and more under load, and systrap backs each process of the workload with
- * a stub process on the host (200 sleeping processes: 249 host tasks). A fork bomb under a
- * smaller room made the Sentry fail to start a thread, which ends the whole sandbox.
+ * a stub process on the host (200 sleeping processes: 249 host tasks), and the Sentry starts
+ * more threads of its own as more of them block. A fork bomb under a room of one task per process
+ * made the Sentry fail to start a thread, which ends the whole sandbox: so two, and 256 more.
  */
 export function gvisorTaskHeadroom(pidsLimit: number): number {
-  return Math.max(256, pidsLimit);
+  return 2 * pidsLimit + 256;
 }
 
 export function runscEngine(runsc: string, root: string, platform: GvisorPlatform): OciEngine {
@@ -72,18 +80,18 @@ export function runscEngine(runsc: string, root: string, platform: GvisorPlatfor
 /**
  * The spec of a container, changed for gVisor: the pids limit as RLIMIT_NPROC (see
  * GVISOR_TASK_HEADROOM), and the memory limit handed to the agent, which enforces it itself
- * (`--memory-limit`): gVisor accounts the sandbox's memory in its own cgroups but does not limit
+ * (`--memory-limit-file`, GVISOR_MEMORY_LIMIT_FILE): gVisor accounts the sandbox's memory in its own cgroups but does not limit
  * it, and the host's cgroup, which has the Sentry's headroom on top, would kill the Sentry whole.
  * And clone3 answers ENOSYS by a TRACE action rather than an ERRNO one: gVisor's seccomp answers
  * EPERM for every ERRNO action whatever its errno, and glibc falls back to clone (whose namespace
  * flags the profile filters) only on ENOSYS; without a tracer (ptrace is denied) TRACE is ENOSYS.
  */
-export function gvisorSpec(spec: OCISpec, limits: { readonly pids: number; readonly memoryBytes: number }): OCISpec {
+export function gvisorSpec(spec: OCISpec, limits: { readonly pids: number }): OCISpec {
   return {
     ...spec,
     process: {
       ...spec.process,
-      args: [...spec.process.args, "--memory-limit", String(limits.memoryBytes)],
+      args: [...spec.process.args, "--memory-limit-file", `${CONTAINER_AGENT_DIR}/${GVISOR_MEMORY_LIMIT_FILE}`],
       rlimits: [...spec.process.rlimits, { type: "RLIMIT_NPROC", soft: limits.pids, hard: limits.pids }],
     },
     linux: {
@@ -98,12 +106,16 @@ export function gvisorSpec(spec: OCISpec, limits: { readonly pids: number; reado
   };
 }
 
-/** The limits gvisorSpec wrote into a bundle (what the sandbox itself may use); null where absent. */
-export function gvisorLimits(config: unknown): { readonly memoryBytes: number | null; readonly pids: number | null } {
-  const process = (config as { process?: { args?: unknown; rlimits?: unknown } } | null)?.process;
-  const args = Array.isArray(process?.args) ? process.args : [];
-  const at = args.indexOf("--memory-limit");
-  const memory = at >= 0 ? Number(args[at + 1]) : Number.NaN;
+/**
+ * What the sandbox itself may use: the pids limit gvisorSpec wrote into its bundle and the memory
+ * limit file's bytes; null where absent.
+ */
+export function gvisorLimits(
+  config: unknown,
+  memoryLimitFile: string,
+): { readonly memoryBytes: number | null; readonly pids: number | null } {
+  const process = (config as { process?: { rlimits?: unknown } } | null)?.process;
+  const memory = /^\d+\n?$/.test(memoryLimitFile) ? Number(memoryLimitFile) : Number.NaN;
   const rlimits = Array.isArray(process?.rlimits) ? (process.rlimits as { type?: unknown; hard?: unknown }[]) : [];
   const nproc = rlimits.find((limit) => limit.type === "RLIMIT_NPROC")?.hard;
   return {

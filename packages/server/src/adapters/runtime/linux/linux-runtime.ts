@@ -74,6 +74,7 @@ import {
 import { DiskPool, mkfsArgs } from "./disk-pool.ts";
 import {
   GVISOR_MARKER,
+  GVISOR_MEMORY_LIMIT_FILE,
   type GvisorPlatform,
   gvisorLimits,
   gvisorMemoryHeadroomBytes,
@@ -125,6 +126,11 @@ export interface LinuxRuntimeOptions {
   readonly warmPoolSize?: number;
   /** The disk size of the warm sandboxes, the service's default (1024 MiB). */
   readonly warmDiskMib?: number;
+  /**
+   * The pids limit of warm sandboxes, which is every sandbox's on a server (SHOAL_SANDBOX_PIDS_LIMIT):
+   * a gVisor sandbox cannot change it once started. Default 512.
+   */
+  readonly warmPidsLimit?: number;
   /** How long a start may take until the agent says ready (default 10 s). */
   readonly readyTimeoutMs?: number;
   /** How to reach an agent; default AgentClient over the sandbox's unix socket. */
@@ -331,7 +337,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       pool,
       openFilesLimit: await hardOpenFilesLimit(),
       hiddenCgroupDirs: await this.#hiddenCgroupDirs(namespace),
-      warm: this.#newWarmPool(this.#options.warmPoolSize ?? 4, SYSTEM_IMAGE),
+      warm: this.#newWarmPool(this.#options.warmPoolSize ?? 4, SYSTEM_IMAGE, "container"),
     };
     // Warm sandboxes of a previous server were never handed out: they go, and the pool refills.
     for (const id of await this.#warmLeftovers()) {
@@ -469,9 +475,9 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   takeWarm(shape: WarmShape): string | undefined {
     const host = this.#ready;
     if (host === undefined || shape.diskMib !== this.#warmDiskMib()) return undefined;
-    // Warm sandboxes are containers; a gvisor sandbox starts cold.
-    if ((shape.isolation ?? "container") !== "container") return undefined;
-    const pool = this.#warmPoolOf(host, shape.image ?? SYSTEM_IMAGE);
+    const isolation = shape.isolation ?? "container";
+    if (isolation === "microvm") return undefined;
+    const pool = this.#warmPoolOf(host, shape.image ?? SYSTEM_IMAGE, isolation);
     if (pool === undefined) return undefined;
     // Held before the take, whose refill would otherwise start a launch beside this claim.
     const release = this.#holdRefills(host);
@@ -492,10 +498,10 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     };
   }
 
-  #newWarmPool(target: number, image: SandboxImage): WarmPool {
+  #newWarmPool(target: number, image: SandboxImage, isolation: WarmIsolation): WarmPool {
     return new WarmPool({
       target,
-      launch: (id) => this.#launchWarm(id, image),
+      launch: (id) => this.#launchWarm(id, image, isolation),
       discard: (id) => this.destroy(id),
       onError: (error, id) =>
         this.#log("warn", "starting a warm sandbox failed", { sandbox_id: id, error: errorText(error) }),
@@ -503,15 +509,15 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   }
 
   /**
-   * The warm pool of an image. One that has none gets one (the pool fills after the create that
-   * asked, which finds it empty), in place of the image used least recently once there are more
-   * than WARM_IMAGES.
+   * The warm pool of an image at an isolation level. One that has none gets one (the pool fills
+   * after the create that asked, which finds it empty), in place of the one used least recently
+   * once there are more than WARM_IMAGES.
    */
-  #warmPoolOf(host: Host, image: SandboxImage): WarmPool | undefined {
-    if (image.layers.length === 0 && image.base === "system") return host.warm;
+  #warmPoolOf(host: Host, image: SandboxImage, isolation: WarmIsolation): WarmPool | undefined {
+    if (image.layers.length === 0 && image.base === "system" && isolation === "container") return host.warm;
     const target = Math.min(2, this.#options.warmPoolSize ?? 4);
     if (target === 0) return undefined;
-    const key = imageKey(image);
+    const key = `${isolation}:${imageKey(image)}`;
     const known = this.#imagePools.get(key);
     if (known !== undefined) {
       // Re-inserted: the map's order is the order of use.
@@ -519,7 +525,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       this.#imagePools.set(key, known);
       return known.pool;
     }
-    const pool = this.#newWarmPool(target, image);
+    const pool = this.#newWarmPool(target, image, isolation);
     this.#imagePools.set(key, { pool, image });
     for (const [oldKey, old] of this.#imagePools) {
       if (this.#imagePools.size <= WARM_IMAGES) break;
@@ -556,7 +562,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   }
 
   /** Starts a warm sandbox: a create of the default shape, marked so that list() leaves it out. */
-  async #launchWarm(id: string, image: SandboxImage): Promise<void> {
+  async #launchWarm(id: string, image: SandboxImage, isolation: WarmIsolation): Promise<void> {
     const host = await this.#prepare();
     this.#launching.add(id);
     try {
@@ -564,9 +570,12 @@ class LinuxRuntimeImpl implements LinuxRuntime {
         id,
         template: SYSTEM_TEMPLATE,
         image,
+        isolation,
         diskMib: this.#warmDiskMib(),
         env: {},
         ...WARM_LIMITS,
+        // A gVisor sandbox's pids limit is the agent's RLIMIT_NPROC, fixed at its start.
+        pidsLimit: this.#options.warmPidsLimit ?? WARM_LIMITS.pidsLimit,
       };
       await this.#createSandbox(host, spec, this.#sandbox(id), true);
     } finally {
@@ -582,9 +591,15 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     if (spec.diskMib !== this.#warmDiskMib()) {
       throw runtimeError(`warm sandbox ${spec.id} has a ${this.#warmDiskMib()} MiB disk, not ${spec.diskMib} MiB`);
     }
+    const gvisor = spec.isolation === "gvisor";
+    const warmPids = this.#options.warmPidsLimit ?? WARM_LIMITS.pidsLimit;
+    if (gvisor && spec.pidsLimit !== warmPids) {
+      throw runtimeError(`warm sandbox ${spec.id} holds ${warmPids} processes at most, not ${spec.pidsLimit}`);
+    }
     const oci = this.#ociSpec(host, spec);
-    this.#cgroup(host, spec.id).setLimits(cgroupLimits(oci, false));
+    this.#cgroup(host, spec.id).setLimits(cgroupLimits(oci, gvisor));
     // Synchronous for the reason setLimits is: a small file, on the path a create waits on.
+    if (gvisor) writeMemoryLimit(paths, oci);
     writeFileSync(paths.config, JSON.stringify(oci));
     this.#envs.set(spec.id, parseEnv(oci));
     rmSync(join(paths.dir, WARM_MARKER));
@@ -757,7 +772,11 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       const usage = await readSandboxUsage(host.layout, cgroupPath(this.#nodeId, id));
       if ((await this.#engineOf(id)).binary === this.#crun) return usage;
       // The cgroup's limits have the Sentry's headroom on top: the sandbox's own are in its bundle.
-      const own = gvisorLimits(JSON.parse(await readFile(this.#sandbox(id).config, "utf8")));
+      const paths = this.#sandbox(id);
+      const own = gvisorLimits(
+        JSON.parse(await readFile(paths.config, "utf8")),
+        await readFile(join(paths.agentDir, GVISOR_MEMORY_LIMIT_FILE), "utf8").catch(() => ""),
+      );
       return {
         ...usage,
         memory: { ...usage.memory, limitBytes: own.memoryBytes ?? usage.memory.limitBytes },
@@ -937,7 +956,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       bindHostUsr: (spec.image ?? SYSTEM_IMAGE).base === "system",
     });
     if (spec.isolation !== "gvisor") return container;
-    return gvisorSpec(container, { pids: spec.pidsLimit, memoryBytes: container.linux.resources.memory.limit });
+    return gvisorSpec(container, { pids: spec.pidsLimit });
   }
 
   /**
@@ -1012,6 +1031,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     const gvisor = spec.isolation === "gvisor";
     let joinCgroups: string[] = [];
     if (gvisor) {
+      writeMemoryLimit(paths, oci);
       // runsc leaves cgroups alone: they are made here, with room for the Sentry, and the script joins them.
       const cgroup = this.#cgroup(host, spec.id);
       joinCgroups = cgroup.create();
@@ -1137,6 +1157,16 @@ function cgroupLimits(oci: OCISpec, gvisor: boolean): CgroupLimits {
     cpuPeriodUs: cpu.period,
     pids: pids.limit + (gvisor ? gvisorTaskHeadroom(pids.limit) : 0),
   };
+}
+
+/** The levels that have warm pools: the ones this runtime runs. */
+type WarmIsolation = "container" | "gvisor";
+
+/** The limit the agent of a gVisor sandbox enforces (see gvisorSpec), renamed into place. */
+function writeMemoryLimit(paths: SandboxPaths, oci: OCISpec): void {
+  const file = join(paths.agentDir, GVISOR_MEMORY_LIMIT_FILE);
+  writeFileSync(`${file}.tmp`, `${oci.linux.resources.memory.limit}\n`);
+  renameSync(`${file}.tmp`, file);
 }
 
 function imageKey(image: SandboxImage): string {
