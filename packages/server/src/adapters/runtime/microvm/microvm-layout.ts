@@ -1,0 +1,74 @@
+/**
+ * Where the microVM runtime keeps things. Every host resource of a sandbox is named after its id,
+ * so that `list()` and `destroy()` find a VM started by an earlier server without any other record:
+ *
+ *   $dataDir/microvm/guest/<kernel>/             the guest kit (kernel, initramfs), guest-kit.ts
+ *   $dataDir/microvm/templates/                  the system template (linux/system-template.ts)
+ *   $dataDir/microvm/images/root-<MiB>m-<agent>.img  formatted root disks, copied per sandbox
+ *   $dataDir/microvm/sandboxes/<id>/             disk.img, spec.json, qemu.pid, qmp.sock, agent.sock,
+ *                                                usr.sock (virtiofsd), vm.log, and `warm` while unclaimed
+ *   cgroup /shoal-<nodeId>-microvm/<id>          QEMU and its virtiofsd, with the VM's limits
+ *
+ * The cgroup parent differs from the linux runtime's (`shoal-<nodeId>`): each runtime's list()
+ * sees only its own sandboxes.
+ *
+ * @example
+ *   const paths = vmPaths(microvmPaths("/var/lib/shoal").sandboxesDir, "sbx_…");
+ *   paths.agentSocket; // "/var/lib/shoal/microvm/sandboxes/sbx_…/agent.sock"
+ */
+import { join } from "node:path";
+
+export interface MicrovmPaths {
+  readonly root: string;
+  readonly kitCache: string;
+  readonly templatesDir: string;
+  readonly imagesDir: string;
+  readonly sandboxesDir: string;
+}
+
+export interface VmPaths {
+  readonly dir: string;
+  readonly disk: string;
+  readonly spec: string;
+  readonly pidFile: string;
+  readonly qmpSocket: string;
+  readonly agentSocket: string;
+  readonly usrSocket: string;
+  readonly log: string;
+  /** Present while the VM is a warm one that no create has claimed. */
+  readonly warmMarker: string;
+}
+
+export function microvmPaths(dataDir: string): MicrovmPaths {
+  const root = join(dataDir, "microvm");
+  return {
+    root,
+    kitCache: join(root, "guest"),
+    templatesDir: join(root, "templates"),
+    imagesDir: join(root, "images"),
+    sandboxesDir: join(root, "sandboxes"),
+  };
+}
+
+export function vmPaths(sandboxesDir: string, id: string): VmPaths {
+  const dir = join(sandboxesDir, id);
+  return {
+    dir,
+    disk: join(dir, "disk.img"),
+    spec: join(dir, "spec.json"),
+    pidFile: join(dir, "qemu.pid"),
+    qmpSocket: join(dir, "qmp.sock"),
+    agentSocket: join(dir, "agent.sock"),
+    usrSocket: join(dir, "usr.sock"),
+    log: join(dir, "vm.log"),
+    warmMarker: join(dir, "warm"),
+  };
+}
+
+export function microvmCgroupParent(nodeId: string): string {
+  return `shoal-${nodeId}-microvm`;
+}
+
+export function microvmCgroupPath(nodeId: string, id: string): string {
+  return `/${microvmCgroupParent(nodeId)}/${id}`;
+}

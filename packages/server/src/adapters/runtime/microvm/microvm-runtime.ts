@@ -1,0 +1,772 @@
+/**
+ * The microVM runtime: each `isolation: "microvm"` sandbox is a QEMU `-M microvm` virtual machine
+ * with shoal-agent as the guest's init, reached over a virtio-serial port on a unix socket. Its
+ * root is a per-sandbox ext4 disk (the system template's /etc, /workspace, /tmp, the agent), with
+ * the host's /usr shared read-only over virtio-fs as containers bind it. QEMU runs detached in a
+ * cgroup of its own with the VM's limits, so it outlives the server; everything about a VM is
+ * under its sandbox's directory (microvm-layout.ts), which is all list() and destroy() need.
+ *
+ * @example
+ *   const runtime = createMicrovmRuntime({ dataDir: "/var/lib/shoal", nodeId: "node1", log });
+ *   await runtime.create({ id, template: "system", isolation: "microvm", vcpuCount: 1, memSizeMib: 256, … });
+ *   await runtime.exec(id, { argv: ["node", "-v"], env: {}, timeoutMs: 60_000, outputLimitBytes: 1 << 20 });
+ */
+import { constants } from "node:fs";
+import { access, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { setTimeout as delay } from "node:timers/promises";
+import type { IsolationSupport } from "../../../domain/isolation.ts";
+import { SANDBOX_USER } from "../../../domain/sandbox-user.ts";
+import { ShoalError } from "../../../errors/shoal-error.ts";
+import {
+  type ExecRequest,
+  type ExecResult,
+  type HostSandbox,
+  type Runtime,
+  SANDBOX_DEFAULT_PATH,
+  type SandboxProcess,
+  type SandboxSpec,
+  type SandboxUsage,
+  type SpawnRequest,
+  type WarmShape,
+} from "../../../services/runtime-port.ts";
+import { AgentClient } from "../../agent/agent-client.ts";
+import { type AgentConnector, AgentLinks } from "../linux/agent-links.ts";
+import { type CgroupLayout, hierarchyRoots, parseCgroupLayout, restrictLayout } from "../linux/cgroup-layout.ts";
+import { listCgroupIds, SandboxCgroup } from "../linux/cgroups.ts";
+import { SANDBOX_ID_PATTERN } from "../linux/layout.ts";
+import { readSandboxUsage } from "../linux/sandbox-metrics.ts";
+import { WarmPool } from "../linux/warm-pool.ts";
+import { probeAccelerator } from "./accelerator-probe.ts";
+import { type GuestKit, prepareGuestKit } from "./guest-kit.ts";
+import { hostTscKHz } from "./host-tsc.ts";
+import { GUEST_CGROUP, PIDS_ARG } from "./initramfs.ts";
+import {
+  type MicrovmPaths,
+  microvmCgroupParent,
+  microvmCgroupPath,
+  microvmPaths,
+  type VmPaths,
+  vmPaths,
+} from "./microvm-layout.ts";
+import { type Accelerator, QEMU_BINARY, qemuArgs } from "./qemu-command.ts";
+import { QmpClient } from "./qmp-client.ts";
+import { copySparse, ensureRootImage } from "./root-disk.ts";
+import { isVmProcess, launchVm, logTail, readPid, VIRTIOFSD } from "./vm-process.ts";
+
+export type RuntimeLog = (level: "info" | "warn" | "error", message: string, fields?: Record<string, unknown>) => void;
+
+export interface MicrovmRuntimeOptions {
+  readonly dataDir: string;
+  /** Names this server's cgroup parent (`shoal-<nodeId>-microvm`): `[0-9A-Za-z_-]{1,64}`. */
+  readonly nodeId: string;
+  readonly agentBinaryPath?: string;
+  readonly log?: RuntimeLog;
+  /** Where the guest kit is cached (default `$dataDir/microvm/guest`). */
+  readonly kitCacheDir?: string;
+  /**
+   * VMs of the default shape (system image, WARM_SHAPE's vCPUs and memory, `warmDiskMib`) kept
+   * booted for creates to claim (default 2; 0 disables). Each idle one holds ~200 MiB of host memory.
+   */
+  readonly warmPoolSize?: number;
+  /** The disk size of the warm VMs, the service's default (1024 MiB). */
+  readonly warmDiskMib?: number;
+  /** How long a boot may take until the agent answers (default 60 s: TCG on a busy host). */
+  readonly bootTimeoutMs?: number;
+  /** The host directory shared as the guest's /usr (default `/usr`). */
+  readonly usrSource?: string;
+  /** Writes the guest's console to the VM's log (slow under TCG; for debugging a guest that does not boot). */
+  readonly guestConsole?: boolean;
+}
+
+/** The MicrovmRuntime port, and what the tests and tools use besides. */
+export interface MicrovmRuntime extends Runtime {
+  isolations(): Promise<readonly IsolationSupport[]>;
+  metrics(id: string): Promise<SandboxUsage>;
+  updateEnv(spec: SandboxSpec): Promise<void>;
+  takeWarm(shape: WarmShape): string | undefined;
+  /** Resolves once the warm pool holds its target. */
+  fillWarm(): Promise<void>;
+  /** The host pid of a sandbox's QEMU, if one runs (for tests and tools). */
+  qemuPid(id: string): Promise<number | undefined>;
+}
+
+const RUNTIME = "microvm";
+const NODE_ID_PATTERN = /^[0-9A-Za-z_-]{1,64}$/;
+/** The shape of warm VMs: what memory and vCPUs a VM boots with cannot change once it runs. */
+export const WARM_SHAPE = { vcpuCount: 1, memSizeMib: 256, pidsLimit: 512 } as const;
+/**
+ * Host memory QEMU needs beside the guest's RAM: TCG's code cache (TCG_CODE_CACHE_MIB), the kernel
+ * file's pages, QEMU's heap and virtiofsd. Page cache within it is reclaimed before anything is killed.
+ */
+const TCG_CODE_CACHE_MIB = 64;
+const QEMU_OVERHEAD_MIB = 192;
+/** QEMU's threads (vCPUs, its I/O thread pool of up to 64) and virtiofsd's. */
+const HOST_TASKS = 160;
+const CPU_PERIOD_US = 100_000;
+const QMP_TIMEOUT_MS = 3000;
+/** How long a killed QEMU may take to be gone. */
+const EXIT_TIMEOUT_MS = 5000;
+/** How long isolations() waits for a first kit preparation before answering "not yet". */
+const KIT_WAIT_MS = 2000;
+const SYNC_TIMEOUT_MS = 5000;
+
+export const DEFAULT_AGENT_BINARY = new URL("../../../../../agent/build/shoal-agent", import.meta.url).pathname;
+
+function runtimeError(reason: string, cause?: unknown): ShoalError {
+  return new ShoalError("RUNTIME_ERROR", { details: { runtime: RUNTIME, reason }, cause });
+}
+
+function errorText(error: unknown): string {
+  if (error instanceof ShoalError && typeof error.details.reason === "string") return error.details.reason;
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** What a VM was started with, kept in its directory for a restart and for a later server. */
+interface StoredSpec {
+  readonly vcpuCount: number;
+  readonly memSizeMib: number;
+  readonly diskMib: number;
+  readonly pidsLimit: number;
+  readonly env: Readonly<Record<string, string>>;
+}
+
+interface Host {
+  readonly kit: GuestKit;
+  readonly accelerator: Accelerator;
+  readonly acceleratorReason: string;
+  readonly tscKHz: number;
+  readonly layout: CgroupLayout;
+}
+
+async function findInPath(name: string): Promise<string | undefined> {
+  for (const dir of (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {
+    if (dir === "") continue;
+    const ok = await access(`${dir}/${name}`, constants.X_OK).then(
+      () => true,
+      () => false,
+    );
+    if (ok) return `${dir}/${name}`;
+  }
+  return undefined;
+}
+
+class MicrovmRuntimeImpl implements MicrovmRuntime {
+  readonly name = RUNTIME;
+  readonly #options: MicrovmRuntimeOptions;
+  readonly #paths: MicrovmPaths;
+  readonly #agentBinary: string;
+  readonly #log: RuntimeLog;
+  readonly #links: AgentLinks;
+  /** VMs booting now: their first agent connection waits for the boot. */
+  readonly #booting = new Set<string>();
+  readonly #envs = new Map<string, Readonly<Record<string, string>>>();
+  /** Warm VMs being started: not listed. */
+  readonly #launching = new Set<string>();
+  /** Warm VMs taken and not yet created or destroyed, each holding the refill. */
+  readonly #claims = new Map<string, () => void>();
+  readonly #warm: WarmPool;
+  #host: Promise<Host> | undefined;
+  #ready: Host | undefined;
+  #isolations: Promise<readonly IsolationSupport[]> | undefined;
+
+  constructor(options: MicrovmRuntimeOptions) {
+    if (!NODE_ID_PATTERN.test(options.nodeId)) {
+      throw runtimeError(`nodeId ${JSON.stringify(options.nodeId)} must match ${NODE_ID_PATTERN.source}`);
+    }
+    this.#options = options;
+    this.#paths = microvmPaths(options.dataDir);
+    this.#agentBinary = options.agentBinaryPath ?? DEFAULT_AGENT_BINARY;
+    this.#log = options.log ?? (() => undefined);
+    const connect: AgentConnector = (socket, id) =>
+      AgentClient.connect(socket, {
+        sandboxId: id,
+        timeoutMs: this.#booting.has(id) ? (options.bootTimeoutMs ?? 60_000) : 5000,
+      });
+    this.#links = new AgentLinks(connect);
+    this.#warm = new WarmPool({
+      target: options.warmPoolSize ?? 2,
+      launch: (id) => this.#launchWarm(id),
+      discard: (id) => this.destroy(id),
+      onError: (error, id) =>
+        this.#log("warn", "starting a warm microVM failed", { sandbox_id: id, error: errorText(error) }),
+    });
+  }
+
+  // --- host ------------------------------------------------------------------------------------
+
+  /** What the host lacks for microVMs, in words naming what to install; undefined when nothing. */
+  async #missing(): Promise<string | undefined> {
+    if (process.getuid?.() !== 0) return "the microVM runtime needs root (cgroups, virtiofsd): run the server as root";
+    const tools: [string, string][] = [
+      [QEMU_BINARY, "qemu-system-x86"],
+      ["lz4", "lz4"],
+      ["mkfs.ext4", "e2fsprogs"],
+      ["unshare", "util-linux"],
+      ["apt-get", "apt"],
+      ["dpkg-deb", "dpkg"],
+    ];
+    for (const [tool, pkg] of tools) {
+      if ((await findInPath(tool)) === undefined)
+        return `${tool} not found in PATH: install it with \`apt-get install ${pkg}\``;
+    }
+    for (const [file, pkg] of [
+      [VIRTIOFSD, "qemu-system-common"],
+      ["/bin/busybox", "busybox-static"],
+    ] as const) {
+      if (
+        !(await access(file, constants.X_OK).then(
+          () => true,
+          () => false,
+        ))
+      ) {
+        return `${file} is missing: install it with \`apt-get install ${pkg}\``;
+      }
+    }
+    if (
+      !(await access(this.#agentBinary, constants.X_OK).then(
+        () => true,
+        () => false,
+      ))
+    ) {
+      return `the sandbox agent is missing at ${this.#agentBinary}: build it with \`make -C packages/agent\``;
+    }
+    const layout = parseCgroupLayout(await readFile("/proc/self/mountinfo", "utf8"));
+    if (hierarchyRoots(layout).length === 0) return "no cgroup hierarchy is mounted: mount cgroup2 at /sys/fs/cgroup";
+    return undefined;
+  }
+
+  async check(): Promise<void> {
+    const missing = await this.#missing();
+    if (missing !== undefined) throw runtimeError(missing);
+  }
+
+  /** The kit (downloaded on first use), the accelerator, the cgroup layout; retried after a failure. */
+  #prepare(): Promise<Host> {
+    if (this.#host === undefined) {
+      this.#host = this.#prepareHost();
+      this.#host.then(
+        (host) => {
+          this.#ready = host;
+          this.#warm.refill();
+        },
+        () => {
+          this.#host = undefined;
+        },
+      );
+    }
+    return this.#host;
+  }
+
+  async #prepareHost(): Promise<Host> {
+    await this.check();
+    const kit = await prepareGuestKit({
+      cacheRoot: this.#options.kitCacheDir ?? this.#paths.kitCache,
+      onProgress: (stage, detail) => this.#log("info", "preparing the microVM guest kernel", { stage, detail }),
+    });
+    const tscKHz = await hostTscKHz();
+    const choice = await probeAccelerator({ kit, tscKHz });
+    this.#log("info", "microVM accelerator", { accelerator: choice.accelerator, reason: choice.reason });
+    const layout = restrictLayout(parseCgroupLayout(await readFile("/proc/self/mountinfo", "utf8")), [
+      "memory",
+      "cpu",
+      "pids",
+    ]);
+    await mkdir(this.#paths.sandboxesDir, { recursive: true, mode: 0o700 });
+    // Warm VMs of a previous server were never handed out: they go, and the pool refills.
+    for (const id of await this.#sandboxIds()) {
+      if (await exists(vmPaths(this.#paths.sandboxesDir, id).warmMarker)) {
+        await this.#remove(layout, id).catch((error: unknown) =>
+          this.#log("warn", "removing a leftover warm microVM failed", { sandbox_id: id, error: errorText(error) }),
+        );
+      }
+    }
+    return { kit, accelerator: choice.accelerator, acceleratorReason: choice.reason, tscKHz, layout };
+  }
+
+  /**
+   * The microvm level: what is missing, or the guest kernel and the accelerator. A first use
+   * downloads the kernel; isolations() waits for that only briefly, answers "being prepared" and
+   * asks again on its next call.
+   */
+  isolations(): Promise<readonly IsolationSupport[]> {
+    if (this.#isolations !== undefined) return this.#isolations;
+    const answer = (async (): Promise<{ support: IsolationSupport; final: boolean }> => {
+      const missing = await this.#missing();
+      if (missing !== undefined) return { support: unavailable(missing), final: true };
+      const prepared = this.#prepare();
+      const outcome = await Promise.race([
+        prepared.then(
+          (host) => ({ host }),
+          (error: unknown) => ({ error }),
+        ),
+        delay(KIT_WAIT_MS).then(() => ({ pending: true as const })),
+      ]);
+      if ("pending" in outcome) {
+        return {
+          support: unavailable("the microVM guest kernel is being prepared (first use): ask again shortly"),
+          final: false,
+        };
+      }
+      if ("error" in outcome) return { support: unavailable(errorText(outcome.error)), final: false };
+      const { host } = outcome;
+      return {
+        support: {
+          isolation: "microvm",
+          available: true,
+          reason: null,
+          kernel: `Linux ${host.kit.kernelVersion}`,
+          accelerator: host.accelerator,
+        },
+        final: true,
+      };
+    })();
+    const result = answer.then(({ support }) => [support] as const);
+    this.#isolations = result;
+    void answer.then(({ final }) => {
+      if (!final && this.#isolations === result) this.#isolations = undefined;
+    });
+    return result;
+  }
+
+  #vm(id: string): VmPaths {
+    if (!SANDBOX_ID_PATTERN.test(id)) throw runtimeError(`invalid sandbox id ${JSON.stringify(id)}`);
+    return vmPaths(this.#paths.sandboxesDir, id);
+  }
+
+  #cgroup(layout: CgroupLayout, id: string): SandboxCgroup {
+    return new SandboxCgroup(layout, microvmCgroupPath(this.#options.nodeId, id));
+  }
+
+  async #sandboxIds(): Promise<string[]> {
+    return (await readdir(this.#paths.sandboxesDir).catch(() => [])).filter((name) => SANDBOX_ID_PATTERN.test(name));
+  }
+
+  // --- lifecycle -------------------------------------------------------------------------------
+
+  takeWarm(shape: WarmShape): string | undefined {
+    if (this.#ready === undefined || shape.isolation !== "microvm") return undefined;
+    if (shape.diskMib !== this.#warmDiskMib() || !isSystemImage(shape.image)) return undefined;
+    const release = this.#warm.hold();
+    const id = this.#warm.take();
+    if (id === undefined) release();
+    else this.#claims.set(id, release);
+    return id;
+  }
+
+  async fillWarm(): Promise<void> {
+    await this.#prepare();
+    await this.#warm.filled();
+  }
+
+  #warmDiskMib(): number {
+    return this.#options.warmDiskMib ?? 1024;
+  }
+
+  async #launchWarm(id: string): Promise<void> {
+    const host = await this.#prepare();
+    this.#launching.add(id);
+    try {
+      const spec: SandboxSpec = {
+        id,
+        template: "system",
+        isolation: "microvm",
+        diskMib: this.#warmDiskMib(),
+        env: {},
+        ...WARM_SHAPE,
+      };
+      await this.#createVm(host, spec, true);
+    } finally {
+      this.#launching.delete(id);
+    }
+  }
+
+  async create(spec: SandboxSpec): Promise<void> {
+    if (!isSystemImage(spec.image)) {
+      throw runtimeError("images with layers (or base `own`) are not supported for microvm yet: only the system image");
+    }
+    const host = await this.#prepare();
+    const claim = this.#claims.get(spec.id);
+    if (claim !== undefined) {
+      try {
+        if (await this.#claim(host, spec)) return;
+        // A VM's memory and vCPUs are fixed at its boot: a create of another shape boots its own.
+        await this.#remove(host.layout, spec.id);
+      } finally {
+        this.#claims.delete(spec.id);
+        claim();
+      }
+    }
+    const release = this.#warm.hold();
+    try {
+      await this.#createVm(host, spec, false);
+    } finally {
+      release();
+    }
+  }
+
+  /** Makes a warm VM the sandbox `spec` asks for, when its shape fits; false when it does not. */
+  async #claim(host: Host, spec: SandboxSpec): Promise<boolean> {
+    if (spec.vcpuCount !== WARM_SHAPE.vcpuCount || spec.memSizeMib !== WARM_SHAPE.memSizeMib) return false;
+    const paths = this.#vm(spec.id);
+    if (spec.pidsLimit !== WARM_SHAPE.pidsLimit) {
+      const set = await this.#links.use(spec.id, paths.agentSocket, (agent) =>
+        agent.exec({
+          argv: ["/bin/sh", "-c", `echo ${Math.floor(spec.pidsLimit)} > /sys/fs/cgroup/${GUEST_CGROUP}/pids.max`],
+          env: { PATH: SANDBOX_DEFAULT_PATH },
+          timeoutMs: 10_000,
+          outputLimitBytes: 4096,
+        }),
+      );
+      if (set.exitCode !== 0) {
+        throw runtimeError(`setting the pids limit of ${spec.id} failed: ${new TextDecoder().decode(set.stderr)}`);
+      }
+    }
+    await this.#writeSpec(paths, spec);
+    this.#cgroup(host.layout, spec.id).setLimits(hostLimits(spec));
+    await rm(paths.warmMarker, { force: true });
+    return true;
+  }
+
+  async #writeSpec(paths: VmPaths, spec: SandboxSpec): Promise<void> {
+    const stored: StoredSpec = {
+      vcpuCount: spec.vcpuCount,
+      memSizeMib: spec.memSizeMib,
+      diskMib: spec.diskMib,
+      pidsLimit: spec.pidsLimit,
+      env: spec.env,
+    };
+    // Renamed into place: an exec reading the env back never sees a half-written file.
+    await writeFile(`${paths.spec}.tmp`, JSON.stringify(stored));
+    await rename(`${paths.spec}.tmp`, paths.spec);
+    this.#envs.set(spec.id, spec.env);
+  }
+
+  async #createVm(host: Host, spec: SandboxSpec, warm: boolean): Promise<void> {
+    const paths = this.#vm(spec.id);
+    try {
+      await mkdir(paths.dir, { mode: 0o700 });
+    } catch (error) {
+      // Never cleaned up here: the directory belongs to a sandbox that exists.
+      if ((error as NodeJS.ErrnoException).code === "EEXIST") {
+        throw runtimeError(`sandbox ${spec.id} already exists on this host`, error);
+      }
+      throw runtimeError(`creating ${paths.dir} failed: ${errorText(error)}`, error);
+    }
+    try {
+      if (warm) await writeFile(paths.warmMarker, "");
+      await this.#writeSpec(paths, spec);
+      const base = await ensureRootImage({ paths: this.#paths, diskMib: spec.diskMib, agentBinary: this.#agentBinary });
+      await copySparse(base, paths.disk);
+      await this.#boot(host, spec, paths);
+    } catch (error) {
+      await this.#remove(host.layout, spec.id).catch((cleanup: unknown) =>
+        this.#log("error", "cleaning up a failed microVM create failed", {
+          sandbox_id: spec.id,
+          error: errorText(cleanup),
+        }),
+      );
+      if (error instanceof ShoalError) throw error;
+      throw runtimeError(`creating sandbox ${spec.id} failed: ${errorText(error)}`, error);
+    }
+  }
+
+  /** Starts QEMU on the VM's disk and resolves once its agent answers. */
+  async #boot(host: Host, spec: SandboxSpec, paths: VmPaths): Promise<void> {
+    for (const socket of [paths.qmpSocket, paths.agentSocket, paths.usrSocket]) await rm(socket, { force: true });
+    const usrSource = this.#options.usrSource ?? "/usr";
+    const argv = qemuArgs({
+      kit: host.kit,
+      accelerator: host.accelerator,
+      vcpuCount: spec.vcpuCount,
+      memSizeMib: spec.memSizeMib,
+      disk: { path: paths.disk, format: "raw" },
+      tscKHz: host.tscKHz,
+      agentSocket: paths.agentSocket,
+      qmpSocket: paths.qmpSocket,
+      tcgCodeCacheMib: TCG_CODE_CACHE_MIB,
+      name: spec.id,
+      usrShare: paths.usrSocket,
+      kernelArgs: [`${PIDS_ARG}=${Math.floor(spec.pidsLimit)}`],
+      ...(this.#options.guestConsole === true ? { consoleLog: `${paths.dir}/console.log` } : {}),
+    });
+    const cgroup = this.#cgroup(host.layout, spec.id);
+    const cgroupProcs = cgroup.create();
+    cgroup.setLimits(hostLimits(spec));
+    this.#booting.add(spec.id);
+    try {
+      const launched = await launchVm({ argv, paths, cgroupProcs, usrSource });
+      await writeFile(paths.pidFile, `${launched.pid}\n`);
+      let running = true;
+      void launched.exited.then(() => {
+        running = false;
+      });
+      const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 15_000, alive: () => running }).catch(
+        async (error: unknown) => {
+          throw runtimeError(
+            `QEMU of ${spec.id} did not start: ${(await logTail(paths.log)) || errorText(error)}`,
+            error,
+          );
+        },
+      );
+      qmp.close();
+      // A guest that fails in /init powers off: its QEMU exits and ends the wait for HELLO at once.
+      await this.#links.get(spec.id, paths.agentSocket).catch(async (error: unknown) => {
+        const tail = await logTail(paths.log);
+        throw new ShoalError("AGENT_UNREACHABLE", {
+          details: { sandbox_id: spec.id },
+          cause: new Error(`${errorText(error)}${tail === "" ? "" : `: ${tail}`}`),
+        });
+      });
+    } finally {
+      this.#booting.delete(spec.id);
+    }
+  }
+
+  async start(spec: SandboxSpec): Promise<void> {
+    if (!isSystemImage(spec.image)) throw runtimeError("images with layers are not supported for microvm yet");
+    const paths = this.#vm(spec.id);
+    const host = await this.#prepare();
+    if (!(await exists(paths.disk))) throw runtimeError(`sandbox ${spec.id} has no disk on this host (${paths.disk})`);
+    // A start over a running VM would open its disk twice.
+    await this.#halt(host.layout, spec.id, false);
+    try {
+      await this.#writeSpec(paths, spec);
+      await this.#boot(host, spec, paths);
+    } catch (error) {
+      await this.#halt(host.layout, spec.id, false).catch(() => undefined);
+      if (error instanceof ShoalError) throw error;
+      throw runtimeError(`starting sandbox ${spec.id} failed: ${errorText(error)}`, error);
+    }
+  }
+
+  /** Ends the VM's QEMU and keeps its disk; the guest's file systems are synced first when it answers. */
+  async stop(id: string): Promise<void> {
+    this.#vm(id);
+    const host = await this.#prepare();
+    await this.#wrap(`stopping sandbox ${id}`, () => this.#halt(host.layout, id, true));
+  }
+
+  async #halt(layout: CgroupLayout, id: string, sync: boolean): Promise<void> {
+    const paths = this.#vm(id);
+    const pid = await readPid(paths.pidFile);
+    const live = pid !== undefined && isVmProcess(pid, paths.dir);
+    if (live && sync) {
+      await this.#links
+        .use(id, paths.agentSocket, (agent) =>
+          agent.exec({
+            argv: ["sync"],
+            env: { PATH: SANDBOX_DEFAULT_PATH },
+            timeoutMs: SYNC_TIMEOUT_MS,
+            outputLimitBytes: 0,
+          }),
+        )
+        .catch(() => undefined);
+    }
+    this.#envs.delete(id);
+    await this.#links.drop(id);
+    if (live) await killAndWait(pid, paths.dir);
+    // virtiofsd exits with its QEMU; anything else left in the VM's cgroup goes too.
+    const cgroup = this.#cgroup(layout, id);
+    await cgroup.killAll();
+    await cgroup.remove();
+    for (const file of [paths.pidFile, paths.qmpSocket, paths.agentSocket, paths.usrSocket])
+      await rm(file, { force: true });
+  }
+
+  async pause(id: string): Promise<void> {
+    await this.#qmp(id, `pausing sandbox ${id}`, (qmp) => qmp.execute("stop"));
+  }
+
+  async resume(id: string): Promise<void> {
+    await this.#qmp(id, `resuming sandbox ${id}`, (qmp) => qmp.execute("cont"));
+  }
+
+  async #qmp<T>(id: string, what: string, call: (qmp: QmpClient) => Promise<T>): Promise<T> {
+    const paths = this.#vm(id);
+    const pid = await readPid(paths.pidFile);
+    if (pid === undefined || !isVmProcess(pid, paths.dir))
+      throw runtimeError(`sandbox ${id} is not running on this host`);
+    return this.#wrap(what, () => withQmp(paths, pid, call));
+  }
+
+  /** Kills QEMU and removes the VM's cgroup and files. Idempotent. */
+  async destroy(id: string): Promise<void> {
+    this.#vm(id);
+    const claim = this.#claims.get(id);
+    if (claim !== undefined) {
+      this.#claims.delete(id);
+      claim();
+    }
+    const layout = (await this.#host?.catch(() => undefined))?.layout ?? (await this.#hostLayout());
+    await this.#wrap(`destroying sandbox ${id}`, () => this.#remove(layout, id));
+  }
+
+  async #hostLayout(): Promise<CgroupLayout> {
+    return restrictLayout(parseCgroupLayout(await readFile("/proc/self/mountinfo", "utf8")), ["memory", "cpu", "pids"]);
+  }
+
+  async #remove(layout: CgroupLayout, id: string): Promise<void> {
+    await this.#halt(layout, id, false);
+    await rm(this.#vm(id).dir, { recursive: true, force: true });
+  }
+
+  async exec(id: string, request: ExecRequest): Promise<ExecResult> {
+    const { socket, env } = await this.#processSetup(id, request);
+    return this.#links.use(id, socket, (agent) => agent.exec({ ...request, env }));
+  }
+
+  async spawn(id: string, request: SpawnRequest): Promise<SandboxProcess> {
+    const { socket, env } = await this.#processSetup(id, request);
+    return this.#links.use(id, socket, (agent) => agent.spawn({ ...request, env }));
+  }
+
+  /** The agent's socket and the process's whole environment: the sandbox's own under the request's. */
+  async #processSetup(id: string, request: ExecRequest): Promise<{ socket: string; env: Record<string, string> }> {
+    const paths = this.#vm(id);
+    let own = this.#envs.get(id);
+    if (own === undefined) {
+      const stored = JSON.parse(await readFile(paths.spec, "utf8").catch(() => "{}")) as Partial<StoredSpec>;
+      own = stored.env ?? {};
+      this.#envs.set(id, own);
+    }
+    const env: Record<string, string> = {
+      PATH: SANDBOX_DEFAULT_PATH,
+      HOME: "/root",
+      LANG: "C.UTF-8",
+      HOSTNAME: id,
+      ...own,
+      ...request.env,
+    };
+    if (request.uid === SANDBOX_USER.uid && request.env.HOME === undefined) env.HOME = SANDBOX_USER.home;
+    return { socket: paths.agentSocket, env };
+  }
+
+  async updateEnv(spec: SandboxSpec): Promise<void> {
+    const paths = this.#vm(spec.id);
+    const stored = JSON.parse(await readFile(paths.spec, "utf8")) as StoredSpec;
+    await this.#writeSpec(paths, { ...spec, ...stored, env: spec.env, id: spec.id, template: spec.template });
+  }
+
+  async metrics(id: string): Promise<SandboxUsage> {
+    this.#vm(id);
+    const host = await this.#prepare();
+    return this.#wrap(`reading the metrics of sandbox ${id}`, () =>
+      readSandboxUsage(host.layout, microvmCgroupPath(this.#options.nodeId, id)),
+    );
+  }
+
+  async qemuPid(id: string): Promise<number | undefined> {
+    const paths = this.#vm(id);
+    const pid = await readPid(paths.pidFile);
+    return pid !== undefined && isVmProcess(pid, paths.dir) ? pid : undefined;
+  }
+
+  /**
+   * Every VM directory and cgroup of this node: running when its QEMU lives and answers QMP,
+   * paused when QMP says so, stopped when its QEMU is gone or does not answer.
+   */
+  async list(): Promise<HostSandbox[]> {
+    const ids = new Set(await this.#sandboxIds());
+    const layout = (await this.#host?.catch(() => undefined))?.layout ?? (await this.#hostLayout());
+    for (const id of await listCgroupIds(layout, microvmCgroupParent(this.#options.nodeId))) {
+      if (SANDBOX_ID_PATTERN.test(id)) ids.add(id);
+    }
+    const sandboxes: HostSandbox[] = [];
+    for (const id of [...ids].sort()) {
+      if (this.#launching.has(id)) continue;
+      const paths = vmPaths(this.#paths.sandboxesDir, id);
+      if (await exists(paths.warmMarker)) continue;
+      const pid = await readPid(paths.pidFile);
+      if (pid === undefined || !isVmProcess(pid, paths.dir)) {
+        sandboxes.push({ id, state: "stopped" });
+        continue;
+      }
+      const status = await withQmp(paths, pid, (qmp) => qmp.execute("query-status")).catch(() => undefined);
+      const state = (status as { status?: string } | undefined)?.status;
+      sandboxes.push({ id, state: state === undefined ? "stopped" : state === "paused" ? "paused" : "running" });
+    }
+    return sandboxes;
+  }
+
+  async close(): Promise<void> {
+    // Nobody claimed the warm VMs: they go with the server instead of idling until its next start.
+    await this.#warm.close();
+    await this.#links.closeAll();
+    // The node's cgroup parent goes once empty (a VM still running keeps it).
+    const layout = await this.#hostLayout();
+    for (const root of hierarchyRoots(layout)) {
+      await rmdir(`${root}/${microvmCgroupParent(this.#options.nodeId)}`).catch(() => undefined);
+    }
+  }
+
+  async #wrap<T>(what: string, step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (error) {
+      if (error instanceof ShoalError) throw error;
+      throw runtimeError(`${what} failed: ${errorText(error)}`, error);
+    }
+  }
+}
+
+function unavailable(reason: string): IsolationSupport {
+  return { isolation: "microvm", available: false, reason, kernel: null, accelerator: null };
+}
+
+function isSystemImage(image: SandboxSpec["image"]): boolean {
+  return image === undefined || (image.base === "system" && image.layers.length === 0);
+}
+
+/** The QEMU process's limits: the guest's memory and QEMU's own, vCPUs as CPU quota, its threads. */
+function hostLimits(spec: SandboxSpec): { memoryBytes: number; cpuQuotaUs: number; cpuPeriodUs: number; pids: number } {
+  return {
+    memoryBytes: (spec.memSizeMib + TCG_CODE_CACHE_MIB + QEMU_OVERHEAD_MIB) * 1024 * 1024,
+    cpuQuotaUs: spec.vcpuCount * CPU_PERIOD_US,
+    cpuPeriodUs: CPU_PERIOD_US,
+    pids: HOST_TASKS + spec.vcpuCount,
+  };
+}
+
+async function exists(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined)) !== undefined;
+}
+
+/** One QMP connection for one call: QEMU serves a single QMP client at a time, and servers come and go. */
+async function withQmp<T>(paths: VmPaths, pid: number, call: (qmp: QmpClient) => Promise<T>): Promise<T> {
+  const qmp = await QmpClient.connect(paths.qmpSocket, {
+    timeoutMs: QMP_TIMEOUT_MS,
+    alive: () => isVmProcess(pid, paths.dir),
+  });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      call(qmp),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`QMP did not answer within ${QMP_TIMEOUT_MS} ms`)), QMP_TIMEOUT_MS);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    qmp.close();
+  }
+}
+
+/** SIGKILL to the VM's QEMU (its pid checked first), resolved once the process is gone. */
+async function killAndWait(pid: number, dir: string): Promise<void> {
+  if (!isVmProcess(pid, dir)) return;
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error;
+  }
+  const started = Date.now();
+  for (let attempt = 0; isVmProcess(pid, dir); attempt++) {
+    if (Date.now() - started > EXIT_TIMEOUT_MS)
+      throw new Error(`QEMU ${pid} did not exit within ${EXIT_TIMEOUT_MS} ms`);
+    await delay(Math.min(2 ** attempt, 50));
+  }
+}
+
+export function createMicrovmRuntime(options: MicrovmRuntimeOptions): MicrovmRuntime {
+  return new MicrovmRuntimeImpl(options);
+}

@@ -1,0 +1,109 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { describe, it } from "node:test";
+import fc from "fast-check";
+import type { GuestKit } from "./guest-kit.ts";
+import { incomingFrom, kernelCommandLine, migrationTo, type QemuVmSpec, qemuArgs } from "./qemu-command.ts";
+
+const kit: GuestKit = {
+  kernelVersion: "6.1.0-57-cloud-amd64",
+  vmlinux: "/data/guest/vmlinux",
+  initramfs: "/data/guest/initramfs.cpio",
+  probeInitramfs: "/data/guest/probe.cpio",
+  kernelHz: 250,
+};
+
+const spec: QemuVmSpec = {
+  kit,
+  accelerator: "tcg",
+  vcpuCount: 2,
+  memSizeMib: 512,
+  disk: { path: "/data/sbx_1/root.qcow2", format: "qcow2" },
+  tscKHz: 2_596_122,
+  agentSocket: "/run/sbx_1/agent.sock",
+  qmpSocket: "/run/sbx_1/qmp.sock",
+};
+
+function option(args: readonly string[], name: string): string[] {
+  return args.flatMap((arg, index) => (arg === name ? [args[index + 1] as string] : []));
+}
+
+describe("the QEMU command line of a microVM", () => {
+  it("asks for the sandbox's shape on the microvm machine, with no default devices", () => {
+    const args = qemuArgs(spec);
+    assert.match(option(args, "-M")[0] ?? "", /^microvm,/);
+    assert.deepEqual(option(args, "-accel"), ["tcg"]);
+    assert.deepEqual(option(args, "-smp"), ["2"]);
+    assert.deepEqual(option(args, "-m"), ["512"]);
+    for (const flag of ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+      assert.ok(args.includes(flag), flag);
+    assert.deepEqual(option(args, "-kernel"), [kit.vmlinux]);
+    assert.deepEqual(option(args, "-initrd"), [kit.initramfs]);
+    assert.deepEqual(option(args, "-drive"), [`id=root,file=${spec.disk.path},format=qcow2,if=none,discard=unmap`]);
+  });
+
+  it("links the agent through a virtio-serial port named shoal.agent on a listening unix socket", () => {
+    const args = qemuArgs(spec);
+    assert.deepEqual(option(args, "-chardev"), [`socket,id=agent,path=${spec.agentSocket},server=on,wait=off`]);
+    assert.ok(option(args, "-device").includes("virtserialport,chardev=agent,name=shoal.agent"));
+    assert.deepEqual(option(args, "-qmp"), [`unix:${spec.qmpSocket},server=on,wait=off`]);
+  });
+
+  it("has no network device and, without a console log, no console", () => {
+    const args = qemuArgs(spec);
+    assert.equal(
+      args.some((arg) => /netdev|virtio-net|-nic/.test(arg)),
+      false,
+    );
+    assert.deepEqual(option(args, "-serial"), ["none"]);
+    assert.match(option(args, "-M")[0] ?? "", /isa-serial=off/);
+    assert.match(kernelCommandLine(spec), /console=none/);
+    const logged = qemuArgs({ ...spec, consoleLog: "/run/sbx_1/console.log" });
+    assert.deepEqual(option(logged, "-serial"), ["file:/run/sbx_1/console.log"]);
+  });
+
+  it("tells the kernel the TSC rate and the loops per jiffy instead of letting it calibrate", () => {
+    const line = kernelCommandLine(spec);
+    assert.match(line, /(^| )tsc_early_khz=2596122( |$)/);
+    assert.match(line, /(^| )lpj=10384488( |$)/); // 2596122 kHz × 1000 / HZ 250
+    assert.match(line, /(^| )panic=-1( |$)/);
+  });
+
+  it("uses the host CPU under KVM and waits for a saved state when restoring", () => {
+    const args = qemuArgs({ ...spec, accelerator: "kvm", restoring: true });
+    assert.deepEqual(option(args, "-accel"), ["kvm"]);
+    assert.deepEqual(option(args, "-cpu"), ["host"]);
+    assert.deepEqual(option(args, "-incoming"), ["defer"]);
+    assert.deepEqual(option(qemuArgs(spec), "-incoming"), []);
+  });
+
+  it("doubles commas in paths, so that a path cannot add QEMU options", () => {
+    const args = qemuArgs({ ...spec, agentSocket: "/run/a,server=off,x/agent.sock" });
+    assert.deepEqual(option(args, "-chardev"), [
+      "socket,id=agent,path=/run/a,,server=off,,x/agent.sock,server=on,wait=off",
+    ]);
+  });
+
+  it("quotes the state file for the shell of exec: migration, whatever its name", () => {
+    fc.assert(
+      fc.property(
+        fc.string({ minLength: 1, maxLength: 60 }).filter((name) => !name.includes("\0")),
+        (name) => {
+          for (const uri of [migrationTo(name), incomingFrom(name)]) {
+            const command = uri.slice("exec:".length);
+            // The words the shell sees after `cat` (and `>`): exactly the one file name.
+            const words = execFileSync(
+              "sh",
+              ["-c", `set -- ${command.replace(/^cat( >)?/, "")}; printf '%s\\0' "$#" "$1"`],
+              {
+                encoding: "utf8",
+              },
+            ).split("\0");
+            assert.deepEqual(words.slice(0, 2), ["1", name]);
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+});

@@ -1,0 +1,172 @@
+/**
+ * The QEMU command line of one sandbox's microVM: `-M microvm` booting the kit's ELF kernel by PVH,
+ * the initramfs, one virtio-blk root disk, the agent's virtio-serial port on a unix-socket chardev
+ * (QEMU listens; the host's agent client connects, and may reconnect), and a QMP socket for
+ * stop/cont/migrate/quit. Nothing else: `-nodefaults` leaves out every default device, there is
+ * no network device (the guest has no network), and the console goes to a log file or nowhere.
+ *
+ * @example
+ *   const argv = qemuArgs({ kit, accelerator: "tcg", vcpuCount: 1, memSizeMib: 256, disk, tscKHz,
+ *     agentSocket: join(dir, "agent.sock"), qmpSocket: join(dir, "qmp.sock") });
+ *   spawn(QEMU_BINARY, argv, { stdio: "ignore" });
+ */
+import type { GuestKit } from "./guest-kit.ts";
+import { AGENT_PORT_NAME, USR_SHARE_ARG, USR_SHARE_TAG } from "./initramfs.ts";
+
+export const QEMU_BINARY = "qemu-system-x86_64";
+
+export type Accelerator = "kvm" | "tcg";
+
+export interface QemuDisk {
+  readonly path: string;
+  /** `qcow2` for a copy-on-write overlay over the template's image, `raw` for a plain image. */
+  readonly format: "raw" | "qcow2";
+}
+
+export interface QemuVmSpec {
+  readonly kit: GuestKit;
+  readonly accelerator: Accelerator;
+  readonly vcpuCount: number;
+  readonly memSizeMib: number;
+  readonly disk: QemuDisk;
+  /** The host's TSC frequency: the guest is told it instead of calibrating (which can hang under TCG). */
+  readonly tscKHz: number;
+  /** Where QEMU listens for the host side of the agent's port. */
+  readonly agentSocket: string;
+  readonly qmpSocket: string;
+  /** The guest's console (kernel errors, /init's failures); none when undefined. */
+  readonly consoleLog?: string;
+  /**
+   * Start waiting for a saved state instead of booting (`-incoming defer`): QMP's
+   * `restoreState(incomingFrom(file))` then loads it, after the events it reports are switched on.
+   */
+  readonly restoring?: boolean;
+  /**
+   * TCG's translated-code cache in MiB (`tb-size`); QEMU's default is 1 GiB, of which a small
+   * guest fills only part, but what it fills stays resident.
+   */
+  readonly tcgCodeCacheMib?: number;
+  /** The guest CPU model; by default `host` under KVM and `max` (every feature TCG emulates) under TCG. */
+  readonly cpuModel?: string;
+  /** QEMU's name for the VM (`-name`), seen in `ps` and QMP. */
+  readonly name?: string;
+  /**
+   * The vhost-user socket of a virtiofsd serving the host's /usr, which the guest mounts read-only
+   * as its own (tag USR_SHARE_TAG), as containers bind the host's /usr. vhost-user needs the
+   * guest's memory in a shared memfd. QEMU 7.2 cannot migrate (save) a VM with this device.
+   */
+  readonly usrShare?: string;
+  /** More `key=value` words for the guest kernel's command line, read by /init (`shoal.pids=`). */
+  readonly kernelArgs?: readonly string[];
+}
+
+/**
+ * `quiet`: the console is a slow emulated UART, so only errors are printed. `panic=-1` with
+ * `-no-reboot`: a guest whose init fails makes QEMU exit instead of hanging. `tsc=reliable`: no
+ * clocksource watchdog; under TCG the TSC is the host's and jumps only when the VM is paused.
+ * What boot time under TCG goes to (measured with initcall_debug): without an RTC the kernel waits
+ * about 1.1 s twice for one (so the machine keeps its RTC); the crypto self-tests take ~170 ms and
+ * kprobe tracing's set-up ~60-100 ms, neither of which a sandbox uses.
+ */
+export function kernelCommandLine(
+  spec: Pick<QemuVmSpec, "kit" | "tscKHz" | "consoleLog" | "usrShare" | "kernelArgs">,
+): string {
+  const lpj = Math.round((spec.tscKHz * 1000) / spec.kit.kernelHz);
+  return [
+    spec.consoleLog === undefined ? "console=none" : "console=ttyS0",
+    "quiet",
+    "panic=-1",
+    `tsc_early_khz=${spec.tscKHz}`,
+    `lpj=${lpj}`,
+    "tsc=reliable",
+    "mitigations=off",
+    "cryptomgr.notests",
+    "initcall_blacklist=init_kprobe_trace",
+    ...(spec.usrShare === undefined ? [] : [USR_SHARE_ARG]),
+    ...(spec.kernelArgs ?? []),
+  ].join(" ");
+}
+
+/** A comma inside a QEMU option value is written twice. */
+function optionValue(value: string): string {
+  return value.replaceAll(",", ",,");
+}
+
+export function qemuArgs(spec: QemuVmSpec): string[] {
+  const machine = [
+    "microvm",
+    "x-option-roms=off",
+    "pcie=off",
+    `isa-serial=${spec.consoleLog === undefined ? "off" : "on"}`,
+    ...(spec.usrShare === undefined ? [] : ["memory-backend=ram"]),
+  ].join(",");
+  const args = [
+    ...(spec.name === undefined ? [] : ["-name", optionValue(spec.name)]),
+    "-M",
+    machine,
+    "-accel",
+    spec.accelerator === "tcg" && spec.tcgCodeCacheMib !== undefined
+      ? `tcg,tb-size=${spec.tcgCodeCacheMib}`
+      : spec.accelerator,
+    "-cpu",
+    spec.cpuModel ?? (spec.accelerator === "kvm" ? "host" : "max"),
+    "-smp",
+    String(spec.vcpuCount),
+    "-m",
+    String(spec.memSizeMib),
+    "-nodefaults",
+    "-no-user-config",
+    "-nographic",
+    "-no-reboot",
+    "-kernel",
+    spec.kit.vmlinux,
+    "-initrd",
+    spec.kit.initramfs,
+    "-append",
+    kernelCommandLine(spec),
+    "-serial",
+    spec.consoleLog === undefined ? "none" : `file:${spec.consoleLog}`,
+    "-drive",
+    `id=root,file=${optionValue(spec.disk.path)},format=${spec.disk.format},if=none,discard=unmap`,
+    "-device",
+    "virtio-blk-device,drive=root",
+    "-device",
+    "virtio-serial-device,max_ports=2", // port 0 is reserved for a console
+    "-chardev",
+    `socket,id=agent,path=${optionValue(spec.agentSocket)},server=on,wait=off`,
+    "-device",
+    `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
+    ...(spec.usrShare === undefined
+      ? []
+      : [
+          // libvhost-user serves modern virtio only; microvm's virtio-mmio is legacy by default.
+          "-global",
+          "virtio-mmio.force-legacy=false",
+          "-object",
+          `memory-backend-memfd,id=ram,size=${spec.memSizeMib}M,share=on`,
+          "-chardev",
+          `socket,id=usrfs,path=${optionValue(spec.usrShare)}`,
+          "-device",
+          `vhost-user-fs-device,chardev=usrfs,tag=${USR_SHARE_TAG}`,
+        ]),
+    "-qmp",
+    `unix:${optionValue(spec.qmpSocket)},server=on,wait=off`,
+  ];
+  if (spec.restoring === true) args.push("-incoming", "defer");
+  return args;
+}
+
+/** For a `sh -c` line: QEMU 7.2 has no `file:` migration, so state moves through `exec:`. */
+function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", "'\\''")}'`;
+}
+
+/** The URI of QMP's `migrate` that saves the VM's state into file. */
+export function migrationTo(file: string): string {
+  return `exec:cat > ${shellQuote(file)}`;
+}
+
+/** The URI of QMP's `migrate-incoming` that restores the state migrationTo saved. */
+export function incomingFrom(file: string): string {
+  return `exec:cat ${shellQuote(file)}`;
+}
