@@ -174,6 +174,17 @@ describe("errors", () => {
     assertErrorLine(run, "AUTH_INVALID_TOKEN");
   });
 
+  test("--isolation gvisor starts one under gVisor, `get` shows it, and a level that is not one is a usage error", async () => {
+    const info = await createSandbox("--isolation", "gvisor");
+    assert.equal(info.isolation, "gvisor");
+    const shown = await shoal(["sandbox", "get", info.id], { env });
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /^isolation:\s+gvisor, gVisor \S+, (systrap|ptrace)$/m);
+    const wrong = await shoal(["sandbox", "create", "--isolation", "vm"], { env });
+    assert.equal(wrong.code, 2);
+    assert.match(wrong.stderr, /expected container, gvisor or microvm, got "vm"/);
+  });
+
   test("no key at all is AUTH_REQUIRED", async () => {
     const { SHOAL_API_KEY: _unset, ...withoutKey } = env;
     assertErrorLine(await shoal(["sandbox", "list"], { env: withoutKey }), "AUTH_REQUIRED");

@@ -105,20 +105,13 @@ export interface EarlyAnswer {
  * waiting for the answer to the headers. Otherwise: it sends `total` bytes chunked, but only until
  * the answer arrives, as a client should when a server answers early.
  */
-export async function putUntilAnswered(
-  target: Target,
-  key: string,
-  sandboxId: string,
-  path: string,
-  total: number,
-  declared: boolean,
-): Promise<EarlyAnswer> {
+export async function putUntilAnswered(...args: Parameters<typeof putOnce>): Promise<EarlyAnswer> {
   // A server that answers early closes the connection; the client's next write can then fail
   // (EPIPE, ECONNRESET) before node has read the answer waiting in the socket. That loses the
   // answer, not the outcome: the same PUT again gets the same answer.
   for (let attempt = 1; ; attempt++) {
     try {
-      return await putOnce(target, key, sandboxId, path, total, declared);
+      return await putOnce(...args);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (attempt >= 5 || (code !== "EPIPE" && code !== "ECONNRESET")) throw error;

@@ -200,9 +200,11 @@ describe("microvm runtime", { concurrency: false }, () => {
     await rt.close();
     assert.deepEqual(await runtime().list(), []);
   });
-  // Last: the creates above have prepared the guest kit, which a first isolations() waits for only briefly.
   test("isolations() names the guest kernel and the accelerator", async () => {
-    const [support] = await runtime().isolations();
+    // A first isolations() waits for the host's preparation (the kit, the KVM probe) only briefly.
+    const rt = runtime();
+    await rt.fillWarm();
+    const [support] = await rt.isolations();
     assert.equal(support?.isolation, "microvm");
     assert.equal(support?.available, true, support?.reason ?? "");
     assert.match(support?.kernel ?? "", /^Linux \d+\.\d+\.\d+-\d+-cloud-amd64$/);

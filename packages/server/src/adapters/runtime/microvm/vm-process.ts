@@ -32,8 +32,8 @@ export interface VmLaunch {
 
 /**
  * $1 the cgroup.procs files (newline-separated), $2 the /usr source (empty: none), $3 its socket,
- * $4 virtiofsd; then QEMU's argv. The wait for virtiofsd's socket is bounded (5 s): QEMU connects
- * to it once, at start-up.
+ * $4 virtiofsd; then QEMU's argv. The wait for virtiofsd's socket to listen is bounded (5 s): QEMU
+ * connects to it once, at start-up.
  */
 const LAUNCHER = `set -e
 printf '%s\\n' "$1" | while IFS= read -r f; do [ -z "$f" ] || echo $$ > "$f"; done
@@ -42,7 +42,8 @@ shift 4
 if [ -n "$src" ]; then
   unshare --mount --propagation private sh -c 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "$3" --socket-path="$2" -o source="$1" -o cache=always -o sandbox=chroot -o log_level=err' sh "$src" "$sock" "$fsd" &
   i=0
-  while [ ! -S "$sock" ]; do
+  # Listening, not only bound: /proc/net/unix flags 00010000 (QEMU connects once, at start-up).
+  while ! grep -q " 00010000 .* $sock$" /proc/net/unix; do
     i=$((i + 1))
     if [ $i -gt 500 ] || ! kill -0 $! 2>/dev/null; then echo "virtiofsd did not start" >&2; exit 1; fi
     sleep 0.01
