@@ -18,6 +18,9 @@
  * by a few MiB at most, well inside the headroom the host's cgroup leaves for this. */
 #define RELAXED_MS 50
 #define CLOSE_MS 5
+/* gVisor updates a cgroup's usage lazily (every 50 ms or so): after a kill, the usage it reports
+ * still holds the victim's memory for a while, which must not pick a second victim. */
+#define SETTLE_MS 250
 
 static const char *limit_path;
 static struct timespec limit_mtime;
@@ -26,6 +29,9 @@ static uint64_t next_look_ms;
 static int interval_ms = RELAXED_MS;
 static volatile uint64_t *kills; /* MAP_SHARED: the supervisors read what the agent counts */
 static pid_t dying = -1;
+static uint64_t killed_at_ms;
+static dev_t own_dev;
+static ino_t own_ino;
 
 static uint64_t now_ms(void) {
   struct timespec ts;
@@ -56,6 +62,8 @@ int memory_watch_init(const char *limit_file) {
   void *shared = mmap(NULL, sizeof *kills, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (shared == MAP_FAILED) return -1;
   kills = shared;
+  struct stat self;
+  if (stat("/proc/self/exe", &self) == 0) own_dev = self.st_dev, own_ino = self.st_ino;
   next_look_ms = now_ms();
   return 0;
 }
@@ -82,7 +90,15 @@ static uint64_t usage(void) {
   return t > a ? (t - a) * 1024u : 0;
 }
 
-/* The process with the most resident pages, never the agent (PID 1); -1 when there is none. */
+/* Whether pid runs the agent's own binary: its supervisors and tools, never a victim. */
+static int is_agent(pid_t pid) {
+  char path[64];
+  struct stat st;
+  snprintf(path, sizeof path, "/proc/%d/exe", (int)pid);
+  return stat(path, &st) == 0 && st.st_dev == own_dev && st.st_ino == own_ino;
+}
+
+/* The process with the most resident pages, never the agent's (PID 1, supervisors, tools); -1 when there is none. */
 static pid_t largest(void) {
   DIR *d = opendir("/proc");
   if (d == NULL) return -1;
@@ -92,7 +108,7 @@ static pid_t largest(void) {
   while ((de = readdir(d)) != NULL) {
     if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
     pid_t pid = (pid_t)strtol(de->d_name, NULL, 10);
-    if (pid == 1) continue;
+    if (pid == 1 || is_agent(pid)) continue;
     char path[64], buf[256];
     snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
     if (read_text(path, buf, sizeof buf) < 0) continue;
@@ -117,12 +133,14 @@ void memory_watch_check(void) {
   interval_ms = used > limit / 4 * 3 ? CLOSE_MS : RELAXED_MS;
   next_look_ms = now_ms() + (uint64_t)interval_ms;
   if (used <= limit) return;
-  /* One victim at a time: its memory is freed only once it is gone. */
+  /* One victim at a time: its memory is freed only once it is gone, and counted so a little later. */
   if (dying > 0 && kill(dying, 0) == 0) return;
+  if (killed_at_ms != 0 && now_ms() - killed_at_ms < SETTLE_MS) return;
   pid_t victim = largest();
   if (victim < 0) return;
   if (kill(victim, SIGKILL) == 0) {
     dying = victim;
+    killed_at_ms = now_ms();
     __atomic_add_fetch(kills, 1, __ATOMIC_SEQ_CST);
   }
 }
