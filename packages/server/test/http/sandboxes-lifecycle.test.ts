@@ -10,6 +10,7 @@ import { after, describe, test } from "node:test";
 import { runtimePaths } from "../../src/adapters/runtime/linux/layout.ts";
 import { call, createKey, errorOf } from "../support/http.ts";
 import { createSandbox, type ExecView, type SandboxView } from "../support/sandbox-api.ts";
+import { testIsolation } from "../support/test-isolation.ts";
 import { type ServerProcess, startServer } from "../support/server-process.ts";
 
 const generous = { SHOAL_RATE_LIMITS: "read=100000/60,write=100000/60" };
@@ -147,7 +148,10 @@ describe("sandbox lifecycle on the linux runtime", () => {
   });
 
   test("a SIGKILLed server comes back to its 3 sandboxes, and removes an orphan", async () => {
-    const first = await start({ SHOAL_NODE_ID: "node_restart" });
+    // A node id of its own per isolation: the gVisor run of this suite goes at the same time, and a
+    // server takes every sandbox under its node's cgroup parent for its own (the orphan below).
+    const nodeId = `node_restart_${testIsolation()}`;
+    const first = await start({ SHOAL_NODE_ID: nodeId });
     const key = (await createKey(first, first.adminKey, ["*"])).secret;
     const sandboxes = [
       await createSandbox(first, key),
@@ -162,7 +166,7 @@ describe("sandbox lifecycle on the linux runtime", () => {
     db.prepare("delete from sandboxes where id = ?").run(orphan.id);
     db.close();
 
-    const second = await start({ SHOAL_NODE_ID: "node_restart" }, first.dataDir);
+    const second = await start({ SHOAL_NODE_ID: nodeId }, first.dataDir);
     await second.waitForLog((line) => line.msg === "sandboxes reconciled");
     for (const sandbox of sandboxes) {
       const result = await call<ExecView>(second, "POST", `/v1/sandboxes/${sandbox.id}/exec`, {

@@ -4,7 +4,9 @@
  * @example
  *   const sandbox = await createSandbox(server, key, { metadata: { team: "ml" } });
  */
+
 import { call } from "./http.ts";
+import { withTestIsolation } from "./test-isolation.ts";
 
 export interface SandboxView {
   id: string;
@@ -49,7 +51,7 @@ export async function createSandbox(
   key: string,
   body: Record<string, unknown> = {},
 ): Promise<SandboxView> {
-  const result = await call<SandboxView>(target, "POST", "/v1/sandboxes", { key, body });
+  const result = await call<SandboxView>(target, "POST", "/v1/sandboxes", { key, body: withTestIsolation(body) });
   if (result.status !== 201) throw new Error(`sandbox creation failed: ${result.status} ${result.text}`);
   return result.json;
 }

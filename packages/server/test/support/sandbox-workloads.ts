@@ -9,10 +9,12 @@
  *   const reply = await execOk(server, server.adminKey, sandbox.id, { cmd: ["node", "-v"] });
  *   await deleteSandbox(server, server.adminKey, sandbox.id);
  */
+
 import { type Dirent, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { type CallResult, call } from "./http.ts";
 import type { CodeContextView, ExecView, SandboxView } from "./sandbox-api.ts";
+import { type Isolation, withTestIsolation } from "./test-isolation.ts";
 
 export type { CodeContextView, SandboxView } from "./sandbox-api.ts";
 
@@ -40,17 +42,7 @@ export interface CreateSandboxBody {
   isolation?: Isolation;
 }
 
-export type Isolation = "container" | "gvisor" | "microvm";
-
-/**
- * The isolation a suite's sandboxes run at: `container` unless SHOAL_TEST_ISOLATION says
- * otherwise. A `*.gvisor.test.ts` file sets it and then imports the suite, so that the same tests
- * run again at that level (node runs each test file in a process of its own).
- */
-export function testIsolation(): Isolation {
-  const level = process.env.SHOAL_TEST_ISOLATION;
-  return level === "gvisor" || level === "microvm" ? level : "container";
-}
+export { type Isolation, testIsolation } from "./test-isolation.ts";
 
 export interface ExecBody {
   cmd: string | string[];
@@ -120,11 +112,7 @@ export async function request<T>(
 
 /** Creates a sandbox and waits until it runs; throws with the answer unless it is 201 `running`. */
 export async function createSandbox(target: Target, key: string, body: CreateSandboxBody = {}): Promise<SandboxView> {
-  const isolation = body.isolation ?? testIsolation();
-  const reply = await request<SandboxView>(target, key, "POST", "/v1/sandboxes", {
-    ...body,
-    ...(isolation === "container" ? {} : { isolation }),
-  });
+  const reply = await request<SandboxView>(target, key, "POST", "/v1/sandboxes", withTestIsolation(body));
   if (reply.status !== 201 || reply.json?.state !== "running") {
     throw new Error(`POST /v1/sandboxes ${JSON.stringify(body)} answered ${reply.status}: ${reply.text}`);
   }
