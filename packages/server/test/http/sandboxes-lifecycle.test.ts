@@ -10,8 +10,8 @@ import { after, describe, test } from "node:test";
 import { runtimePaths } from "../../src/adapters/runtime/linux/layout.ts";
 import { call, createKey, errorOf } from "../support/http.ts";
 import { createSandbox, type ExecView, type SandboxView } from "../support/sandbox-api.ts";
-import { testIsolation } from "../support/test-isolation.ts";
 import { type ServerProcess, startServer } from "../support/server-process.ts";
+import { testIsolation } from "../support/test-isolation.ts";
 
 const generous = { SHOAL_RATE_LIMITS: "read=100000/60,write=100000/60" };
 
