@@ -9,8 +9,8 @@
  *   (await store.find(ownerId, upload.id))?.open().pipe(destination);
  */
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -55,9 +55,13 @@ export class UploadStore {
         done(null, chunk);
       },
     });
+    // Opened before the copy: a write stream that opens its file itself can still be opening it
+    // when a failed pipeline has already removed the scratch name, and leave the file behind.
+    const file = await open(scratch, "wx", 0o600);
     try {
-      await pipeline(body, meter, createWriteStream(scratch, { mode: 0o600 }));
+      await pipeline(body, meter, file.createWriteStream());
     } catch (error) {
+      await file.close().catch(() => undefined);
       await rm(scratch, { force: true });
       if (error instanceof ShoalError) throw error;
       throw new ShoalError("FILE_UPLOAD_FAILED", {
