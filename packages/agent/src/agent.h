@@ -69,6 +69,8 @@ extern int listen_fd;
 
 /* conn.c */
 void conn_accept(void);
+/* Takes an open stream (an accepted socket, the serial bridge) as a new connection; -1: no free slot. */
+int conn_adopt(int fd);
 void conn_readable(struct conn *c);
 /* Handles the complete frames already in c's input buffer, as far as output room allows. */
 void conn_consume(struct conn *c);

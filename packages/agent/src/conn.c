@@ -17,21 +17,25 @@ struct conn conns[MAX_CONNS];
 void conn_accept(void) {
   int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (fd < 0) return;
+  if (conn_adopt(fd) < 0) close(fd); /* no free slot: the host sees the connection closed */
+}
+
+int conn_adopt(int fd) {
   for (int i = 0; i < MAX_CONNS; i++) {
     struct conn *c = &conns[i];
     if (c->fd >= 0) continue;
     /* Untouched pages of this buffer cost no memory until output is queued. */
     uint8_t *out = malloc(CONN_OUT_CAP + CONN_IN_CAP);
-    if (out == NULL) break;
+    if (out == NULL) return -1;
     uint32_t gen = c->gen + 1;
     memset(c, 0, sizeof *c);
     c->fd = fd;
     c->gen = gen;
     c->out = out;
     c->in = out + CONN_OUT_CAP;
-    return;
+    return 0;
   }
-  close(fd); /* no free slot: the host sees the connection closed */
+  return -1;
 }
 
 void conn_close(struct conn *c) {

@@ -61,28 +61,10 @@ static void set_async(int on) {
   if (fl >= 0) fcntl(port, F_SETFL, on ? fl | O_ASYNC : fl & ~O_ASYNC);
 }
 
-/* Hands fd to conn.c as a new connection, as conn_accept does for an accepted socket. */
-static int adopt_conn(int fd) {
-  for (int i = 0; i < MAX_CONNS; i++) {
-    struct conn *c = &conns[i];
-    if (c->fd >= 0) continue;
-    uint8_t *out = malloc(CONN_OUT_CAP + CONN_IN_CAP);
-    if (out == NULL) return -1;
-    uint32_t gen = c->gen + 1;
-    memset(c, 0, sizeof *c);
-    c->fd = fd;
-    c->gen = gen;
-    c->out = out;
-    c->in = out + CONN_OUT_CAP;
-    return 0;
-  }
-  return -1;
-}
-
 static void open_bridge(void) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) return;
-  if (adopt_conn(sv[1]) < 0) {
+  if (conn_adopt(sv[1]) < 0) {
     close(sv[0]);
     close(sv[1]);
     return;

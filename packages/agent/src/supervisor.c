@@ -73,7 +73,7 @@ int kill_all_children(pid_t watch) {
 }
 
 /* The cgroup's OOM-kill counter as the sandbox sees it; 0 when there is none. */
-static uint64_t cgroup_oom_kills(void) {
+static uint64_t oom_kills(void) {
   static const char *const files[] = {"/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"};
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     int fd = open(files[i], O_RDONLY | O_CLOEXEC);
@@ -88,9 +88,6 @@ static uint64_t cgroup_oom_kills(void) {
   }
   return 0;
 }
-
-/* The kernel's OOM kills and the agent's own (memory_watch.h): one of them is always 0. */
-static uint64_t oom_kills(void) { return cgroup_oom_kills() + memory_watch_kills(); }
 
 /* Copies an ARGV or ENV field list out of the request into a NULL-terminated vector. */
 static char **vector(const struct exec_req *req, uint16_t want, uint32_t count) {

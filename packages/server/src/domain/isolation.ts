@@ -31,3 +31,8 @@ export interface IsolationSupport {
   /** What runs it: `ptrace` (gVisor's platform), `kvm` or `tcg` (QEMU's); null for a container. */
   readonly accelerator: string | null;
 }
+
+/** A level the host cannot provide, and why. */
+export function unavailableLevel(isolation: Isolation, reason: string): IsolationSupport {
+  return { isolation, available: false, reason, kernel: null, accelerator: null };
+}

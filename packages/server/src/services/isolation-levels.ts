@@ -9,7 +9,7 @@
  *   await levels.load();
  *   levels.require("gvisor"); // throws ISOLATION_UNAVAILABLE on a host without runsc
  */
-import { ISOLATIONS, type Isolation, type IsolationSupport } from "../domain/isolation.ts";
+import { ISOLATIONS, type Isolation, type IsolationSupport, unavailableLevel } from "../domain/isolation.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import type { Runtime } from "./runtime-port.ts";
 
@@ -26,13 +26,8 @@ export class IsolationLevels {
       ];
       this.#levels = ISOLATIONS.map(
         (isolation) =>
-          offered.find((level) => level.isolation === isolation) ?? {
-            isolation,
-            available: false,
-            reason: `the ${this.runtime.name} runtime has no ${isolation} isolation`,
-            kernel: null,
-            accelerator: null,
-          },
+          offered.find((level) => level.isolation === isolation) ??
+          unavailableLevel(isolation, `the ${this.runtime.name} runtime has no ${isolation} isolation`),
       );
     }
     return this.#levels;
@@ -46,13 +41,8 @@ export class IsolationLevels {
   /** The level as probed; a level not probed yet reads as unavailable. */
   describe(isolation: Isolation): IsolationSupport {
     return (
-      this.list().find((level) => level.isolation === isolation) ?? {
-        isolation,
-        available: false,
-        reason: "the host was not probed yet",
-        kernel: null,
-        accelerator: null,
-      }
+      this.list().find((level) => level.isolation === isolation) ??
+      unavailableLevel(isolation, "the host was not probed yet")
     );
   }
 

@@ -22,7 +22,7 @@
  *   const engine = runscEngine("/usr/bin/runsc", paths.runscRoot);
  */
 
-import type { IsolationSupport } from "../../../domain/isolation.ts";
+import { type IsolationSupport, unavailableLevel } from "../../../domain/isolation.ts";
 import type { OciEngine } from "./crun-commands.ts";
 import { CONTAINER_AGENT_DIR } from "./layout.ts";
 import type { OCISpec } from "./oci-spec.ts";
@@ -142,7 +142,7 @@ export interface GvisorProbe {
 /** Whether runsc is here, which gVisor it is and its platform; never throws. */
 export async function probeGvisor(runsc: string | undefined): Promise<GvisorProbe> {
   const unavailable = (reason: string): GvisorProbe => ({
-    support: { isolation: "gvisor", available: false, reason, kernel: null, accelerator: null },
+    support: unavailableLevel("gvisor", reason),
     platform: "ptrace",
   });
   if (runsc === undefined) {

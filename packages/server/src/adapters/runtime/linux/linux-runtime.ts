@@ -33,7 +33,7 @@ import {
 import { release as kernelRelease } from "node:os";
 import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { IsolationSupport } from "../../../domain/isolation.ts";
+import { type IsolationSupport, unavailableLevel } from "../../../domain/isolation.ts";
 import { SANDBOX_USER } from "../../../domain/sandbox-user.ts";
 import { ShoalError } from "../../../errors/shoal-error.ts";
 import {
@@ -242,7 +242,8 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   readonly #teardowns = new Map<string, Promise<void>>();
   #idMap: IdMap | undefined;
   #isolations: Promise<readonly IsolationSupport[]> | undefined;
-  #gvisorPlatform: GvisorPlatform = "ptrace";
+  /** runsc and its platform, as isolations() found them; undefined binary: no runsc here. */
+  #gvisor: { binary: string | undefined; platform: GvisorPlatform } = { binary: undefined, platform: "ptrace" };
   #agentStamp: string | undefined;
   /** crun's compilation of the seccomp profile, read back from the first sandbox started (see #learnSeccomp). */
   #seccompBpf: string | undefined;
@@ -432,8 +433,9 @@ class LinuxRuntimeImpl implements LinuxRuntime {
    */
   isolations(): Promise<readonly IsolationSupport[]> {
     this.#isolations ??= (async () => {
-      const probe = await probeGvisor(this.#options.runscPath ?? (await findInPath("runsc")));
-      this.#gvisorPlatform = probe.platform;
+      const runsc = this.#options.runscPath ?? (await findInPath("runsc"));
+      const probe = await probeGvisor(runsc);
+      this.#gvisor = { binary: runsc, platform: probe.platform };
       return [
         {
           isolation: "container",
@@ -443,33 +445,27 @@ class LinuxRuntimeImpl implements LinuxRuntime {
           accelerator: null,
         },
         probe.support,
-        {
-          isolation: "microvm",
-          available: false,
-          reason: "the linux runtime runs no virtual machines: the QEMU microVM runtime is not part of this build yet",
-          kernel: null,
-          accelerator: null,
-        },
+        unavailableLevel(
+          "microvm",
+          "the linux runtime runs no virtual machines: the QEMU microVM runtime is not part of this build yet",
+        ),
       ];
     })();
     return this.#isolations;
   }
 
-  /** The runsc binary found by isolations(), which a gvisor create has passed through. */
-  async #runsc(): Promise<string> {
-    const runsc = this.#options.runscPath ?? (await findInPath("runsc"));
-    if (runsc === undefined) throw runtimeError("runsc is not installed: `apt-get install runsc`");
-    return runsc;
+  /** Whether runsc runs the sandbox: its directory has the gVisor marker. */
+  async #isGvisor(id: string): Promise<boolean> {
+    return (await stat(join(this.#sandbox(id).dir, GVISOR_MARKER)).catch(() => undefined)) !== undefined;
   }
 
-  /** The OCI runtime of a sandbox: runsc where its directory has the gVisor marker, else crun. */
-  async #engineOf(id: string): Promise<OciEngine> {
-    const gvisor = await stat(join(this.#sandbox(id).dir, GVISOR_MARKER)).catch(() => undefined);
-    if (gvisor !== undefined) {
-      await this.isolations();
-      return runscEngine(await this.#runsc(), this.#paths.runscRoot, this.#gvisorPlatform);
-    }
-    return { binary: this.#crun, root: this.#paths.crunRoot, flags: [] };
+  /** The OCI runtime of a level: runsc (as isolations() found it) for gvisor, else crun. */
+  async #engine(gvisor: boolean): Promise<OciEngine> {
+    if (!gvisor) return { binary: this.#crun, root: this.#paths.crunRoot, flags: [] };
+    await this.isolations();
+    const { binary, platform } = this.#gvisor;
+    if (binary === undefined) throw runtimeError("runsc is not installed: `apt-get install runsc`");
+    return runscEngine(binary, this.#paths.runscRoot, platform);
   }
 
   takeWarm(shape: WarmShape): string | undefined {
@@ -561,6 +557,10 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     return this.#options.warmDiskMib ?? 1024;
   }
 
+  #warmPidsLimit(): number {
+    return this.#options.warmPidsLimit ?? WARM_LIMITS.pidsLimit;
+  }
+
   /** Starts a warm sandbox: a create of the default shape, marked so that list() leaves it out. */
   async #launchWarm(id: string, image: SandboxImage, isolation: WarmIsolation): Promise<void> {
     const host = await this.#prepare();
@@ -575,7 +575,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
         env: {},
         ...WARM_LIMITS,
         // A gVisor sandbox's pids limit is the agent's RLIMIT_NPROC, fixed at its start.
-        pidsLimit: this.#options.warmPidsLimit ?? WARM_LIMITS.pidsLimit,
+        pidsLimit: this.#warmPidsLimit(),
       };
       await this.#createSandbox(host, spec, this.#sandbox(id), true);
     } finally {
@@ -592,7 +592,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       throw runtimeError(`warm sandbox ${spec.id} has a ${this.#warmDiskMib()} MiB disk, not ${spec.diskMib} MiB`);
     }
     const gvisor = spec.isolation === "gvisor";
-    const warmPids = this.#options.warmPidsLimit ?? WARM_LIMITS.pidsLimit;
+    const warmPids = this.#warmPidsLimit();
     if (gvisor && spec.pidsLimit !== warmPids) {
       throw runtimeError(`warm sandbox ${spec.id} holds ${warmPids} processes at most, not ${spec.pidsLimit}`);
     }
@@ -770,7 +770,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     const host = await this.#prepare();
     return this.#wrap(`reading the metrics of sandbox ${id}`, async () => {
       const usage = await readSandboxUsage(host.layout, cgroupPath(this.#nodeId, id));
-      if ((await this.#engineOf(id)).binary === this.#crun) return usage;
+      if (!(await this.#isGvisor(id))) return usage;
       // The cgroup's limits have the Sentry's headroom on top: the sandbox's own are in its bundle.
       const paths = this.#sandbox(id);
       const own = gvisorLimits(
@@ -1038,7 +1038,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       cgroup.setLimits(cgroupLimits(oci, true));
     }
     const command = startCommand({
-      engine: await this.#engineOf(spec.id),
+      engine: await this.#engine(gvisor),
       joinCgroups,
       id: spec.id,
       paths: inside,
@@ -1126,7 +1126,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
         nsenterArgs(
           host.namespace,
           teardownCommand(
-            await this.#engineOf(id),
+            await this.#engine(await this.#isGvisor(id)),
             id,
             this.#inside(id),
             host.hiddenCgroupDirs.map((dir) => `${dir}${cgroupPath(this.#nodeId, id)}`),

@@ -14,7 +14,7 @@
 import { constants } from "node:fs";
 import { access, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
-import type { IsolationSupport } from "../../../domain/isolation.ts";
+import { type IsolationSupport, unavailableLevel } from "../../../domain/isolation.ts";
 import { SANDBOX_USER } from "../../../domain/sandbox-user.ts";
 import { ShoalError } from "../../../errors/shoal-error.ts";
 import {
@@ -710,7 +710,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
 }
 
 function unavailable(reason: string): IsolationSupport {
-  return { isolation: "microvm", available: false, reason, kernel: null, accelerator: null };
+  return unavailableLevel("microvm", reason);
 }
 
 function isSystemImage(image: SandboxSpec["image"]): boolean {
