@@ -455,8 +455,9 @@ static void run_daemon(const struct run_opts *o, int dir, int ready) {
     }
     unlinkat(dir, "stdin", 0);
     unlinkat(dir, "ctl", 0);
-    send_ready(ready, n == (ssize_t)sizeof err ? err : EIO, 0, 0);
+    /* Removed before the answer: the caller looks for the directory as soon as it has one. */
     rmdir(o->dir);
+    send_ready(ready, n == (ssize_t)sizeof err ? err : EIO, 0, 0);
     _exit(1);
   }
   char line[160];
