@@ -1,5 +1,5 @@
 /*
- * The per-exec supervisor (see supervisor.h): fork, set up, exec, wait, time out, kill the tree.
+ * The per-exec supervisor (see supervisor.h): vfork the command, set it up, exec, wait, time out, kill the tree.
  */
 #define _GNU_SOURCE
 #include "supervisor.h"
@@ -18,6 +18,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,10 +73,26 @@ int kill_all_children(pid_t watch) {
   }
 }
 
-/* The cgroup's OOM-kill counter as the sandbox sees it; 0 when there is none. */
+/* The OOM-kill counter of the supervisor's own cgroup (a microVM guest's `sandbox` group; "/"
+   in a container's cgroup namespace), else of the cgroup root as the sandbox sees it; 0 when there
+   is none. memory.events counts kills of every kind, the whole machine's OOM killer's included. */
 static uint64_t oom_kills(void) {
-  static const char *const files[] = {"/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"};
+  char own[600] = "";
+  int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char line[512];
+    ssize_t n = read(fd, line, sizeof line - 1);
+    close(fd);
+    if (n > 3 && strncmp(line, "0::/", 4) == 0) {
+      line[n] = 0;
+      line[strcspn(line, "\n")] = 0;
+      if (strcmp(line + 3, "/") != 0 && strstr(line, "/..") == NULL)
+        snprintf(own, sizeof own, "/sys/fs/cgroup%s/memory.events", line + 3);
+    }
+  }
+  const char *const files[] = {own, "/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"};
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    if (files[i][0] == 0) continue;
     int fd = open(files[i], O_RDONLY | O_CLOEXEC);
     if (fd < 0) continue;
     char buf[1024];
@@ -116,38 +133,51 @@ static void fail(int ctl, int err, int stage) {
   _exit(0);
 }
 
-/* In the command's process: never returns; reports a failure on status_w. */
-static void start_command(const struct exec_req *req, char **argv, char **envp, int in_r, int out_w, int err_w,
-                          int status_w) {
-  int32_t report[2] = {0, STAGE_SETUP};
+/* Where a command that could not start says why: written by its child, read by the supervisor once
+   vfork() returns, which is after the child's exec or exit. */
+struct start_report {
+  int32_t err;
+  int32_t stage; /* -1: the exec happened */
+};
+
+/*
+ * In the command's process, a vfork() child: it borrows the supervisor's memory and stack until
+ * it execs or exits, so it only makes system calls (no allocation, no stdio, nothing that takes a
+ * lock) and reports a failure in `report`. set*id are raw system calls: libc's versions signal
+ * every thread of the process, and this child's "process" is the supervisor's memory.
+ */
+static void start_command(char **argv, char **envp, const char *cwd, uid_t uid, gid_t gid, int in_r, int out_w,
+                          int err_w, volatile struct start_report *report) {
+  int stage = STAGE_SETUP;
   sigset_t none;
   sigemptyset(&none);
-  /* Dispositions the agent inherited (an ignored SIGHUP, say) must not reach the command. Signals
-     that cannot be reset (SIGKILL, SIGSTOP, libc-internal ones) just fail here. */
+  /* Dispositions the agent inherited (an ignored SIGHUP, say) must not reach the command, nor the
+     supervisor's handlers run in this child. Signals that cannot be reset (SIGKILL, SIGSTOP,
+     libc-internal ones) just fail here; the sigaction of this child is its own (no CLONE_SIGHAND). */
   for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
   sigprocmask(SIG_SETMASK, &none, NULL);
   if (setpgid(0, 0) < 0) goto failed;
   if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0) goto failed;
-  report[1] = STAGE_CHDIR;
-  if (req->has_cwd) {
-    char *cwd = strndup((const char *)req->cwd.ptr, req->cwd.len);
-    if (cwd == NULL || chdir(cwd) < 0) goto failed;
+  stage = STAGE_CHDIR;
+  if (cwd != NULL) {
+    if (chdir(cwd) < 0) goto failed;
   } else if (chdir("/workspace") < 0 && chdir("/") < 0) {
     goto failed;
   }
-  report[1] = STAGE_SETGROUPS;
-  if (geteuid() == 0 && setgroups(0, NULL) < 0) goto failed;
-  report[1] = STAGE_SETGID;
-  if (setgid(req->gid) < 0) goto failed;
-  report[1] = STAGE_SETUID;
-  if (setuid(req->uid) < 0) goto failed;
-  report[1] = STAGE_EXEC;
+  stage = STAGE_SETGROUPS;
+  if (geteuid() == 0 && syscall(SYS_setgroups, 0, NULL) < 0) goto failed;
+  stage = STAGE_SETGID;
+  if (syscall(SYS_setgid, gid) < 0) goto failed;
+  stage = STAGE_SETUID;
+  if (syscall(SYS_setuid, uid) < 0) goto failed;
+  stage = STAGE_EXEC;
+  /* The supervisor's own environ changes too (shared memory): it never reads it again. execvp
+     looks PATH up in it, the command's PATH, as it always has. */
   environ = envp;
   execvp(argv[0], argv);
 failed:
-  report[0] = errno;
-  while (write(status_w, report, sizeof report) < 0 && errno == EINTR) {
-  }
+  report->err = errno;
+  report->stage = stage;
   _exit(127);
 }
 
@@ -189,7 +219,10 @@ void supervisor_main(const struct exec_req *req, int ctl, int out_w, int err_w, 
   }
   if (argv == NULL || envp == NULL) fail(ctl, ENOMEM, STAGE_SETUP);
 
-  int in[2] = {-1, -1}, status[2];
+  char *cwd = NULL;
+  if (req->has_cwd && (cwd = strndup((const char *)req->cwd.ptr, req->cwd.len)) == NULL) fail(ctl, ENOMEM, STAGE_SETUP);
+
+  int in[2] = {-1, -1};
   if (in_r >= 0) {
     in[0] = in_r;
   } else if (req->has_stdin) {
@@ -197,30 +230,25 @@ void supervisor_main(const struct exec_req *req, int ctl, int out_w, int err_w, 
   } else if ((in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
     fail(ctl, errno, STAGE_SETUP);
   }
-  if (pipe2(status, O_CLOEXEC) < 0) fail(ctl, errno, STAGE_SETUP);
 
   uint64_t oom_before = oom_kills(), own_before = memory_watch_kills();
   uint64_t started = now_ms();
-  pid_t pid = fork();
+  /* vfork, not fork: under TCG a fork's page-table copy and the copy-on-write faults after it are
+     most of an exec's cost. The child has set its process group before vfork() returns, so a
+     killpg from here on reaches it. */
+  volatile struct start_report report = {0, -1};
+  pid_t pid = vfork();
+  if (pid == 0)
+    start_command(argv, envp, cwd, (uid_t)req->uid, (gid_t)req->gid, in[0], out_w, err_w, &report);
   if (pid < 0) fail(ctl, errno, STAGE_SETUP);
-  if (pid == 0) start_command(req, argv, envp, in[0], out_w, err_w, status[1]);
-  /* Both sides set the group so that a killpg right after fork cannot miss the child. */
-  setpgid(pid, pid);
   close(in[0]);
   close(out_w);
   close(err_w);
-  close(status[1]);
-
-  int32_t report[2];
-  ssize_t n;
-  while ((n = read(status[0], report, sizeof report)) < 0 && errno == EINTR) {
-  }
-  close(status[0]);
-  if (n > 0) {
+  if (report.stage >= 0) {
     int st;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
-    fail(ctl, n == (ssize_t)sizeof report ? report[0] : EIO, n == (ssize_t)sizeof report ? report[1] : STAGE_SETUP);
+    fail(ctl, report.err, report.stage);
   }
   struct sup_msg m = {.kind = SUP_STARTED, .pid = pid};
   send_msg(ctl, &m);
@@ -295,7 +323,7 @@ void supervisor_main(const struct exec_req *req, int ctl, int out_w, int err_w, 
     st = kill_all_children(pid);
   }
   m = (struct sup_msg){.kind = SUP_EXITED, .status = st, .timed_out = timed_out, .duration_ms = now_ms() - started};
-  if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL && !timed_out && !killed) m.oom = oom_kills() > oom_before;
+  if (!timed_out && !killed && oom_kills() > oom_before) m.oom = 1;
   /* The agent's own kills while the command ran count for it whatever its exit (a shell outlives
      its killed child), as the host's cgroup counter does for a container. */
   if (memory_watch_kills() > own_before) m.oom = 1;
