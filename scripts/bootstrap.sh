@@ -23,6 +23,7 @@ debian_packages=(
   qemu-system-x86  # microvm sandboxes: qemu-system-x86_64 -M microvm, and virtiofsd (qemu-system-common) for /usr
   qemu-utils       # microvm: disk image tools
   lz4              # microvm: Debian's cloud kernel is an LZ4 bzImage, uncompressed to the ELF that PVH boots
+  fuse2fs          # microvm snapshots: a guest-written ext4 disk is read on the host in user space, never by the kernel's driver
   binutils         # microvm: reading the kernel image's ELF notes when debugging a kit
 )
 

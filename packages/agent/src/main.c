@@ -7,7 +7,9 @@
  *
  * `shoal-agent --serial /dev/virtio-ports/NAME` serves one host at a time over a virtio-serial
  * port instead (serial.c), as the init of a virtual machine: it mounts the kernel's file systems
- * that are missing and, asked to stop, powers the machine off rather than exit.
+ * that are missing, restricts itself as crun restricts a container's agent (guest_restrict.h, with
+ * the policy the host wrote to the root disk, guest_policy.h; without it the agent does not serve)
+ * and, asked to stop, powers the machine off rather than exit.
  *
  * `--memory-limit-file PATH` arms the agent's own OOM killer (memory_watch.h) with the limit in
  * that file, for a kernel that accounts the sandbox's memory without limiting it (gVisor).
@@ -32,6 +34,7 @@
 
 #include "agent.h"
 #include "guest_init.h"
+#include "guest_restrict.h"
 #include "memory_watch.h"
 #include "serial.h"
 #include "tools.h"
@@ -142,7 +145,17 @@ int main(int argc, char **argv) {
   }
   if (memory_watch_init(memory_limit_file) < 0) die(memory_limit_file);
   int vm_init = serial != NULL && getpid() == 1;
-  if (vm_init) guest_mount_kernel_fs();
+  if (vm_init) {
+    /* Before anything is served: a guest that cannot be restricted as a container powers off. */
+    struct guest_policy policy;
+    const char *why = NULL;
+    guest_mount_kernel_fs();
+    if (guest_policy_load(&policy, GUEST_POLICY_PATH, GUEST_SECCOMP_PATH, &why) < 0 ||
+        guest_isolate(&policy, &why) < 0 || guest_restrict(&policy, &why) < 0) {
+      guest_log("refusing to serve", why);
+      guest_power_off();
+    }
+  }
   if (serial != NULL) {
     /* An init without a console starts with fds 0-2 closed: the port must not land on one, which
        the dup2() onto /dev/null below would then close. */

@@ -33,6 +33,8 @@ export interface CgroupLimits {
   readonly cpuQuotaUs: number;
   readonly cpuPeriodUs: number;
   readonly pids: number;
+  /** The share of CPU under contention, cgroup v2's cpu.weight (1–10000, the kernel's default 100); absent: unchanged. */
+  readonly cpuWeight?: number;
 }
 
 /** How long the kill sweep and the removal wait for dying processes to leave the cgroup. */
@@ -206,6 +208,7 @@ export class SandboxCgroup {
       writeFileSync(join(dir, "memory.max"), String(limits.memoryBytes));
       optional(join(dir, "memory.swap.max"), "0");
       writeFileSync(join(dir, "cpu.max"), `${limits.cpuQuotaUs} ${limits.cpuPeriodUs}`);
+      if (limits.cpuWeight !== undefined) writeFileSync(join(dir, "cpu.weight"), String(limits.cpuWeight));
       writeFileSync(join(dir, "pids.max"), String(limits.pids));
       return;
     }
@@ -223,6 +226,10 @@ export class SandboxCgroup {
     const cpu = this.#dir("cpu") ?? "";
     writeFileSync(join(cpu, "cpu.cfs_period_us"), String(limits.cpuPeriodUs));
     writeFileSync(join(cpu, "cpu.cfs_quota_us"), String(limits.cpuQuotaUs));
+    // cgroup v1's shares are 1024 where v2's weight is 100.
+    if (limits.cpuWeight !== undefined) {
+      writeFileSync(join(cpu, "cpu.shares"), String(Math.max(2, Math.round((limits.cpuWeight * 1024) / 100))));
+    }
     writeFileSync(join(this.#dir("pids") ?? "", "pids.max"), String(limits.pids));
   }
 

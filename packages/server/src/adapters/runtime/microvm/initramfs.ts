@@ -17,6 +17,8 @@ export const USR_SHARE_TAG = "shoal.usr";
 export const USR_SHARE_ARG = "shoal.usr=virtiofs";
 /** `shoal.pids=<n>` on the kernel command line: /init puts the agent in a cgroup with that pids.max. */
 export const PIDS_ARG = "shoal.pids";
+/** `shoal.hostname=<sandbox id>` on the kernel command line: the agent sets it as the guest's hostname. */
+export const HOSTNAME_ARG = "shoal.hostname";
 /** The guest's cgroup (under its cgroup2 root at /sys/fs/cgroup) holding every process of the sandbox. */
 export const GUEST_CGROUP = "sandbox";
 

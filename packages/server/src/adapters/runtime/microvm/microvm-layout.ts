@@ -6,7 +6,9 @@
  *   $dataDir/microvm/templates/                  the system template (linux/system-template.ts)
  *   $dataDir/microvm/images/root-<MiB>m-<agent>.img  formatted root disks, copied per sandbox
  *   $dataDir/microvm/sandboxes/<id>/             disk.img, spec.json, qemu.pid, qmp.sock, agent.sock,
- *                                                usr.sock (virtiofsd), vm.log, and `warm` while unclaimed
+ *                                                usr.sock (virtiofsd), vm.log, base-image (the image
+ *                                                disk.img was copied from), and `warm` while unclaimed
+ *   $dataDir/microvm/captures/                   scratch of captureLayer (a disk's copy, its mounts)
  *   cgroup /shoal-<nodeId>-microvm/<id>          QEMU and its virtiofsd, with the VM's limits
  *
  * The cgroup parent differs from the linux runtime's (`shoal-<nodeId>`): each runtime's list()
@@ -24,6 +26,7 @@ export interface MicrovmPaths {
   readonly templatesDir: string;
   readonly imagesDir: string;
   readonly sandboxesDir: string;
+  readonly capturesDir: string;
 }
 
 export interface VmPaths {
@@ -35,6 +38,8 @@ export interface VmPaths {
   readonly agentSocket: string;
   readonly usrSocket: string;
   readonly log: string;
+  /** The path of the formatted image the disk was copied from (what captureLayer compares it with). */
+  readonly baseImage: string;
   /** Present while the VM is a warm one that no create has claimed. */
   readonly warmMarker: string;
 }
@@ -47,6 +52,7 @@ export function microvmPaths(dataDir: string): MicrovmPaths {
     templatesDir: join(root, "templates"),
     imagesDir: join(root, "images"),
     sandboxesDir: join(root, "sandboxes"),
+    capturesDir: join(root, "captures"),
   };
 }
 
@@ -61,6 +67,7 @@ export function vmPaths(sandboxesDir: string, id: string): VmPaths {
     agentSocket: join(dir, "agent.sock"),
     usrSocket: join(dir, "usr.sock"),
     log: join(dir, "vm.log"),
+    baseImage: join(dir, "base-image"),
     warmMarker: join(dir, "warm"),
   };
 }

@@ -78,17 +78,6 @@ after(async () => {
 });
 
 describe("microvm runtime", { concurrency: false }, () => {
-  test("an image with layers is refused with RUNTIME_ERROR", async () => {
-    const rt = runtime();
-    await assert.rejects(
-      rt.create(spec({ image: { base: "own", layers: [] } })),
-      (error: unknown) =>
-        error instanceof ShoalError &&
-        error.code === "RUNTIME_ERROR" &&
-        /not supported for microvm/.test(String(error.details.reason)),
-    );
-  });
-
   test("create, exec, files, pause/resume, stop/start keeps /workspace, destroy leaves nothing", async (t) => {
     const rt = runtime();
     const sandbox = spec();

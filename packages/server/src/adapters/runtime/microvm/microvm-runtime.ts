@@ -2,7 +2,8 @@
  * The microVM runtime: each `isolation: "microvm"` sandbox is a QEMU `-M microvm` virtual machine
  * with shoal-agent as the guest's init, reached over a virtio-serial port on a unix socket. Its
  * root is a per-sandbox ext4 disk (the system template's /etc, /workspace, /tmp, the agent), with
- * the host's /usr shared read-only over virtio-fs as containers bind it. QEMU runs detached in a
+ * the host's /usr shared read-only over virtio-fs as containers bind it; an image with layers gets
+ * a disk built from them (image-disk.ts), and one of its own base no /usr share. QEMU runs detached in a
  * cgroup of its own with the VM's limits, so it outlives the server; everything about a VM is
  * under its sandbox's directory (microvm-layout.ts), which is all list() and destroy() need.
  *
@@ -21,6 +22,7 @@ import {
   type ExecRequest,
   type ExecResult,
   type HostSandbox,
+  type LayerInfo,
   type Runtime,
   SANDBOX_DEFAULT_PATH,
   type SandboxProcess,
@@ -32,14 +34,17 @@ import {
 import { AgentClient } from "../../agent/agent-client.ts";
 import { type AgentConnector, AgentLinks } from "../linux/agent-links.ts";
 import { type CgroupLayout, hierarchyRoots, parseCgroupLayout, restrictLayout } from "../linux/cgroup-layout.ts";
-import { listCgroupIds, SandboxCgroup } from "../linux/cgroups.ts";
+import { type CgroupLimits, listCgroupIds, SandboxCgroup } from "../linux/cgroups.ts";
 import { SANDBOX_ID_PATTERN } from "../linux/layout.ts";
 import { readSandboxUsage } from "../linux/sandbox-metrics.ts";
 import { WarmPool } from "../linux/warm-pool.ts";
 import { probeAccelerator } from "./accelerator-probe.ts";
+import { captureDiskChanges } from "./disk-changes.ts";
 import { type GuestKit, prepareGuestKit } from "./guest-kit.ts";
+import { POLICY_PATH_IN_GUEST, SECCOMP_PATH_IN_GUEST } from "./guest-policy.ts";
 import { hostTscKHz } from "./host-tsc.ts";
-import { GUEST_CGROUP, PIDS_ARG } from "./initramfs.ts";
+import { ensureImageDisk, type LayerLocator } from "./image-disk.ts";
+import { AGENT_PATH_IN_GUEST, GUEST_CGROUP, HOSTNAME_ARG, PIDS_ARG } from "./initramfs.ts";
 import {
   type MicrovmPaths,
   microvmCgroupParent,
@@ -70,12 +75,21 @@ export interface MicrovmRuntimeOptions {
   readonly warmPoolSize?: number;
   /** The disk size of the warm VMs, the service's default (1024 MiB). */
   readonly warmDiskMib?: number;
+  /** The pids limit warm VMs boot with, the server's (default WARM_SHAPE's); a claim of another writes its own. */
+  readonly warmPidsLimit?: number;
   /** How long a boot may take until the agent answers (default 60 s: TCG on a busy host). */
   readonly bootTimeoutMs?: number;
   /** The host directory shared as the guest's /usr (default `/usr`). */
   readonly usrSource?: string;
   /** Writes the guest's console to the VM's log (slow under TCG; for debugging a guest that does not boot). */
   readonly guestConsole?: boolean;
+  /**
+   * Where the layers of templates and snapshots are (the linux runtime's layer store): images with
+   * layers become disks built from them (image-disk.ts). Without it only layerless images run.
+   */
+  readonly layers?: LayerLocator;
+  /** Writes a layer into that store (the linux runtime's importLayer): what captureLayer produces. */
+  readonly importLayer?: (key: string, fill: (dir: string) => Promise<void>) => Promise<LayerInfo>;
 }
 
 /** The MicrovmRuntime port, and what the tests and tools use besides. */
@@ -88,6 +102,9 @@ export interface MicrovmRuntime extends Runtime {
   fillWarm(): Promise<void>;
   /** The host pid of a sandbox's QEMU, if one runs (for tests and tools). */
   qemuPid(id: string): Promise<number | undefined>;
+  /** Whether `id` is a VM of this runtime on this host, running or not (its directory). */
+  holds(id: string): Promise<boolean>;
+  captureLayer(id: string, key: string): Promise<LayerInfo>;
 }
 
 const RUNTIME = "microvm";
@@ -99,16 +116,31 @@ export const WARM_SHAPE = { vcpuCount: 1, memSizeMib: 256, pidsLimit: 512 } as c
  * file's pages, QEMU's heap and virtiofsd. Page cache within it is reclaimed before anything is killed.
  */
 const TCG_CODE_CACHE_MIB = 64;
+/** What the guest kernel and the agent take of a VM's RAM before any sandbox process runs. */
+const GUEST_KERNEL_MIB = 64;
 const QEMU_OVERHEAD_MIB = 192;
 /** QEMU's threads (vCPUs, its I/O thread pool of up to 64) and virtiofsd's. */
 const HOST_TASKS = 160;
 const CPU_PERIOD_US = 100_000;
+const DEFAULT_CPU_WEIGHT = 100;
+const WARM_CPU_WEIGHT = 10;
 const QMP_TIMEOUT_MS = 3000;
 /** How long a killed QEMU may take to be gone. */
 const EXIT_TIMEOUT_MS = 5000;
-/** How long isolations() waits for a first kit preparation before answering "not yet". */
-const KIT_WAIT_MS = 2000;
+/**
+ * How long isolations() waits for the host's preparation before answering "not yet": a cached kit
+ * and the accelerator probe take well under this, a first download (~60 MB) usually does too.
+ */
+const KIT_WAIT_MS = 20_000;
 const SYNC_TIMEOUT_MS = 5000;
+/** What nearly every dynamic program maps first: the loader, libc and the C++ runtime. */
+const WARM_UP_FILES = [
+  "/usr/lib64/ld-linux-x86-64.so.2",
+  "/usr/lib/x86_64-linux-gnu/libc.so.6",
+  "/usr/lib/x86_64-linux-gnu/libm.so.6",
+  "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
+  "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1",
+] as const;
 
 export const DEFAULT_AGENT_BINARY = new URL("../../../../../agent/build/shoal-agent", import.meta.url).pathname;
 
@@ -299,7 +331,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
           (host) => ({ host }),
           (error: unknown) => ({ error }),
         ),
-        delay(KIT_WAIT_MS).then(() => ({ pending: true as const })),
+        delay(KIT_WAIT_MS, undefined, { ref: false }).then(() => ({ pending: true as const })),
       ]);
       if ("pending" in outcome) {
         return {
@@ -373,17 +405,42 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
         diskMib: this.#warmDiskMib(),
         env: {},
         ...WARM_SHAPE,
+        pidsLimit: this.#options.warmPidsLimit ?? WARM_SHAPE.pidsLimit,
       };
       await this.#createVm(host, spec, true);
+      await this.#warmUp(id);
     } finally {
       this.#launching.delete(id);
     }
   }
 
+  /**
+   * Reads the dynamic loader and the common libraries into the guest's page cache and runs one
+   * dynamic command, so that the first command of whoever claims the VM does not pay for them
+   * (over virtio-fs, and translated under TCG). A failure only leaves the VM colder.
+   */
+  async #warmUp(id: string): Promise<void> {
+    const libraries = WARM_UP_FILES.map((file) => `'${file}'`).join(" ");
+    await this.#links
+      .use(id, this.#vm(id).agentSocket, (agent) =>
+        agent.exec({
+          argv: ["/bin/sh", "-c", `cat ${libraries} > /dev/null 2>&1; /usr/bin/true`],
+          env: { PATH: SANDBOX_DEFAULT_PATH },
+          timeoutMs: 30_000,
+          outputLimitBytes: 0,
+        }),
+      )
+      .catch((error: unknown) =>
+        this.#log("warn", "warming up a microVM failed", { sandbox_id: id, error: errorText(error) }),
+      );
+  }
+
+  async holds(id: string): Promise<boolean> {
+    return SANDBOX_ID_PATTERN.test(id) && (await exists(vmPaths(this.#paths.sandboxesDir, id).dir));
+  }
+
   async create(spec: SandboxSpec): Promise<void> {
-    if (!isSystemImage(spec.image)) {
-      throw runtimeError("images with layers (or base `own`) are not supported for microvm yet: only the system image");
-    }
+    if ((spec.image?.layers.length ?? 0) > 0 && this.#options.layers === undefined) throw imageUnsupported();
     const host = await this.#prepare();
     const claim = this.#claims.get(spec.id);
     if (claim !== undefined) {
@@ -407,8 +464,9 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
   /** Makes a warm VM the sandbox `spec` asks for, when its shape fits; false when it does not. */
   async #claim(host: Host, spec: SandboxSpec): Promise<boolean> {
     if (spec.vcpuCount !== WARM_SHAPE.vcpuCount || spec.memSizeMib !== WARM_SHAPE.memSizeMib) return false;
+    if (!isSystemImage(spec.image)) return false;
     const paths = this.#vm(spec.id);
-    if (spec.pidsLimit !== WARM_SHAPE.pidsLimit) {
+    if (spec.pidsLimit !== (this.#options.warmPidsLimit ?? WARM_SHAPE.pidsLimit)) {
       const set = await this.#links.use(spec.id, paths.agentSocket, (agent) =>
         agent.exec({
           argv: ["/bin/sh", "-c", `echo ${Math.floor(spec.pidsLimit)} > /sys/fs/cgroup/${GUEST_CGROUP}/pids.max`],
@@ -455,9 +513,10 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     try {
       if (warm) await writeFile(paths.warmMarker, "");
       await this.#writeSpec(paths, spec);
-      const base = await ensureRootImage({ paths: this.#paths, diskMib: spec.diskMib, agentBinary: this.#agentBinary });
+      const base = await this.#baseDisk(spec);
       await copySparse(base, paths.disk);
-      await this.#boot(host, spec, paths);
+      await writeFile(paths.baseImage, base);
+      await this.#boot(host, spec, paths, warm);
     } catch (error) {
       await this.#remove(host.layout, spec.id).catch((cleanup: unknown) =>
         this.#log("error", "cleaning up a failed microVM create failed", {
@@ -470,31 +529,47 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     }
   }
 
+  /** The formatted disk that the sandbox's is a copy of: the system one, or its image's. */
+  async #baseDisk(spec: SandboxSpec): Promise<string> {
+    const request = { paths: this.#paths, diskMib: spec.diskMib, agentBinary: this.#agentBinary };
+    if (spec.image === undefined || isSystemImage(spec.image)) return ensureRootImage(request);
+    const layers = this.#options.layers ?? noLayers;
+    return ensureImageDisk({ ...request, template: spec.template, image: spec.image, layers });
+  }
+
   /** Starts QEMU on the VM's disk and resolves once its agent answers. */
-  async #boot(host: Host, spec: SandboxSpec, paths: VmPaths): Promise<void> {
+  async #boot(host: Host, spec: SandboxSpec, paths: VmPaths, warm = false): Promise<void> {
     for (const socket of [paths.qmpSocket, paths.agentSocket, paths.usrSocket]) await rm(socket, { force: true });
+    // An image with a base of its own brings its /usr: the host's is not shared.
+    const hostUsr = (spec.image?.base ?? "system") === "system";
     const usrSource = this.#options.usrSource ?? "/usr";
     const argv = qemuArgs({
       kit: host.kit,
       accelerator: host.accelerator,
       vcpuCount: spec.vcpuCount,
-      memSizeMib: spec.memSizeMib,
+      memSizeMib: guestMemoryMib(spec),
       disk: { path: paths.disk, format: "raw" },
       tscKHz: host.tscKHz,
       agentSocket: paths.agentSocket,
       qmpSocket: paths.qmpSocket,
       tcgCodeCacheMib: TCG_CODE_CACHE_MIB,
       name: spec.id,
-      usrShare: paths.usrSocket,
-      kernelArgs: [`${PIDS_ARG}=${Math.floor(spec.pidsLimit)}`],
+      ...(hostUsr ? { usrShare: paths.usrSocket } : {}),
+      kernelArgs: [
+        `${PIDS_ARG}=${Math.floor(spec.pidsLimit)}`,
+        `${HOSTNAME_ARG}=${spec.id}`,
+        // Under TCG every new address of code is translated again: with ASLR, each exec of a
+        // dynamic binary costs ~22 ms instead of ~6. The VM is the boundary; KVM keeps ASLR.
+        ...(host.accelerator === "tcg" ? ["norandmaps"] : []),
+      ],
       ...(this.#options.guestConsole === true ? { consoleLog: `${paths.dir}/console.log` } : {}),
     });
     const cgroup = this.#cgroup(host.layout, spec.id);
     const cgroupProcs = cgroup.create();
-    cgroup.setLimits(hostLimits(spec));
+    cgroup.setLimits(hostLimits(spec, warm));
     this.#booting.add(spec.id);
     try {
-      const launched = await launchVm({ argv, paths, cgroupProcs, usrSource });
+      const launched = await launchVm({ argv, paths, cgroupProcs, ...(hostUsr ? { usrSource } : {}) });
       await writeFile(paths.pidFile, `${launched.pid}\n`);
       let running = true;
       void launched.exited.then(() => {
@@ -522,8 +597,8 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     }
   }
 
+  /** Boots the sandbox's own disk again: its image was copied at create, so layers are not needed. */
   async start(spec: SandboxSpec): Promise<void> {
-    if (!isSystemImage(spec.image)) throw runtimeError("images with layers are not supported for microvm yet");
     const paths = this.#vm(spec.id);
     const host = await this.#prepare();
     if (!(await exists(paths.disk))) throw runtimeError(`sandbox ${spec.id} has no disk on this host (${paths.disk})`);
@@ -537,6 +612,55 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
       if (error instanceof ShoalError) throw error;
       throw runtimeError(`starting sandbox ${spec.id} failed: ${errorText(error)}`, error);
     }
+  }
+
+  /**
+   * What the sandbox changed over its image, as a layer of the store (disk-changes.ts). A running
+   * VM is synced and stopped (QMP) only while its disk is copied, a paused one is let run for its
+   * sync and paused again; the comparison runs on the copy.
+   */
+  async captureLayer(id: string, key: string): Promise<LayerInfo> {
+    const paths = this.#vm(id);
+    const importLayer = this.#options.importLayer;
+    if (importLayer === undefined) throw runtimeError("this server gives the microvm runtime no layer store");
+    const baseImage = (await readFile(paths.baseImage, "utf8").catch(() => "")).trim();
+    if (!(await exists(paths.disk)) || baseImage === "" || !(await exists(baseImage))) {
+      throw runtimeError(`sandbox ${id} has no disk, or not the image it was made from, on this host`);
+    }
+    const copyDisk = async (to: string): Promise<void> => {
+      const pid = await readPid(paths.pidFile);
+      if (pid === undefined || !isVmProcess(pid, paths.dir)) return copySparse(paths.disk, to);
+      const status = (await withQmp(paths, pid, (qmp) => qmp.execute("query-status"))) as { status?: string };
+      const paused = status.status === "paused";
+      if (paused) await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
+      try {
+        await this.#syncGuest(id, paths);
+        await withQmp(paths, pid, (qmp) => qmp.execute("stop"));
+        await copySparse(paths.disk, to);
+      } finally {
+        if (!paused) await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
+      }
+    };
+    await mkdir(this.#paths.capturesDir, { recursive: true, mode: 0o700 });
+    return this.#wrap(`capturing the disk of sandbox ${id}`, () =>
+      importLayer(key, (target) =>
+        captureDiskChanges({ copyDisk, baseImage, workDir: this.#paths.capturesDir, target, excluded: RUNTIME_FILES }),
+      ),
+    );
+  }
+
+  /** The guest's file systems written out, when its agent answers. */
+  async #syncGuest(id: string, paths: VmPaths): Promise<void> {
+    await this.#links
+      .use(id, paths.agentSocket, (agent) =>
+        agent.exec({
+          argv: ["sync"],
+          env: { PATH: SANDBOX_DEFAULT_PATH },
+          timeoutMs: SYNC_TIMEOUT_MS,
+          outputLimitBytes: 0,
+        }),
+      )
+      .catch(() => undefined);
   }
 
   /** Ends the VM's QEMU and keeps its disk; the guest's file systems are synced first when it answers. */
@@ -599,6 +723,8 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     }
     const layout = (await this.#host?.catch(() => undefined))?.layout ?? (await this.#hostLayout());
     await this.#wrap(`destroying sandbox ${id}`, () => this.#remove(layout, id));
+    // The same word as the linux runtime's: here everything is gone by the time destroy() resolves.
+    this.#log("info", "sandbox removed from the host", { sandbox_id: id });
   }
 
   async #hostLayout(): Promise<CgroupLayout> {
@@ -713,14 +839,54 @@ function unavailable(reason: string): IsolationSupport {
   return unavailableLevel("microvm", reason);
 }
 
+/**
+ * A refusal of the level, not a broken host: it must not count against the runtime's health. The
+ * levels available instead are the router's to name (runtime-router.ts).
+ */
+function imageUnsupported(): ShoalError {
+  return new ShoalError("ISOLATION_UNAVAILABLE", {
+    details: {
+      isolation: RUNTIME,
+      reason:
+        "templates with layers need the layer store, which this server does not give the microvm runtime: only layerless images",
+    },
+  });
+}
+
+/** What the runtime writes on every disk, never a sandbox's change: the agent, its policy, names written at boot. */
+const RUNTIME_FILES: ReadonlySet<string> = new Set([
+  AGENT_PATH_IN_GUEST.slice(1),
+  POLICY_PATH_IN_GUEST.slice(1),
+  SECCOMP_PATH_IN_GUEST.slice(1),
+  "etc/hostname",
+  "etc/hosts",
+  "lost+found",
+]);
+
+/** A locator of no layers, for an image of its own base without any (the runtime has no store then). */
+const noLayers: LayerLocator = async () => undefined;
+
 function isSystemImage(image: SandboxSpec["image"]): boolean {
   return image === undefined || (image.base === "system" && image.layers.length === 0);
 }
 
-/** The QEMU process's limits: the guest's memory and QEMU's own, vCPUs as CPU quota, its threads. */
-function hostLimits(spec: SandboxSpec): { memoryBytes: number; cpuQuotaUs: number; cpuPeriodUs: number; pids: number } {
+/**
+ * The guest's RAM: the sandbox's memory for its processes, and the guest kernel's own beside it
+ * (page tables, slabs, the agent), as a container's memory limit leaves the host's kernel out.
+ */
+function guestMemoryMib(spec: SandboxSpec): number {
+  return spec.memSizeMib + GUEST_KERNEL_MIB;
+}
+
+/**
+ * The QEMU process's limits: the guest's memory and QEMU's own, vCPUs as CPU quota, its threads.
+ * A warm VM's boot (seconds of emulation) yields the CPU to running sandboxes, the one just
+ * claimed from the pool among them; a claim gives it the default weight.
+ */
+function hostLimits(spec: SandboxSpec, warm = false): CgroupLimits {
   return {
-    memoryBytes: (spec.memSizeMib + TCG_CODE_CACHE_MIB + QEMU_OVERHEAD_MIB) * 1024 * 1024,
+    cpuWeight: warm ? WARM_CPU_WEIGHT : DEFAULT_CPU_WEIGHT,
+    memoryBytes: (guestMemoryMib(spec) + TCG_CODE_CACHE_MIB + QEMU_OVERHEAD_MIB) * 1024 * 1024,
     cpuQuotaUs: spec.vcpuCount * CPU_PERIOD_US,
     cpuPeriodUs: CPU_PERIOD_US,
     pids: HOST_TASKS + spec.vcpuCount,

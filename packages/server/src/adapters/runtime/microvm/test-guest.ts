@@ -10,11 +10,12 @@
  *   await vm.stop();
  */
 import { execFileSync } from "node:child_process";
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AgentClient } from "../../agent/agent-client.ts";
 import type { GuestKit } from "./guest-kit.ts";
+import { guestPolicyFiles } from "./guest-policy.ts";
 import { AGENT_PATH_IN_GUEST } from "./initramfs.ts";
 import { type Accelerator, incomingFrom, qemuArgs } from "./qemu-command.ts";
 import { QemuProcess } from "./qemu-process.ts";
@@ -23,7 +24,7 @@ export const BUILT_AGENT = resolve(dirname(fileURLToPath(import.meta.url)), "../
 /** Cold boots under TCG take 1.5–4 s on a busy host. */
 export const BOOT_TIMEOUT_MS = 30_000;
 
-/** An ext4 image holding /bin/busybox (every applet linked), the agent, and empty /tmp, /etc, /root. */
+/** An ext4 image holding /bin/busybox (every applet linked), the agent and its policy, and empty /tmp, /etc, /root. */
 export function makeBusyboxDisk(image: string, agent = BUILT_AGENT, sizeMib = 32): string {
   const root = mkdtempSync(`${image}.root-`);
   try {
@@ -37,6 +38,7 @@ export function makeBusyboxDisk(image: string, agent = BUILT_AGENT, sizeMib = 32
     for (const applet of applets) if (applet !== "busybox") symlinkSync("busybox", join(root, "bin", applet));
     copyFileSync(agent, join(root, AGENT_PATH_IN_GUEST));
     chmodSync(join(root, AGENT_PATH_IN_GUEST), 0o755);
+    for (const file of guestPolicyFiles()) writeFileSync(join(root, file.path), file.bytes, { mode: 0o644 });
     // Inode tables written now: lazily, the guest kernel would zero them in the background, on the
     // one emulated CPU that the sandbox's commands run on.
     execFileSync(

@@ -1,0 +1,325 @@
+/**
+ * microVM sandboxes of images with layers, booted for real under TCG: layers of a LayerStore (the
+ * linux runtime's format, ownership shifted as importLayer leaves it) over the `system` base and
+ * as a root of their own (busybox), checked from inside the guest: files, a whiteout, an opaque
+ * directory, an owner, whether the host's /usr is there, and that a sandbox's writes stay out of
+ * the cached image. Needs root, QEMU, virtiofsd, e2fsprogs (debugfs) and a built agent; the kit is
+ * cached in SHOAL_MICROVM_KIT_CACHE when set.
+ */
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { newId } from "../../../domain/ids.ts";
+import type { SandboxImage } from "../../../domain/sandbox-image.ts";
+import { ShoalError } from "../../../errors/shoal-error.ts";
+import type { ExecResult, SandboxSpec } from "../../../services/runtime-port.ts";
+import { LayerStore, shiftOwnership } from "../linux/layer-store.ts";
+import { OPAQUE_XATTR } from "../linux/layers/overlay-marks.ts";
+import type { LayerLocator } from "./image-disk.ts";
+import { microvmPaths } from "./microvm-layout.ts";
+import { createMicrovmRuntime, type MicrovmRuntime } from "./microvm-runtime.ts";
+
+const dir = mkdtempSync("/tmp/microvm-image-");
+const kitCacheDir = process.env.SHOAL_MICROVM_KIT_CACHE ?? join(dir, "guest");
+const ID_MAP = { hostBase: 200_000, size: 65_536 };
+const store = new LayerStore(join(dir, "layers"), ID_MAP);
+const located: LayerLocator = async (key) =>
+  (await store.has(key)) ? { dir: store.path(key), idBase: ID_MAP.hostBase, idSize: ID_MAP.size } : undefined;
+/** The linux runtime's importLayer: the fill writes the guest's ids, the store holds them shifted. */
+const importLayer = (key: string, fill: (dir: string) => Promise<void>) =>
+  store.create(key, async (target) => {
+    await fill(target);
+    await shiftOwnership(target, ID_MAP.hostBase, ID_MAP.size);
+  });
+const runtimes: MicrovmRuntime[] = [];
+const created = new Set<string>();
+const DISK_MIB = 192;
+
+/** A runtime given the layer store, or (`withLayers: false`) one that was not. */
+function runtime(withLayers = true): MicrovmRuntime {
+  const made = createMicrovmRuntime({
+    dataDir: dir,
+    nodeId: "imgtest",
+    kitCacheDir,
+    warmPoolSize: 0,
+    ...(withLayers ? { layers: located, importLayer } : {}),
+  });
+  runtimes.push(made);
+  return made;
+}
+
+function spec(image: SandboxImage): SandboxSpec {
+  const id = newId("sbx");
+  created.add(id);
+  return {
+    id,
+    template: "tpl_test",
+    isolation: "microvm",
+    image,
+    vcpuCount: 1,
+    memSizeMib: 256,
+    diskMib: DISK_MIB,
+    pidsLimit: 128,
+    env: {},
+  };
+}
+
+const text = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);
+
+async function sh(rt: MicrovmRuntime, id: string, line: string): Promise<string> {
+  const result: ExecResult = await rt.exec(id, {
+    argv: ["/bin/sh", "-c", line],
+    env: {},
+    timeoutMs: 30_000,
+    outputLimitBytes: 1 << 20,
+  });
+  assert.equal(result.exitCode, 0, `${line}: ${text(result.stderr)}`);
+  return text(result.stdout);
+}
+
+/** A layer written as the sandbox sees it, then shifted into the store's ids as importLayer does. */
+async function layer(key: string, fill: (dir: string) => void): Promise<string> {
+  await store.create(key, async (target) => {
+    fill(target);
+    await shiftOwnership(target, ID_MAP.hostBase, ID_MAP.size);
+  });
+  return key;
+}
+
+const keyOf = (name: string): string => createHash("sha256").update(name).digest("hex");
+
+function images(): string[] {
+  return readdirSync(microvmPaths(dir).imagesDir).filter((name) => name.startsWith("image-"));
+}
+
+function sha256(file: string): string {
+  return createHash("sha256").update(readFileSync(file)).digest("hex");
+}
+
+/** What debugfs says of `path` in an ext4 image (it reports a missing file on stderr), without mounting it. */
+function debugfsStat(image: string, path: string): string {
+  const result = spawnSync("debugfs", ["-R", `stat ${path}`, image], { encoding: "utf8" });
+  return `${result.stdout}${result.stderr}`;
+}
+
+let lower: string;
+let upper: string;
+let busyboxRoot: string;
+let busyboxTop: string;
+
+before(async () => {
+  await store.open();
+  lower = await layer(keyOf("lower"), (target) => {
+    mkdirSync(join(target, "etc"));
+    writeFileSync(join(target, "etc/greeting"), "hello from a layer\n");
+    mkdirSync(join(target, "opt/data"), { recursive: true });
+    writeFileSync(join(target, "opt/data/old"), "old\n");
+    mkdirSync(join(target, "workspace"));
+    lchownSync(join(target, "workspace"), 1000, 1000);
+    writeFileSync(join(target, "workspace/owned"), "mine\n");
+    lchownSync(join(target, "workspace/owned"), 1000, 1000);
+    symlinkSync("/etc/greeting", join(target, "workspace/link"));
+  });
+  upper = await layer(keyOf("upper"), (target) => {
+    // A whiteout of a directory the system template has, and an opaque directory over the lower's.
+    execFileSync("mknod", ["-m", "000", join(target, "mnt"), "c", "0", "0"]);
+    mkdirSync(join(target, "opt/data"), { recursive: true });
+    writeFileSync(join(target, "opt/data/new"), "new\n");
+    execFileSync("setfattr", ["-n", OPAQUE_XATTR, "-v", "y", join(target, "opt/data")]);
+  });
+  busyboxRoot = await layer(keyOf("busybox"), (target) => {
+    for (const name of ["bin", "etc", "root", "tmp", "workspace"]) mkdirSync(join(target, name));
+    chmodSync(join(target, "tmp"), 0o1777);
+    copyFileSync("/bin/busybox", join(target, "bin/busybox"));
+    chmodSync(join(target, "bin/busybox"), 0o755);
+    const applets = execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).split("\n").filter(Boolean);
+    for (const applet of applets) if (applet !== "busybox") symlinkSync("busybox", join(target, "bin", applet));
+    writeFileSync(join(target, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/workspace:/bin/sh\n");
+    writeFileSync(join(target, "etc/release"), "tiny 1\n");
+  });
+  busyboxTop = await layer(keyOf("busybox-top"), (target) => {
+    mkdirSync(join(target, "etc"));
+    mkdirSync(join(target, "bin"));
+    execFileSync("mknod", ["-m", "000", join(target, "etc/release"), "c", "0", "0"]);
+    execFileSync("mknod", ["-m", "000", join(target, "bin/vi"), "c", "0", "0"]);
+    mkdirSync(join(target, "workspace"));
+    lchownSync(join(target, "workspace"), 1000, 1000);
+    writeFileSync(join(target, "workspace/notes"), "from the top layer\n");
+    lchownSync(join(target, "workspace/notes"), 1000, 1000);
+  });
+  await runtime().check();
+});
+
+after(async () => {
+  const cleaner = runtime();
+  for (const id of created) await cleaner.destroy(id).catch(() => undefined);
+  for (const rt of runtimes) await rt.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("microvm sandboxes of images with layers", { concurrency: false }, () => {
+  test("without the layer store, an image with layers is refused as the level's, not the host's, failure", async () => {
+    await assert.rejects(
+      runtime(false).create(spec({ base: "system", layers: [lower] })),
+      (error: unknown) => error instanceof ShoalError && error.code === "ISOLATION_UNAVAILABLE",
+    );
+  });
+
+  test("a layer not on this host asks for a rebuild of the template", async () => {
+    await assert.rejects(
+      runtime().create(spec({ base: "system", layers: [keyOf("absent")] })),
+      (error: unknown) =>
+        error instanceof ShoalError &&
+        error.code === "TEMPLATE_REBUILD_REQUIRED" &&
+        error.details.template === "tpl_test",
+    );
+  });
+
+  test("system base + layers: files, a whiteout, an opaque directory, owners, the host's /usr; the image stays as built", async (t) => {
+    const rt = runtime();
+    const sandbox = spec({ base: "system", layers: [lower, upper] });
+    const started = performance.now();
+    await rt.create(sandbox);
+    t.diagnostic(`create (image built, booted) ${Math.round(performance.now() - started)} ms`);
+    assert.equal(await sh(rt, sandbox.id, "cat /etc/greeting"), "hello from a layer\n");
+    assert.equal(await sh(rt, sandbox.id, "ls -A /opt/data"), "new\n", "the opaque directory hides the lower's");
+    assert.equal(await sh(rt, sandbox.id, "test -e /mnt && echo there || echo gone"), "gone\n");
+    assert.equal(
+      await sh(rt, sandbox.id, "stat -c '%u:%g %U' /workspace/owned /workspace"),
+      "1000:1000 user\n1000:1000 user\n",
+    );
+    assert.equal(
+      await sh(rt, sandbox.id, "readlink /workspace/link; cat /workspace/link"),
+      "/etc/greeting\nhello from a layer\n",
+    );
+    // The system base: the host's /usr over virtio-fs, the template's /etc.
+    assert.equal(
+      (await sh(rt, sandbox.id, "node -v")).trim(),
+      execFileSync("node", ["-v"], { encoding: "utf8" }).trim(),
+    );
+    assert.match(await sh(rt, sandbox.id, "grep ' /usr ' /proc/mounts"), /virtiofs/);
+    assert.match(await sh(rt, sandbox.id, "cat /etc/passwd"), /^user:x:1000:1000:/m);
+
+    const [built, ...others] = images();
+    assert.ok(built !== undefined && others.length === 0, `one cached image: ${images().join(", ")}`);
+    const image = join(microvmPaths(dir).imagesDir, built);
+    const before = sha256(image);
+    await sh(rt, sandbox.id, "echo changed > /etc/greeting; echo new > /workspace/written; rm /workspace/owned");
+    await rt.stop(sandbox.id);
+    assert.equal(sha256(image), before, "the sandbox wrote to its own copy");
+    assert.match(debugfsStat(image, "/workspace/owned"), /Inode:/);
+    assert.match(debugfsStat(image, "/workspace/written"), /File not found/);
+
+    // Its disk survives a stop; a start needs no layers (the disk is the sandbox's own).
+    await runtime(false).start(sandbox);
+    created.add(sandbox.id);
+    assert.equal(
+      await sh(runtimes.at(-1) as MicrovmRuntime, sandbox.id, "cat /etc/greeting /workspace/written"),
+      "changed\nnew\n",
+    );
+    await (runtimes.at(-1) as MicrovmRuntime).destroy(sandbox.id);
+
+    // A second sandbox of the same image reuses the cached one and starts from it as built.
+    const second = spec({ base: "system", layers: [lower, upper] });
+    await rt.create(second);
+    assert.deepEqual(images(), [built]);
+    assert.equal(await sh(rt, second.id, "cat /etc/greeting; ls /workspace"), "hello from a layer\nlink\nowned\n");
+    await rt.destroy(second.id);
+  });
+
+  test("captureLayer of a running VM: its changes as a layer, which a new sandbox boots on", async (t) => {
+    const rt = runtime();
+    const sandbox = spec({ base: "system", layers: [lower, upper] });
+    await rt.create(sandbox);
+    await sh(
+      rt,
+      sandbox.id,
+      "echo changed > /etc/greeting; rm /opt/data/new; mkdir /workspace/proj; echo x > /workspace/proj/f;" +
+        " chown 1000:1000 /workspace/proj/f; ln -s /etc/greeting /workspace/l2",
+    );
+    const started = performance.now();
+    const key = keyOf("captured");
+    const info = await rt.captureLayer(sandbox.id, key);
+    t.diagnostic(`captureLayer ${Math.round(performance.now() - started)} ms, ${info.sizeBytes} bytes`);
+    assert.equal(info.key, key);
+    assert.equal(await sh(rt, sandbox.id, "cat /etc/greeting"), "changed\n", "the VM runs on after the capture");
+
+    const captured = store.path(key);
+    t.diagnostic(
+      `captured: ${execFileSync("find", [captured, "-printf", "%P %y %U\\n"], { encoding: "utf8" }).trim().replaceAll("\n", ", ")}`,
+    );
+    assert.equal(readFileSync(join(captured, "etc/greeting"), "utf8"), "changed\n");
+    const gone = lstatSync(join(captured, "opt/data/new"));
+    assert.ok(gone.isCharacterDevice() && gone.rdev === 0, "a whiteout for the deleted file");
+    assert.equal(lstatSync(join(captured, "workspace/proj/f")).uid, ID_MAP.hostBase + 1000);
+    assert.equal(readlinkSync(join(captured, "workspace/l2")), "/etc/greeting");
+    for (const runtimeFile of ["etc/hostname", "etc/hosts", "opt/shoal/shoal-agent", "workspace/owned", "mnt"]) {
+      assert.equal(existsSync(join(captured, runtimeFile)), false, `${runtimeFile} is not a change of the sandbox`);
+    }
+    await rt.destroy(sandbox.id);
+
+    const restored = spec({ base: "system", layers: [lower, upper, key] });
+    await rt.create(restored);
+    assert.equal(
+      await sh(rt, restored.id, "cat /etc/greeting; ls -A /opt/data; stat -c %u /workspace/proj/f; cat /workspace/l2"),
+      "changed\n1000\nchanged\n",
+    );
+    await rt.destroy(restored.id);
+  });
+
+  test("own base: the layers are the whole root, without the host's /usr", async () => {
+    const rt = runtime();
+    const sandbox = spec({ base: "own", layers: [busyboxRoot, busyboxTop] });
+    await rt.create(sandbox);
+    const qemu = await rt.qemuPid(sandbox.id);
+    assert.ok(qemu !== undefined);
+    const argv = readFileSync(`/proc/${qemu}/cmdline`, "utf8").split("\0");
+    assert.equal(
+      argv.some((arg) => arg.includes("vhost-user-fs")),
+      false,
+      "no /usr share",
+    );
+    assert.equal(
+      argv.some((arg) => arg.includes("shoal.usr=")),
+      false,
+    );
+    assert.equal(await sh(rt, sandbox.id, "grep -c virtiofs /proc/mounts || true"), "0\n");
+    assert.equal(await sh(rt, sandbox.id, "ls -A /usr 2>/dev/null | wc -l"), "0\n");
+    assert.equal(await sh(rt, sandbox.id, "test -e /etc/release && echo there || echo gone"), "gone\n");
+    assert.equal(
+      await sh(rt, sandbox.id, "test -e /bin/vi && echo there || echo gone; test -e /bin/ls && echo ls"),
+      "gone\nls\n",
+    );
+    assert.equal(
+      await sh(rt, sandbox.id, "stat -c '%u:%g' /workspace/notes; cat /workspace/notes"),
+      "1000:1000\nfrom the top layer\n",
+    );
+    const asUser = await rt.exec(sandbox.id, {
+      argv: ["/bin/sh", "-c", "id -u; echo hi > /workspace/by-user && cat /workspace/by-user"],
+      env: {},
+      uid: 1000,
+      gid: 1000,
+      timeoutMs: 30_000,
+      outputLimitBytes: 4096,
+    });
+    assert.equal(text(asUser.stdout), "1000\nhi\n", text(asUser.stderr));
+    await rt.destroy(sandbox.id);
+  });
+});
