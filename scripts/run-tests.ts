@@ -5,6 +5,7 @@
 import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import path from "node:path";
+import { prepareGuestKit } from "../packages/server/src/adapters/runtime/microvm/guest-kit.ts";
 import { startPostgresCluster } from "../packages/server/test/support/postgres.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
@@ -30,6 +31,20 @@ const build = spawnSync("npm", ["run", "build", "--silent"], { cwd: root, stdio:
 if (build.status !== 0) {
   console.error(`building the SDK and the CLI failed (${build.error?.message ?? `exit ${build.status}`})`);
   process.exit(1);
+}
+
+// Every test server and microVM test shares one guest kernel, prepared once here (a download on
+// the first run) instead of by each server at once; it stays cached between runs.
+process.env.SHOAL_MICROVM_KIT_DIR ??= path.join(root, ".cache/microvm-kit");
+process.env.SHOAL_MICROVM_KIT_CACHE ??= process.env.SHOAL_MICROVM_KIT_DIR;
+if (process.getuid?.() === 0) {
+  await prepareGuestKit({
+    cacheRoot: process.env.SHOAL_MICROVM_KIT_DIR,
+    onProgress: (stage, detail) => console.log(`preparing the microVM guest kernel: ${stage} ${detail}`),
+  }).catch((error: unknown) => {
+    console.error(`preparing the microVM guest kernel failed: ${error instanceof Error ? error.message : error}`);
+    process.exit(1);
+  });
 }
 
 const only = process.argv.slice(2);

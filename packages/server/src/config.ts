@@ -74,6 +74,10 @@ export interface Config {
   readonly publicURL: string | undefined;
   /** Sandboxes of the default shape the linux runtime keeps started for creates to claim; 0: none. */
   readonly warmPoolSize: number;
+  /** MicroVMs of the default shape kept booted for `microvm` creates to claim (~200 MiB each); 0: none. */
+  readonly microvmWarmPoolSize: number;
+  /** Where the microVM guest kernel and initramfs are cached; undefined: `$SHOAL_DATA_DIR/microvm/guest`. */
+  readonly microvmKitDir: string | undefined;
   /** The Debian mirror that `debian` template bases are downloaded from. */
   readonly debianMirror: string;
   /** The largest upload for template builds (a context or an image archive). */
@@ -140,6 +144,8 @@ export function loadConfig(env: Env): Config {
     runscPath: absolutePath(env, "SHOAL_RUNSC_PATH"),
     publicURL: origin(env, "SHOAL_PUBLIC_URL"),
     warmPoolSize: integer(env, "SHOAL_WARM_POOL_SIZE", 2, 0, 1000),
+    microvmWarmPoolSize: integer(env, "SHOAL_MICROVM_WARM_POOL_SIZE", 1, 0, 1000),
+    microvmKitDir: absolutePath(env, "SHOAL_MICROVM_KIT_DIR"),
     debianMirror: mirror(env, "SHOAL_DEBIAN_MIRROR", "http://deb.debian.org/debian"),
     templateUploadMaxBytes: integer(env, "SHOAL_TEMPLATE_UPLOAD_MAX_BYTES", 4 * 1024 ** 3, 1024, 1024 ** 4),
     buildLimits: {

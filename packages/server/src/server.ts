@@ -16,6 +16,8 @@ import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { createBuildInputs } from "./adapters/build-inputs/build-inputs.ts";
 import { UploadStore } from "./adapters/build-inputs/upload-store.ts";
 import { createLinuxRuntime } from "./adapters/runtime/linux/linux-runtime.ts";
+import { createMicrovmRuntime } from "./adapters/runtime/microvm/microvm-runtime.ts";
+import { createRuntimeRouter } from "./adapters/runtime/runtime-router.ts";
 import { KyselyApiKeyRepository } from "./adapters/store/api-key-repository.ts";
 import { KyselyCommandRepository } from "./adapters/store/command-repository.ts";
 import { type Database, openDatabase } from "./adapters/store/database.ts";
@@ -356,9 +358,9 @@ function loadNodeId(dataDir: string): string {
   return id;
 }
 
-/** The linux runtime (crun): the embedded default. */
+/** The linux runtime (crun, runsc) for containers and gVisor, the microVM runtime (QEMU) beside it. */
 function openRuntime(config: Config, nodeId: string, log: Log): Runtime {
-  return createLinuxRuntime({
+  const linux = createLinuxRuntime({
     dataDir: config.dataDir,
     nodeId,
     ...(config.crunPath === undefined ? {} : { crunPath: config.crunPath }),
@@ -367,6 +369,18 @@ function openRuntime(config: Config, nodeId: string, log: Log): Runtime {
     warmPidsLimit: config.sandboxPidsLimit,
     log,
   });
+  const microvm = createMicrovmRuntime({
+    dataDir: config.dataDir,
+    nodeId,
+    ...(config.microvmKitDir === undefined ? {} : { kitCacheDir: config.microvmKitDir }),
+    warmPoolSize: config.microvmWarmPoolSize,
+    warmPidsLimit: config.sandboxPidsLimit,
+    // Templates and snapshots are the linux runtime's layers: a microVM's disk is built from them.
+    layers: (key) => linux.layerLocation(key),
+    importLayer: (key, fill) => linux.importLayer(key, fill),
+    log,
+  });
+  return createRuntimeRouter(linux, [{ runtime: microvm, levels: ["microvm"], holds: (id) => microvm.holds(id) }]);
 }
 
 function reasonOf(error: unknown): string {

@@ -1,8 +1,10 @@
 /**
- * The isolation levels this server offers, asked of the runtime once at start-up: a create at a
- * level the host lacks answers ISOLATION_UNAVAILABLE (before any quota is taken) instead of a
- * failed sandbox, `/readyz` shows each level, and a sandbox's resource names the kernel and the
- * accelerator of its level.
+ * The isolation levels this server offers, as the runtime probed them: a create at a level the
+ * host lacks answers ISOLATION_UNAVAILABLE (before any quota is taken) instead of a failed
+ * sandbox, `/readyz` shows each level, and a sandbox's resource names the kernel and the
+ * accelerator of its level. The runtime probes once and keeps its answer, except while a level
+ * is still being prepared (the microVM kernel's first download): so the levels are asked again
+ * at each create and each read of them, and a level becomes available without a restart.
  *
  * @example
  *   const levels = new IsolationLevels(runtime);
@@ -18,23 +20,22 @@ export class IsolationLevels {
 
   constructor(private readonly runtime: Runtime) {}
 
-  /** Probes the host (once; later calls keep the first answer). */
+  /** Asks the runtime (which answers from its own probe, made once). */
   async load(): Promise<readonly IsolationSupport[]> {
-    if (this.#levels === undefined) {
-      const offered = (await this.runtime.isolations?.()) ?? [
-        { isolation: "container", available: true, reason: null, kernel: null, accelerator: null },
-      ];
-      this.#levels = ISOLATIONS.map(
-        (isolation) =>
-          offered.find((level) => level.isolation === isolation) ??
-          unavailableLevel(isolation, `the ${this.runtime.name} runtime has no ${isolation} isolation`),
-      );
-    }
+    const offered = (await this.runtime.isolations?.()) ?? [
+      { isolation: "container", available: true, reason: null, kernel: null, accelerator: null },
+    ];
+    this.#levels = ISOLATIONS.map(
+      (isolation) =>
+        offered.find((level) => level.isolation === isolation) ??
+        unavailableLevel(isolation, `the ${this.runtime.name} runtime has no ${isolation} isolation`),
+    );
     return this.#levels;
   }
 
-  /** Every level, as probed; empty before `load()`. */
+  /** Every level as last asked (empty before `load()`); asks again for the next read. */
   list(): readonly IsolationSupport[] {
+    if (this.#levels !== undefined) void this.load().catch(() => undefined);
     return this.#levels ?? [];
   }
 

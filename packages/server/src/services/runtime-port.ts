@@ -131,6 +131,8 @@ export interface HostSandbox {
 export interface Runtime {
   /** `linux`, `gvisor`, `microvm`, … */
   readonly name: string;
+  /** The name of the runtime that runs sandboxes of `isolation`, where one port routes to several. Optional; absent: `name`. */
+  nameOf?(isolation: Isolation): string;
   /** Checks that the host can run sandboxes; throws RUNTIME_ERROR saying what to install or fix. */
   check(): Promise<void>;
   /**

@@ -89,8 +89,9 @@ export class SandboxService {
 
   constructor(private readonly options: SandboxServiceOptions) {}
 
-  get runtimeName(): string {
-    return this.options.runtime.name;
+  /** The runtime that runs sandboxes of `isolation` (`linux`, `microvm`). */
+  runtimeNameOf(isolation: Isolation): string {
+    return this.options.runtime.nameOf?.(isolation) ?? this.options.runtime.name;
   }
 
   /** The host's isolation level, with its kernel and accelerator, as probed at start-up. */

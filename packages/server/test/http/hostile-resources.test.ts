@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { statfsSync } from "node:fs";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, type TestContext, test } from "node:test";
 import { gvisorTaskHeadroom } from "../../src/adapters/runtime/linux/gvisor.ts";
 import {
   cgroupDirsOf,
@@ -61,6 +61,11 @@ describe(`hostile workloads: resources (${testIsolation()})`, () => {
     const sandbox = await createSandbox(server, key, { mem_size_mib: 128, disk_mib: 64 });
     let deleted = false;
     try {
+      if (testIsolation() === "microvm") {
+        await forkBombInMicrovm(t, sandbox.id);
+        deleted = true;
+        return;
+      }
       const cgroup = pidsCgroupOf(sandbox.id);
       assert.ok(cgroup, `a pids cgroup named after ${sandbox.id} exists on the host`);
       const pidsMax = readText(`${cgroup}/pids.max`).trim();
@@ -152,6 +157,52 @@ describe(`hostile workloads: resources (${testIsolation()})`, () => {
       if (!deleted) await deleteSandbox(server, key, sandbox.id);
     }
   });
+
+  /**
+   * A microVM's processes are the guest kernel's: the limit is the guest's `sandbox` cgroup, which
+   * the agent and everything it starts are in, and on the host there is QEMU alone (its threads
+   * bounded by its own cgroup). So the guest's pids.max is the limit, its pids.events shows forks
+   * refused at it, and the host's process count does not follow the bomb.
+   */
+  async function forkBombInMicrovm(t: TestContext, id: string): Promise<void> {
+    const guestCgroup = "/sys/fs/cgroup/sandbox";
+    const before = await execOk(server, key, id, { cmd: ["cat", `${guestCgroup}/pids.max`] });
+    assert.equal(before.stdout.trim(), String(pidsLimit), "the guest's pids.max is SHOAL_SANDBOX_PIDS_LIMIT");
+    const hostBaseline = hostPids().length;
+    let peakOnHost = 0;
+    const sampler = setInterval(() => {
+      peakOnHost = Math.max(peakOnHost, hostPids().length);
+    }, 25);
+    let reply: Awaited<ReturnType<typeof exec>>;
+    try {
+      reply = await exec(server, key, id, { cmd: "(b() { b | b & }; b); while :; do :; done", timeout_ms: 3000 });
+    } finally {
+      clearInterval(sampler);
+    }
+    // One emulated vCPU shared by the bomb and the agent: as under gVisor, the reply may be the agent's silence.
+    assert.ok(
+      ["EXEC_TIMEOUT", "AGENT_UNREACHABLE"].includes(reply.error?.code ?? ""),
+      `the bomb's exec ends by its timeout or its agent's silence: ${reply.status} ${reply.text.slice(0, 500)}`,
+    );
+    const events = await execOk(server, key, id, { cmd: ["cat", `${guestCgroup}/pids.events`] });
+    const refused = Number(/^max (\d+)/m.exec(events.stdout)?.[1] ?? "0");
+    assert.ok(refused > 0, `forks were refused at the limit (pids.events: ${events.stdout.trim()})`);
+    assert.ok(peakOnHost <= hostBaseline + 300, `host processes peaked at ${peakOnHost} (baseline ${hostBaseline})`);
+
+    const started = performance.now();
+    const removal = await request(server, key, "DELETE", `/v1/sandboxes/${id}`, undefined, 60_000);
+    const elapsedMs = performance.now() - started;
+    assert.equal(removal.status, 204, `DELETE answered ${removal.status}: ${removal.text}`);
+    assert.ok(elapsedMs < 5000, `DELETE of a fork-bombed microVM took ${Math.round(elapsedMs)} ms (limit 5000)`);
+    t.diagnostic(
+      `forks refused at the limit ${refused}×, host processes ${hostBaseline} → ${peakOnHost}, DELETE ${Math.round(elapsedMs)} ms`,
+    );
+    await server.waitForLog((line) => line.sandbox_id === id && line.msg === "sandbox removed from the host");
+    assert.deepEqual(hostPidsOf(id), [], "no host process (QEMU) is left in the sandbox's cgroups");
+    assert.deepEqual(cgroupDirsOf(id), [], "the sandbox's cgroups are removed");
+    assert.equal((await request(server, key, "GET", `/v1/sandboxes/${id}`)).status, 404);
+    await assertServerFine();
+  }
 
   test("a memory hog at twice the limit: only that process is OOM-killed and the sandbox answers the next exec", async () => {
     const memSizeMib = 64;

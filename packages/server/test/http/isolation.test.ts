@@ -1,7 +1,8 @@
 /**
  * The `isolation` field over HTTP against real servers: what /readyz says the host offers, what a
- * sandbox says it got, and a level the host lacks (microvm here; gvisor on a server whose runsc
- * is missing) refused with ISOLATION_UNAVAILABLE before anything is created or reserved.
+ * sandbox says it got (a microVM's own kernel included), a level the host lacks (gvisor on a server
+ * whose runsc is missing, microvm on one whose guest kernel cannot be prepared) refused with
+ * ISOLATION_UNAVAILABLE before anything is created or reserved, and what a microVM cannot do yet.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -50,7 +51,7 @@ describe("isolation levels", () => {
     if (server) await server.dispose();
   });
 
-  test("/readyz lists container and gvisor as available and microvm as not, with its reason", async () => {
+  test("/readyz lists every level available, with its kernel and accelerator", async () => {
     const byName = new Map((await levels(server)).map((level) => [level.isolation, level]));
     assert.deepEqual([...byName.keys()], ["container", "gvisor", "microvm"]);
     assert.equal(byName.get("container")?.available, true);
@@ -58,8 +59,9 @@ describe("isolation levels", () => {
     assert.equal(byName.get("gvisor")?.available, true, JSON.stringify(byName.get("gvisor")));
     assert.match(byName.get("gvisor")?.kernel ?? "", /^gVisor /);
     assert.ok(["systrap", "ptrace"].includes(byName.get("gvisor")?.accelerator ?? ""));
-    assert.equal(byName.get("microvm")?.available, false);
-    assert.ok((byName.get("microvm")?.reason ?? "").length > 0);
+    assert.equal(byName.get("microvm")?.available, true, JSON.stringify(byName.get("microvm")));
+    assert.match(byName.get("microvm")?.kernel ?? "", /^Linux \d.*cloud-amd64$/);
+    assert.ok(["kvm", "tcg"].includes(byName.get("microvm")?.accelerator ?? ""));
   });
 
   test("a sandbox shows its isolation, kernel and accelerator, and its workload sees that kernel", async () => {
@@ -68,11 +70,17 @@ describe("isolation levels", () => {
       mem_size_mib: 128,
       isolation: "gvisor",
     })) as IsolatedView;
+    const microvm = (await createSandbox(server, server.adminKey, {
+      mem_size_mib: 128,
+      isolation: "microvm",
+    })) as IsolatedView;
     try {
       assert.equal(plain.isolation, "container");
       assert.equal(plain.accelerator, null);
       assert.equal(gvisor.isolation, "gvisor");
       assert.match(gvisor.kernel ?? "", /^gVisor /);
+      assert.equal(microvm.isolation, "microvm");
+      assert.equal(microvm.runtime, "microvm");
       const shown = await request<IsolatedView>(server, server.adminKey, "GET", `/v1/sandboxes/${gvisor.id}`);
       assert.equal(shown.json?.isolation, "gvisor");
       // gVisor's own kernel answers uname with the Linux version it emulates, not the host's.
@@ -80,21 +88,48 @@ describe("isolation levels", () => {
       const host = await execOk(server, server.adminKey, plain.id, { cmd: ["uname", "-r"] });
       assert.notEqual(inside.stdout, host.stdout, `gvisor ${inside.stdout} vs container ${host.stdout}`);
       assert.equal(`Linux ${host.stdout.trim()}`, plain.kernel);
+      // A microVM's is the guest kernel the resource names.
+      const guest = await execOk(server, server.adminKey, microvm.id, { cmd: ["uname", "-r"] });
+      assert.equal(`Linux ${guest.stdout.trim()}`, microvm.kernel);
+      assert.notEqual(guest.stdout, host.stdout);
     } finally {
       await deleteSandbox(server, server.adminKey, plain.id);
       await deleteSandbox(server, server.adminKey, gvisor.id);
+      await deleteSandbox(server, server.adminKey, microvm.id);
     }
   });
 
-  test("microvm answers ISOLATION_UNAVAILABLE naming what is missing and what is available; nothing is created", async () => {
-    const before = await sandboxCount(server);
-    const reply = await request(server, server.adminKey, "POST", "/v1/sandboxes", { isolation: "microvm" });
-    assert.equal(reply.status, 501, reply.text);
-    assert.equal(reply.error?.code, "ISOLATION_UNAVAILABLE");
-    assert.equal(reply.error?.details.isolation, "microvm");
-    assert.ok(String(reply.error?.details.reason ?? "").length > 0);
-    assert.deepEqual(reply.error?.details.available, ["container", "gvisor"]);
-    assert.equal(await sandboxCount(server), before);
+  test("a microVM's snapshot restores at every level, with its files", async () => {
+    const microvm = await createSandbox(server, server.adminKey, { mem_size_mib: 128, isolation: "microvm" });
+    const restored: string[] = [];
+    try {
+      await execOk(server, server.adminKey, microvm.id, { cmd: "echo from-the-vm > /workspace/kept && rm /etc/motd" });
+      const taken = await request<{ id: string }>(
+        server,
+        server.adminKey,
+        "POST",
+        `/v1/sandboxes/${microvm.id}/snapshots`,
+        {},
+      );
+      assert.equal(taken.status, 201, taken.text);
+      for (const isolation of ["container", "microvm"] as const) {
+        const sandbox = (await createSandbox(server, server.adminKey, {
+          snapshot_id: taken.json?.id ?? "",
+          isolation,
+          mem_size_mib: 128,
+        })) as IsolatedView;
+        restored.push(sandbox.id);
+        assert.equal(sandbox.isolation, isolation);
+        const seen = await execOk(server, server.adminKey, sandbox.id, {
+          cmd: "cat /workspace/kept; test -e /etc/motd && echo motd-back || echo motd-gone",
+        });
+        assert.equal(seen.stdout, "from-the-vm\nmotd-gone\n", `restored as ${isolation}`);
+      }
+      const after = await execOk(server, server.adminKey, microvm.id, { cmd: ["cat", "/workspace/kept"] });
+      assert.equal(after.stdout, "from-the-vm\n", "the source runs on");
+    } finally {
+      for (const id of [microvm.id, ...restored]) await deleteSandbox(server, server.adminKey, id);
+    }
   });
 
   test("an isolation that is not a level is VALIDATION_ERROR", async () => {
@@ -106,6 +141,25 @@ describe("isolation levels", () => {
   });
 });
 
+test("a server whose microVM kernel cannot be prepared refuses microvm with ISOLATION_UNAVAILABLE, and nothing is created", async () => {
+  // A file is no directory: the kit's cache cannot be made under it.
+  const server = await startServer({ ...sandboxServerEnv, SHOAL_MICROVM_KIT_DIR: "/etc/hostname/shoal-no-kit" });
+  try {
+    const microvm = (await levels(server)).find((level) => level.isolation === "microvm");
+    assert.equal(microvm?.available, false, JSON.stringify(microvm));
+    const before = await sandboxCount(server);
+    const reply = await request(server, server.adminKey, "POST", "/v1/sandboxes", { isolation: "microvm" });
+    assert.equal(reply.status, 501, reply.text);
+    assert.equal(reply.error?.code, "ISOLATION_UNAVAILABLE");
+    assert.equal(reply.error?.details.isolation, "microvm");
+    assert.match(String(reply.error?.details.reason), /shoal-no-kit/);
+    assert.deepEqual(reply.error?.details.available, ["container", "gvisor"]);
+    assert.equal(await sandboxCount(server), before);
+  } finally {
+    await server.dispose();
+  }
+});
+
 test("a server whose runsc is missing refuses gvisor with ISOLATION_UNAVAILABLE and still runs containers", async () => {
   const server = await startServer({ ...sandboxServerEnv, SHOAL_RUNSC_PATH: "/nonexistent/runsc" });
   try {
@@ -115,7 +169,7 @@ test("a server whose runsc is missing refuses gvisor with ISOLATION_UNAVAILABLE 
     assert.equal(reply.status, 501, reply.text);
     assert.equal(reply.error?.code, "ISOLATION_UNAVAILABLE");
     assert.match(String(reply.error?.details.reason), /runsc --version` failed/);
-    assert.deepEqual(reply.error?.details.available, ["container"]);
+    assert.deepEqual(reply.error?.details.available, ["container", "microvm"]);
     const plain = await createSandbox(server, server.adminKey, { mem_size_mib: 128 });
     await deleteSandbox(server, server.adminKey, plain.id);
   } finally {

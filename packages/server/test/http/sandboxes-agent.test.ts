@@ -41,9 +41,10 @@ function isDead(pid: number): boolean {
 
 /**
  * What answers for the sandbox on the host: its agent in a container; under gVisor the agent is
- * the Sentry's guest, and killing the Sentry (the user-space kernel) is what takes it away.
+ * the Sentry's guest, and killing the Sentry (the user-space kernel) is what takes it away; in a
+ * microVM it is the guest's, and the VM is the QEMU process.
  */
-const agentProcess = testIsolation() === "gvisor" ? "runsc-sandbox" : "shoal-agent";
+const agentProcess = { container: "shoal-agent", gvisor: "runsc-sandbox", microvm: "qemu-system" }[testIsolation()];
 
 test(`exec in a sandbox whose ${agentProcess} was killed answers AGENT_UNREACHABLE`, async () => {
   const sandbox = await createSandbox(server, server.adminKey, { mem_size_mib: 64 });

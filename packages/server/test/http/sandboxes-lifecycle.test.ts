@@ -35,7 +35,7 @@ describe("sandbox lifecycle on the linux runtime", () => {
     const sandbox = await createSandbox(server, key, { metadata: { team: "ml" }, env: { GREETING: "hi" } });
     assert.match(sandbox.id, /^sbx_[0-9A-Za-z]{22}$/);
     assert.equal(sandbox.state, "running");
-    assert.equal(sandbox.runtime, "linux");
+    assert.equal(sandbox.runtime, testIsolation() === "microvm" ? "microvm" : "linux");
     assert.ok(sandbox.expires_at && sandbox.started_at);
     assert.ok(!JSON.stringify(sandbox).includes("GREETING"), "env is never echoed");
 

@@ -51,6 +51,11 @@ export async function startServer(
     SHOAL_PORT: "0",
     SHOAL_DATA_DIR: dataDir,
     SHOAL_LOG_LEVEL: "info",
+    // Each idle warm microVM holds ~200 MiB and its boot a core for seconds: a test asks for them.
+    SHOAL_MICROVM_WARM_POOL_SIZE: "0",
+    ...(process.env.SHOAL_MICROVM_KIT_DIR === undefined
+      ? {}
+      : { SHOAL_MICROVM_KIT_DIR: process.env.SHOAL_MICROVM_KIT_DIR }),
     ...env,
   };
   const child = spawn(process.execPath, ["--import", "tsx", mainModule], {

@@ -179,7 +179,8 @@ export async function sandboxRoutes(
 ): Promise<void> {
   app.addSchema(SandboxSchema);
   const typed = app.withTypeProvider<TypeBoxTypeProvider>();
-  const render = (sandbox: Sandbox) => view(sandbox, sandboxes.runtimeName, sandboxes.isolationOf(sandbox.isolation));
+  const render = (sandbox: Sandbox) =>
+    view(sandbox, sandboxes.runtimeNameOf(sandbox.isolation), sandboxes.isolationOf(sandbox.isolation));
 
   typed.post(
     "/v1/sandboxes",

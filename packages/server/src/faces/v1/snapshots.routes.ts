@@ -133,7 +133,7 @@ export async function snapshotRoutes(app: FastifyInstance, services: SnapshotRou
         timeoutSeconds: body.timeout_seconds,
       });
       const render = (sandbox: Parameters<typeof view>[0]) =>
-        view(sandbox, sandboxes.runtimeName, sandboxes.isolationOf(sandbox.isolation));
+        view(sandbox, sandboxes.runtimeNameOf(sandbox.isolation), sandboxes.isolationOf(sandbox.isolation));
       if (!body.wait) {
         return reply.code(202).send({ sandbox: render(forked.sandbox), snapshot: snapshotView(forked.snapshot) });
       }

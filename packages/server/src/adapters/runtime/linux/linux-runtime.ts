@@ -218,6 +218,11 @@ export interface LinuxRuntime extends Runtime {
   importLayer(key: string, fill: (dir: string) => Promise<void>): Promise<LayerInfo>;
   captureLayer(id: string, key: string): Promise<LayerInfo>;
   removeLayer(key: string): Promise<void>;
+  /**
+   * Where a layer's files are on the host and whose ids they carry (the sandbox's id 0 is host id
+   * `idBase`), for a runtime that builds disks from them (microVMs); undefined when it is not here.
+   */
+  layerLocation(key: string): Promise<{ dir: string; idBase: number; idSize: number } | undefined>;
   fillWarm(): Promise<void>;
   settle(): Promise<void>;
 }
@@ -837,6 +842,12 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   async layerInfo(key: string): Promise<LayerInfo | undefined> {
     const { layers } = await this.#prepare();
     return (await layers.has(key)) ? { key, sizeBytes: await layers.size(key) } : undefined;
+  }
+
+  async layerLocation(key: string): Promise<{ dir: string; idBase: number; idSize: number } | undefined> {
+    const { layers } = await this.#prepare();
+    if (!(await layers.has(key))) return undefined;
+    return { dir: layers.path(key), idBase: this.#idMap?.hostBase ?? 0, idSize: this.#idMap?.size ?? ID_MAP_SIZE };
   }
 
   async listLayers(): Promise<{ readonly key: string; readonly writtenAtMs: number }[]> {
