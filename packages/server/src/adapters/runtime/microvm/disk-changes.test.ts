@@ -15,7 +15,6 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
-  readlinkSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -25,6 +24,7 @@ import { after, describe, test } from "node:test";
 import fc from "fast-check";
 import { ShoalError } from "../../../errors/shoal-error.ts";
 import { captureDiskChanges } from "./disk-changes.ts";
+import { describeTree } from "./test-tree.ts";
 
 const root = mkdtempSync("/tmp/disk-changes-");
 let counter = 0;
@@ -69,30 +69,6 @@ function apply(tree: string, change: Change): void {
   }
 }
 
-function describeTree(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (rel: string): void => {
-    for (const name of readdirSync(join(dir, rel)).sort()) {
-      const childRel = rel === "" ? name : `${rel}/${name}`;
-      if (childRel === "lost+found") continue;
-      const path = join(dir, childRel);
-      // overlayfs lists a whiteout in a directory it does not merge; a lookup finds nothing there.
-      const stat = lstatSync(path, { throwIfNoEntry: false });
-      if (stat === undefined) continue;
-      const owner = `${stat.uid}:${stat.gid}`;
-      if (stat.isSymbolicLink()) out.push(`${childRel} link ${readlinkSync(path)} ${owner}`);
-      else if (stat.isFile())
-        out.push(`${childRel} file ${(stat.mode & 0o7777).toString(8)} ${owner} ${readFileSync(path, "utf8")}`);
-      else if (stat.isDirectory()) {
-        out.push(`${childRel} dir ${(stat.mode & 0o7777).toString(8)} ${owner}`);
-        walk(childRel);
-      } else out.push(`${childRel} other`);
-    }
-  };
-  walk("");
-  return out;
-}
-
 function fresh(): string {
   const dir = join(root, `run-${counter++}`);
   mkdirSync(dir);
@@ -111,7 +87,7 @@ describe("captureDiskChanges", () => {
           mkdirSync(source);
           for (const change of initial) apply(source, change);
           const image = join(run, "image.img");
-          execFileSync("mkfs.ext4", ["-q", "-F", "-d", source, image, "8M"]);
+          execFileSync("mkfs.ext4", ["-q", "-F", "-I", "256", "-d", source, image, "8M"]);
           const disk = join(run, "disk.img");
           copyFileSync(image, disk);
           const mounted = join(run, "disk");
@@ -136,7 +112,10 @@ describe("captureDiskChanges", () => {
           execFileSync("mount", ["-o", "loop,ro", disk, mounted]);
           execFileSync("mount", ["-t", "overlay", "-o", `lowerdir=${layer}:${source}`, "none", overlay]);
           try {
-            assert.deepEqual(describeTree(overlay), describeTree(mounted));
+            assert.deepEqual(
+              describeTree(overlay, { skip: ["lost+found"] }),
+              describeTree(mounted, { skip: ["lost+found"] }),
+            );
           } finally {
             execFileSync("umount", [overlay]);
             execFileSync("umount", [mounted]);
@@ -151,7 +130,7 @@ describe("captureDiskChanges", () => {
   test("a disk that is not ext4 fails the capture, and its scratch is gone", async () => {
     const run = fresh();
     const image = join(run, "image.img");
-    execFileSync("mkfs.ext4", ["-q", "-F", image, "8M"]);
+    execFileSync("mkfs.ext4", ["-q", "-F", "-I", "256", image, "8M"]);
     const garbage = join(run, "garbage.img");
     writeFileSync(garbage, Buffer.alloc(8 << 20, 0x5a));
     const layer = join(run, "layer");

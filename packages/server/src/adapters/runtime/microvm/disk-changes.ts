@@ -159,7 +159,15 @@ export class DiskDiff {
         await this.directory(childRel);
         continue;
       }
-      if (lower !== undefined && kind(lower) === upperKind && sameEntry(upper, lower)) continue;
+      if (lower !== undefined && kind(lower) === upperKind && sameEntry(upper, lower)) {
+        // A link's target is its content: compared too, not only trusted to the change time.
+        if (upperKind !== "link") continue;
+        const [upperTarget, lowerTarget] = await Promise.all([
+          readlink(childPath(this.#at(this.#upper, rel), name)),
+          readlink(childPath(this.#at(this.#lower, rel), name)),
+        ]);
+        if (upperTarget === lowerTarget) continue;
+      }
       await this.#targetDir(rel);
       await this.#copy(childRel, upper);
     }

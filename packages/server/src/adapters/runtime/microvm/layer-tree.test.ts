@@ -27,6 +27,7 @@ import fc from "fast-check";
 import { ShoalError } from "../../../errors/shoal-error.ts";
 import { OPAQUE_XATTR } from "../linux/layers/overlay-marks.ts";
 import { applyLayer, childPath, guestCapability, type LayerIds, parseXattrDump } from "./layer-tree.ts";
+import { describeTree } from "./test-tree.ts";
 
 const root = mkdtempSync("/tmp/layer-tree-");
 const IDS: LayerIds = { idBase: 100_000, idSize: 65_536 };
@@ -316,31 +317,6 @@ function writeLayer(dir: string, entries: readonly Entry[]): void {
   }
 }
 
-/** Every entry under `dir`, never followed: type, mode, owner (as host ids), content or target. */
-function describeTree(dir: string, idShift: number): string[] {
-  const out: string[] = [];
-  const walk = (rel: string): void => {
-    for (const name of readdirSync(join(dir, rel)).sort()) {
-      const childRel = rel === "" ? name : `${rel}/${name}`;
-      const path = join(dir, childRel);
-      // overlayfs lists a whiteout in a directory that only one layer has (it does not merge it),
-      // and a lookup of the name finds nothing: not there, as for the staged tree.
-      const stat = lstatSync(path, { throwIfNoEntry: false });
-      if (stat === undefined) continue;
-      const owner = `${stat.uid + idShift}:${stat.gid + idShift}`;
-      if (stat.isSymbolicLink()) out.push(`${childRel} link ${readlinkSync(path)} ${owner}`);
-      else if (stat.isFile())
-        out.push(`${childRel} file ${(stat.mode & 0o7777).toString(8)} ${owner} ${readFileSync(path, "utf8")}`);
-      else if (stat.isDirectory()) {
-        out.push(`${childRel} dir ${(stat.mode & 0o7777).toString(8)} ${owner}`);
-        walk(childRel);
-      } else out.push(`${childRel} other`);
-    }
-  };
-  walk("");
-  return out;
-}
-
 describe("applyLayer is overlayfs", () => {
   test("a staged stack of random layers shows what an overlay mount of them shows (property)", async () => {
     await fc.assert(
@@ -368,7 +344,7 @@ describe("applyLayer is overlayfs", () => {
             mount,
           ]);
           try {
-            assert.deepEqual(describeTree(tree, IDS.idBase), describeTree(mount, 0));
+            assert.deepEqual(describeTree(tree, { idShift: IDS.idBase }), describeTree(mount, { idShift: 0 }));
           } finally {
             execFileSync("umount", [mount]);
             rmSync(run, { recursive: true, force: true });

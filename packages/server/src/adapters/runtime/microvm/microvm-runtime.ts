@@ -674,18 +674,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     const paths = this.#vm(id);
     const pid = await readPid(paths.pidFile);
     const live = pid !== undefined && isVmProcess(pid, paths.dir);
-    if (live && sync) {
-      await this.#links
-        .use(id, paths.agentSocket, (agent) =>
-          agent.exec({
-            argv: ["sync"],
-            env: { PATH: SANDBOX_DEFAULT_PATH },
-            timeoutMs: SYNC_TIMEOUT_MS,
-            outputLimitBytes: 0,
-          }),
-        )
-        .catch(() => undefined);
-    }
+    if (live && sync) await this.#syncGuest(id, paths);
     this.#envs.delete(id);
     await this.#links.drop(id);
     if (live) await killAndWait(pid, paths.dir);

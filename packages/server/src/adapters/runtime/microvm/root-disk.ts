@@ -38,7 +38,22 @@ function runtimeError(reason: string, cause?: unknown): ShoalError {
  * emulated CPU. No blocks reserved for root: the sandbox's root is its only user.
  */
 export function mkfsArgs(sourceDir: string, image: string, diskMib: number): string[] {
-  return ["-q", "-F", "-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=1", "-d", sourceDir, image, `${diskMib}M`];
+  // 256-byte inodes on disks of every size (mke2fs makes small ones 128): nanosecond times, which
+  // captureLayer's comparison of change times relies on, and dates past 2038.
+  return [
+    "-q",
+    "-F",
+    "-m",
+    "0",
+    "-I",
+    "256",
+    "-E",
+    "lazy_itable_init=0,lazy_journal_init=1",
+    "-d",
+    sourceDir,
+    image,
+    `${diskMib}M`,
+  ];
 }
 
 /** One build per image file at a time in this process; another process's is renamed into place whole. */
