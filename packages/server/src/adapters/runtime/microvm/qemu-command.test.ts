@@ -49,6 +49,15 @@ describe("the QEMU command line of a microVM", () => {
     assert.deepEqual(option(args, "-qmp"), [`unix:${spec.qmpSocket},server=on,wait=off`]);
   });
 
+  it("runs under QEMU's seccomp sandbox, spawning only when its state is to be saved through exec:", () => {
+    assert.deepEqual(option(qemuArgs(spec), "-sandbox"), [
+      "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny,spawn=deny",
+    ]);
+    assert.deepEqual(option(qemuArgs({ ...spec, savable: true }), "-sandbox"), [
+      "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny",
+    ]);
+  });
+
   it("has no network device and, without a console log, no console", () => {
     const args = qemuArgs(spec);
     assert.equal(

@@ -58,6 +58,11 @@ export interface QemuVmSpec {
   readonly usrShare?: string;
   /** More `key=value` words for the guest kernel's command line, read by /init (`shoal.pids=`). */
   readonly kernelArgs?: readonly string[];
+  /**
+   * The VM's state will be saved or restored through `exec:` URIs (migrationTo, incomingFrom),
+   * for which QEMU spawns a shell: its seccomp sandbox then allows spawning. Sandboxes' VMs never do.
+   */
+  readonly savable?: boolean;
 }
 
 /**
@@ -118,6 +123,10 @@ export function qemuArgs(spec: QemuVmSpec): string[] {
     "-no-user-config",
     "-nographic",
     "-no-reboot",
+    // QEMU's own seccomp filter: a guest that takes over a device model still cannot run programs,
+    // change ids, renice or call the obsolete syscalls.
+    "-sandbox",
+    `on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny${spec.savable === true ? "" : ",spawn=deny"}`,
     "-kernel",
     spec.kit.vmlinux,
     "-initrd",

@@ -92,6 +92,8 @@ export async function bootTestVm(options: TestVmOptions): Promise<TestVm> {
       qmpSocket,
       ...(options.consoleLog === true ? { consoleLog: join(options.dir, "console.log") } : {}),
       ...(options.incomingState === undefined ? {} : { restoring: true }),
+      // The tests and the benchmark save these VMs' state.
+      savable: true,
     }),
     { qmpSocket },
   );
