@@ -1,18 +1,18 @@
 /**
- * What a microVM sandbox changed on its disk over the image it was copied from, written as a layer
+ * What a microVM sandbox changed on its disk over the image it is an overlay of, written as a layer
  * in the store's format (files, directories and links that are new or changed; a whiteout, a 0/0
  * character device, for each name that is gone), owned by the guest's ids (the store's importLayer
  * shifts them). Both disks are read through fuse2fs (e2fsprogs' ext4 in user space), read-only:
  * the sandbox's disk is written block by block by its guest, and a crafted file system must meet a
  * process that may crash, not the host kernel's ext4 driver. The sandbox's disk is read from a
- * copy, whose journal e2fsck replays first (a killed or frozen guest leaves one to replay).
+ * raw copy (sandbox-disk.ts' copyRaw), whose journal e2fsck replays first (a killed or frozen guest leaves one to replay).
  *
  * Unchanged means the same inode with the same change time (which no guest process can set back
- * without the clock, CAP_SYS_TIME being dropped), size and metadata: a copy keeps every inode of
+ * without the clock, CAP_SYS_TIME being dropped), size and metadata: the disk keeps every inode of
  * the image where it was, and any write to a file, its owner or its mode moves its ctime.
  *
  * @example
- *   await captureDiskChanges({ copyDisk: (to) => copySparse(vm.disk, to), baseImage, workDir, target, excluded });
+ *   await captureDiskChanges({ copyDisk: (to) => copyRaw(vm, to), baseImage, workDir, target, excluded });
  */
 import { randomBytes } from "node:crypto";
 import { type BigIntStats, constants } from "node:fs";
@@ -30,7 +30,7 @@ function captureError(reason: string, cause?: unknown): ShoalError {
 export interface DiskCapture {
   /** Copies the sandbox's disk to `to` (at a moment its guest is stopped and synced): never read in place. */
   readonly copyDisk: (to: string) => Promise<void>;
-  /** The formatted image the sandbox's disk was a copy of. */
+  /** The formatted image the sandbox's disk is an overlay of (or, in a VM made before overlays, a copy of). */
   readonly baseImage: string;
   /** A private directory for the copy and the mount points; removed when done. */
   readonly workDir: string;

@@ -3,12 +3,12 @@
  * release): the layers of the linux runtime's store applied in order (layer-tree.ts) over the
  * `system` template (whose /usr the host's then covers, as in a container) or, for a base of the
  * image's own, over the image shim's mount points alone. One formatted ext4 image per image, disk
- * size and agent, in the images directory beside the system one (root-disk.ts); each sandbox gets
- * a sparse copy of it.
+ * size and agent, in the images directory beside the system one (root-disk.ts); each sandbox's
+ * disk is a qcow2 overlay over it (sandbox-disk.ts).
  *
  * @example
  *   const base = await ensureImageDisk({ paths, diskMib: 1024, agentBinary, template, image, layers });
- *   await copySparse(base, vm.disk);
+ *   await createOverlay(base, vm.disk);
  */
 import { createHash } from "node:crypto";
 import type { SandboxImage } from "../../../domain/sandbox-image.ts";

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
   copyFileSync,
@@ -21,6 +21,7 @@ import {
   readFileSync,
   readlinkSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
@@ -33,7 +34,7 @@ import type { ExecResult, SandboxSpec } from "../../../services/runtime-port.ts"
 import { LayerStore, shiftOwnership } from "../linux/layer-store.ts";
 import { OPAQUE_XATTR } from "../linux/layers/overlay-marks.ts";
 import type { LayerLocator } from "./image-disk.ts";
-import { microvmPaths } from "./microvm-layout.ts";
+import { microvmPaths, vmPaths } from "./microvm-layout.ts";
 import { createMicrovmRuntime, type MicrovmRuntime } from "./microvm-runtime.ts";
 
 const dir = mkdtempSync("/tmp/microvm-image-");
@@ -112,6 +113,13 @@ function images(): string[] {
 function sha256(file: string): string {
   return createHash("sha256").update(readFileSync(file)).digest("hex");
 }
+
+/** Bytes the file takes on the host's disk. */
+function allocated(file: string): number {
+  return statSync(file).blocks * 512;
+}
+
+const MiB = 1024 * 1024;
 
 /** What debugfs says of `path` in an ext4 image (it reports a missing file on stderr), without mounting it. */
 function debugfsStat(image: string, path: string): string {
@@ -282,6 +290,65 @@ describe("microvm sandboxes of images with layers", { concurrency: false }, () =
       "changed\n1000\nchanged\n",
     );
     await rt.destroy(restored.id);
+  });
+
+  test("a sandbox's disk is a qcow2 overlay of its image: a create allocates little, writes stay in it through stop/start and a capture", async (t) => {
+    const blob = randomBytes(96 * MiB);
+    const big = await layer(keyOf("big"), (target) => {
+      mkdirSync(join(target, "opt/big"), { recursive: true });
+      writeFileSync(join(target, "opt/big/blob"), blob);
+    });
+    const rt = runtime();
+    // The first create builds the image; the second is a create over the cached image alone.
+    const first = spec({ base: "system", layers: [big] });
+    await rt.create(first);
+    const sandbox = spec({ base: "system", layers: [big] });
+    const started = performance.now();
+    await rt.create(sandbox);
+    const createMs = performance.now() - started;
+    await rt.destroy(first.id);
+
+    const paths = vmPaths(microvmPaths(dir).sandboxesDir, sandbox.id);
+    const image = readFileSync(paths.baseImage, "utf8").trim();
+    assert.ok(image.startsWith(`${microvmPaths(dir).imagesDir}/image-`), image);
+    const info = JSON.parse(
+      execFileSync("qemu-img", ["info", "-U", "--output=json", "-f", "qcow2", paths.disk], { encoding: "utf8" }),
+    ) as Record<string, unknown>;
+    assert.equal(info.format, "qcow2");
+    assert.equal(info["backing-filename"], image);
+    assert.equal(info["backing-filename-format"], "raw");
+    assert.equal(info["virtual-size"], DISK_MIB * MiB);
+    assert.equal(existsSync(paths.rawDisk), false);
+    const booted = allocated(paths.disk);
+    t.diagnostic(
+      `create over a cached ${Math.round(allocated(image) / MiB)} MiB image: ${Math.round(createMs)} ms (boot included), overlay ${Math.round(booted / 1024)} KiB after the boot`,
+    );
+    assert.ok(allocated(image) > 96 * MiB, "the image holds the blob");
+    // The boot's own writes (the journal, /etc/hostname, the superblock) take a few 64 KiB clusters.
+    assert.ok(booted < 8 * MiB, `the overlay takes ${booted} B after the boot`);
+    const blobSum = createHash("sha256").update(blob).digest("hex");
+    assert.equal((await sh(rt, sandbox.id, "sha256sum /opt/big/blob")).split(" ")[0], blobSum, "read from the image");
+
+    const imageSum = sha256(image);
+    const written = await sh(
+      rt,
+      sandbox.id,
+      "head -c 16M /dev/urandom > /workspace/w; echo changed > /opt/big/note; sync; sha256sum /workspace/w",
+    );
+    assert.ok(allocated(paths.disk) >= booted + 16 * MiB, `the overlay holds the writes: ${allocated(paths.disk)} B`);
+    await rt.stop(sandbox.id);
+    assert.equal(sha256(image), imageSum, "the image is unchanged");
+    await rt.start(sandbox);
+    assert.equal(await sh(rt, sandbox.id, "sha256sum /workspace/w"), written, "a stop/start keeps the writes");
+    assert.equal(await sh(rt, sandbox.id, "cat /opt/big/note"), "changed\n");
+
+    const key = keyOf("captured-over-big");
+    await rt.captureLayer(sandbox.id, key);
+    assert.equal(readFileSync(join(store.path(key), "opt/big/note"), "utf8"), "changed\n");
+    assert.equal(statSync(join(store.path(key), "workspace/w")).size, 16 * MiB);
+    assert.equal(existsSync(join(store.path(key), "opt/big/blob")), false, "the image's files are not a change");
+    assert.equal(sha256(image), imageSum);
+    await rt.destroy(sandbox.id);
   });
 
   test("own base: the layers are the whole root, without the host's /usr", async () => {

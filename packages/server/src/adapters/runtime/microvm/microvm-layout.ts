@@ -4,10 +4,12 @@
  *
  *   $dataDir/microvm/guest/<kernel>/             the guest kit (kernel, initramfs), guest-kit.ts
  *   $dataDir/microvm/templates/                  the system template (linux/system-template.ts)
- *   $dataDir/microvm/images/root-<MiB>m-<agent>.img  formatted root disks, copied per sandbox
- *   $dataDir/microvm/sandboxes/<id>/             disk.img, spec.json, qemu.pid, qmp.sock, agent.sock,
- *                                                usr.sock (virtiofsd), vm.log, base-image (the image
- *                                                disk.img was copied from), and `warm` while unclaimed
+ *   $dataDir/microvm/images/root-<MiB>m-<agent>.img  formatted root disks (raw), each sandbox's backing file
+ *   $dataDir/microvm/sandboxes/<id>/             disk.qcow2 (the overlay, sandbox-disk.ts), spec.json,
+ *                                                qemu.pid, qmp.sock, agent.sock, usr.sock (virtiofsd),
+ *                                                vm.log, base-image (the image disk.qcow2 is over), and
+ *                                                `warm` while unclaimed; disk.img instead of disk.qcow2
+ *                                                in a VM made before overlays (a raw copy of its image)
  *   $dataDir/microvm/captures/                   scratch of captureLayer (a disk's copy, its mounts)
  *   cgroup /shoal-<nodeId>-microvm/<id>          QEMU and its virtiofsd, with the VM's limits
  *
@@ -31,14 +33,17 @@ export interface MicrovmPaths {
 
 export interface VmPaths {
   readonly dir: string;
+  /** The sandbox's disk: a qcow2 overlay over its image (sandbox-disk.ts). */
   readonly disk: string;
+  /** The disk of a VM made before overlays: a raw copy of its image, still booted as raw. */
+  readonly rawDisk: string;
   readonly spec: string;
   readonly pidFile: string;
   readonly qmpSocket: string;
   readonly agentSocket: string;
   readonly usrSocket: string;
   readonly log: string;
-  /** The path of the formatted image the disk was copied from (what captureLayer compares it with). */
+  /** The path of the formatted image the disk is over (its backing file; what captureLayer compares it with). */
   readonly baseImage: string;
   /** Present while the VM is a warm one that no create has claimed. */
   readonly warmMarker: string;
@@ -60,7 +65,8 @@ export function vmPaths(sandboxesDir: string, id: string): VmPaths {
   const dir = join(sandboxesDir, id);
   return {
     dir,
-    disk: join(dir, "disk.img"),
+    disk: join(dir, "disk.qcow2"),
+    rawDisk: join(dir, "disk.img"),
     spec: join(dir, "spec.json"),
     pidFile: join(dir, "qemu.pid"),
     qmpSocket: join(dir, "qmp.sock"),

@@ -11,6 +11,7 @@ import { after, before, describe, test } from "node:test";
 import { newId } from "../../../domain/ids.ts";
 import { ShoalError } from "../../../errors/shoal-error.ts";
 import type { ExecResult, SandboxSpec } from "../../../services/runtime-port.ts";
+import { microvmPaths, vmPaths } from "./microvm-layout.ts";
 import { createMicrovmRuntime, type MicrovmRuntime, WARM_SHAPE } from "./microvm-runtime.ts";
 
 const dir = mkdtempSync("/tmp/microvm-rt-");
@@ -154,6 +155,29 @@ describe("microvm runtime", { concurrency: false }, () => {
     assert.deepEqual(await second.list(), [{ id: sandbox.id, state: "stopped" }]);
     await second.destroy(sandbox.id);
     assert.deepEqual(await second.list(), []);
+  });
+
+  test("a VM of the layout before overlays (a raw disk.img) starts as raw and keeps its files", async () => {
+    const rt = runtime();
+    const sandbox = spec();
+    await rt.create(sandbox);
+    await sh(rt, sandbox.id, "echo from-before > /workspace/old");
+    await rt.stop(sandbox.id);
+    // What a server before overlays left: a raw copy of the image as disk.img, no disk.qcow2.
+    const paths = vmPaths(microvmPaths(dir).sandboxesDir, sandbox.id);
+    execFileSync("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", paths.disk, paths.rawDisk]);
+    rmSync(paths.disk);
+    await rt.start(sandbox);
+    const qemu = await rt.qemuPid(sandbox.id);
+    assert.ok(qemu !== undefined);
+    const argv = readFileSync(`/proc/${qemu}/cmdline`, "utf8").split("\0");
+    assert.ok(
+      argv.some((arg) => arg.startsWith(`id=root,file=${paths.rawDisk},format=raw`)),
+      argv.join(" "),
+    );
+    assert.equal(text((await sh(rt, sandbox.id, "cat /workspace/old")).stdout), "from-before\n");
+    assert.equal(existsSync(paths.disk), false, "no overlay is made for it");
+    await rt.destroy(sandbox.id);
   });
 
   test("a warm VM is claimed without a boot; figures", async (t) => {

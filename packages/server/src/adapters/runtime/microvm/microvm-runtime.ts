@@ -1,9 +1,10 @@
 /**
  * The microVM runtime: each `isolation: "microvm"` sandbox is a QEMU `-M microvm` virtual machine
  * with shoal-agent as the guest's init, reached over a virtio-serial port on a unix socket. Its
- * root is a per-sandbox ext4 disk (the system template's /etc, /workspace, /tmp, the agent), with
- * the host's /usr shared read-only over virtio-fs as containers bind it; an image with layers gets
- * a disk built from them (image-disk.ts), and one of its own base no /usr share. QEMU runs detached in a
+ * root is a per-sandbox ext4 disk (the system template's /etc, /workspace, /tmp, the agent), a
+ * qcow2 overlay over the cached image (sandbox-disk.ts), with the host's /usr shared read-only
+ * over virtio-fs as containers bind it; an image with layers gets a disk built from them
+ * (image-disk.ts), and one of its own base no /usr share. QEMU runs detached in a
  * cgroup of its own with the VM's limits, so it outlives the server; everything about a VM is
  * under its sandbox's directory (microvm-layout.ts), which is all list() and destroy() need.
  *
@@ -53,9 +54,10 @@ import {
   type VmPaths,
   vmPaths,
 } from "./microvm-layout.ts";
-import { type Accelerator, QEMU_BINARY, qemuArgs } from "./qemu-command.ts";
+import { type Accelerator, QEMU_BINARY, type QemuDisk, qemuArgs } from "./qemu-command.ts";
 import { QmpClient } from "./qmp-client.ts";
-import { copySparse, ensureRootImage } from "./root-disk.ts";
+import { ensureRootImage } from "./root-disk.ts";
+import { baseImageOf, bootDisk, copyRaw, createOverlay, sandboxDisk } from "./sandbox-disk.ts";
 import { isVmProcess, launchVm, logTail, readPid, VIRTIOFSD } from "./vm-process.ts";
 
 export type RuntimeLog = (level: "info" | "warn" | "error", message: string, fields?: Record<string, unknown>) => void;
@@ -231,6 +233,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     if (process.getuid?.() !== 0) return "the microVM runtime needs root (cgroups, virtiofsd): run the server as root";
     const tools: [string, string][] = [
       [QEMU_BINARY, "qemu-system-x86"],
+      ["qemu-img", "qemu-utils"],
       ["lz4", "lz4"],
       ["mkfs.ext4", "e2fsprogs"],
       ["unshare", "util-linux"],
@@ -514,9 +517,9 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
       if (warm) await writeFile(paths.warmMarker, "");
       await this.#writeSpec(paths, spec);
       const base = await this.#baseDisk(spec);
-      await copySparse(base, paths.disk);
       await writeFile(paths.baseImage, base);
-      await this.#boot(host, spec, paths, warm);
+      await createOverlay(base, paths.disk);
+      await this.#boot(host, spec, paths, { path: paths.disk, format: "qcow2" }, warm);
     } catch (error) {
       await this.#remove(host.layout, spec.id).catch((cleanup: unknown) =>
         this.#log("error", "cleaning up a failed microVM create failed", {
@@ -529,7 +532,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     }
   }
 
-  /** The formatted disk that the sandbox's is a copy of: the system one, or its image's. */
+  /** The formatted image that the sandbox's disk is an overlay of: the system one, or its image's. */
   async #baseDisk(spec: SandboxSpec): Promise<string> {
     const request = { paths: this.#paths, diskMib: spec.diskMib, agentBinary: this.#agentBinary };
     if (spec.image === undefined || isSystemImage(spec.image)) return ensureRootImage(request);
@@ -538,7 +541,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
   }
 
   /** Starts QEMU on the VM's disk and resolves once its agent answers. */
-  async #boot(host: Host, spec: SandboxSpec, paths: VmPaths, warm = false): Promise<void> {
+  async #boot(host: Host, spec: SandboxSpec, paths: VmPaths, disk: QemuDisk, warm = false): Promise<void> {
     for (const socket of [paths.qmpSocket, paths.agentSocket, paths.usrSocket]) await rm(socket, { force: true });
     // An image with a base of its own brings its /usr: the host's is not shared.
     const hostUsr = (spec.image?.base ?? "system") === "system";
@@ -548,7 +551,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
       accelerator: host.accelerator,
       vcpuCount: spec.vcpuCount,
       memSizeMib: guestMemoryMib(spec),
-      disk: { path: paths.disk, format: "raw" },
+      disk,
       tscKHz: host.tscKHz,
       agentSocket: paths.agentSocket,
       qmpSocket: paths.qmpSocket,
@@ -597,16 +600,20 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     }
   }
 
-  /** Boots the sandbox's own disk again: its image was copied at create, so layers are not needed. */
+  /** Boots the sandbox's own disk again: its image is on this host already, so layers are not needed. */
   async start(spec: SandboxSpec): Promise<void> {
     const paths = this.#vm(spec.id);
     const host = await this.#prepare();
-    if (!(await exists(paths.disk))) throw runtimeError(`sandbox ${spec.id} has no disk on this host (${paths.disk})`);
-    // A start over a running VM would open its disk twice.
+    if ((await sandboxDisk(paths)) === undefined) {
+      throw runtimeError(`sandbox ${spec.id} has no disk on this host (${paths.disk})`);
+    }
+    // A start over a running VM would open its disk twice; its header is read once that QEMU is gone.
     await this.#halt(host.layout, spec.id, false);
     try {
+      const disk = await bootDisk(paths);
+      if (disk === undefined) throw runtimeError(`sandbox ${spec.id} has no disk on this host (${paths.disk})`);
       await this.#writeSpec(paths, spec);
-      await this.#boot(host, spec, paths);
+      await this.#boot(host, spec, paths, disk);
     } catch (error) {
       await this.#halt(host.layout, spec.id, false).catch(() => undefined);
       if (error instanceof ShoalError) throw error;
@@ -623,20 +630,21 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     const paths = this.#vm(id);
     const importLayer = this.#options.importLayer;
     if (importLayer === undefined) throw runtimeError("this server gives the microvm runtime no layer store");
-    const baseImage = (await readFile(paths.baseImage, "utf8").catch(() => "")).trim();
-    if (!(await exists(paths.disk)) || baseImage === "" || !(await exists(baseImage))) {
+    const baseImage = await baseImageOf(paths);
+    if ((await sandboxDisk(paths)) === undefined || baseImage === undefined || !(await exists(baseImage))) {
       throw runtimeError(`sandbox ${id} has no disk, or not the image it was made from, on this host`);
     }
     const copyDisk = async (to: string): Promise<void> => {
       const pid = await readPid(paths.pidFile);
-      if (pid === undefined || !isVmProcess(pid, paths.dir)) return copySparse(paths.disk, to);
+      if (pid === undefined || !isVmProcess(pid, paths.dir)) return copyRaw(paths, to);
       const status = (await withQmp(paths, pid, (qmp) => qmp.execute("query-status"))) as { status?: string };
       const paused = status.status === "paused";
       if (paused) await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
       try {
         await this.#syncGuest(id, paths);
+        // The stop drains the disk's requests and flushes QEMU's qcow2 caches into the overlay.
         await withQmp(paths, pid, (qmp) => qmp.execute("stop"));
-        await copySparse(paths.disk, to);
+        await copyRaw(paths, to);
       } finally {
         if (!paused) await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
       }

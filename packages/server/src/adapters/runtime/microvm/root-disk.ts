@@ -3,17 +3,18 @@
  * synthesized /etc, the top-level links into /usr, /workspace, /tmp, the home directories), the
  * agent at /opt/shoal/shoal-agent and the restrictions it applies (guest-policy.ts); /usr itself
  * stays empty, the host's is mounted over it. One formatted image is kept per disk size, agent
- * build and policy, and each sandbox gets a sparse copy, which costs a copy of the few MiB in use
- * instead of a mkfs. `buildDiskImage` is the same build for any staged tree: image-disk.ts stages
- * the images of templates with layers through it.
+ * build and policy, and each sandbox's disk is a qcow2 overlay over it (sandbox-disk.ts): no mkfs
+ * and no copy per sandbox. An image, once in place, is never replaced nor written: overlays read
+ * it. `buildDiskImage` is the same build for any staged tree: image-disk.ts stages the images of
+ * templates with layers through it.
  *
  * @example
  *   const base = await ensureRootImage({ paths, diskMib: 1024, agentBinary });
- *   await copySparse(base, vm.disk);
+ *   await createOverlay(base, vm.disk);
  */
 import { randomBytes } from "node:crypto";
 import { constants } from "node:fs";
-import { chmod, copyFile, lstat, mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, copyFile, link, lstat, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { ShoalError } from "../../../errors/shoal-error.ts";
 import { runProcess } from "../linux/run-process.ts";
@@ -138,7 +139,12 @@ async function formatImage(build: DiskImageBuild, image: string): Promise<string
         `mkfs.ext4 of a ${build.diskMib} MiB root disk (${build.name}, ${Number.parseInt(used.stdout, 10)} MiB of files) failed: ${mkfs.stderr.trim().slice(-500)}`,
       );
     }
-    await rename(formatted, image);
+    // Read-only, and linked only where no image is: another process's build of the same name
+    // (mkfs differs in UUIDs and times) must never replace the one that overlays are over.
+    await chmod(formatted, 0o444);
+    await link(formatted, image).catch((error: unknown) => {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    });
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
@@ -158,10 +164,4 @@ export async function realDirectory(tree: string, rel: string): Promise<void> {
     if (found !== undefined) await rm(path, { recursive: true, force: true });
     await mkdir(path, { mode: 0o755 });
   }
-}
-
-/** A copy that stays sparse: the holes of a fresh file system are not written. */
-export async function copySparse(from: string, to: string): Promise<void> {
-  const copied = await runProcess("cp", ["--sparse=always", "--reflink=auto", from, to]);
-  if (copied.code !== 0) throw runtimeError(`copying the root disk failed: ${copied.stderr.trim()}`);
 }
