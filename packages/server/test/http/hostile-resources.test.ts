@@ -162,16 +162,16 @@ describe(`hostile workloads: resources (${testIsolation()})`, () => {
    * A microVM's processes are the guest kernel's: the limit is the guest's `sandbox` cgroup, which
    * the agent and everything it starts are in, and on the host there is QEMU alone (its threads
    * bounded by its own cgroup). So the guest's pids.max is the limit, its pids.events shows forks
-   * refused at it, and the host's process count does not follow the bomb.
+   * refused at it, and the host's processes of the sandbox stay QEMU and virtiofsd. (The host's
+   * whole count is no measure here: other suites' fork bombs run beside this one.)
    */
   async function forkBombInMicrovm(t: TestContext, id: string): Promise<void> {
     const guestCgroup = "/sys/fs/cgroup/sandbox";
     const before = await execOk(server, key, id, { cmd: ["cat", `${guestCgroup}/pids.max`] });
     assert.equal(before.stdout.trim(), String(pidsLimit), "the guest's pids.max is SHOAL_SANDBOX_PIDS_LIMIT");
-    const hostBaseline = hostPids().length;
     let peakOnHost = 0;
     const sampler = setInterval(() => {
-      peakOnHost = Math.max(peakOnHost, hostPids().length);
+      peakOnHost = Math.max(peakOnHost, hostPidsOf(id).length);
     }, 25);
     let reply: Awaited<ReturnType<typeof exec>>;
     try {
@@ -188,7 +188,10 @@ describe(`hostile workloads: resources (${testIsolation()})`, () => {
     const events = await execOk(server, key, id, { cmd: ["cat", `${guestCgroup}/pids.events`] });
     const refused = Number(/^max (\d+)/m.exec(events.stdout)?.[1] ?? "0");
     assert.ok(refused > 0, `forks were refused at the limit (pids.events: ${events.stdout.trim()})`);
-    assert.ok(peakOnHost <= hostBaseline + 300, `host processes peaked at ${peakOnHost} (baseline ${hostBaseline})`);
+    assert.ok(
+      peakOnHost >= 1 && peakOnHost <= 3,
+      `the sandbox's host processes (QEMU, virtiofsd, their launcher) peaked at ${peakOnHost}`,
+    );
 
     const started = performance.now();
     const removal = await request(server, key, "DELETE", `/v1/sandboxes/${id}`, undefined, 60_000);
@@ -196,7 +199,7 @@ describe(`hostile workloads: resources (${testIsolation()})`, () => {
     assert.equal(removal.status, 204, `DELETE answered ${removal.status}: ${removal.text}`);
     assert.ok(elapsedMs < 5000, `DELETE of a fork-bombed microVM took ${Math.round(elapsedMs)} ms (limit 5000)`);
     t.diagnostic(
-      `forks refused at the limit ${refused}×, host processes ${hostBaseline} → ${peakOnHost}, DELETE ${Math.round(elapsedMs)} ms`,
+      `forks refused at the limit ${refused}×, the sandbox's host processes at most ${peakOnHost}, DELETE ${Math.round(elapsedMs)} ms`,
     );
     await server.waitForLog((line) => line.sandbox_id === id && line.msg === "sandbox removed from the host");
     assert.deepEqual(hostPidsOf(id), [], "no host process (QEMU) is left in the sandbox's cgroups");
