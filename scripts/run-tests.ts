@@ -63,7 +63,7 @@ try {
   for (const phase of phases) {
     const result = spawnSync(
       process.execPath,
-      ["--import", "tsx", "--test", `--test-concurrency=${phase.concurrency}`, "--test-timeout=300000", ...phase.files],
+      ["--import", "tsx", "--test", `--test-concurrency=${phase.concurrency}`, "--test-timeout=600000", ...phase.files],
       { cwd: root, stdio: "inherit", env: { ...process.env, SHOAL_TEST_POSTGRES_URL: cluster.url } },
     );
     if (result.status !== 0) status = result.status ?? 1;

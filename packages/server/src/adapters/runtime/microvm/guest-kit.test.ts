@@ -35,8 +35,11 @@ describe("the guest kit", () => {
     assert.deepEqual(stages, ["download", "extract", "initramfs"]);
     assert.match(kit.kernelVersion, /^\d+\.\d+\.\d+-\d+-cloud-amd64$/);
     assert.equal(kit.vmlinux, join(cacheRoot, kit.kernelVersion, "vmlinux"));
-    // Nothing of the preparation is left: no temporary directory, no package, no unpacked tree.
-    assert.deepEqual(readdirSync(cacheRoot), [kit.kernelVersion]);
+    // Nothing of the preparation is left: no temporary directory, no package, no unpacked tree;
+    // beside the kit, the metapackage's resolution, which spares the next start an apt-cache.
+    assert.deepEqual(readdirSync(cacheRoot).sort(), ["current.json", kit.kernelVersion].sort());
+    const resolution = JSON.parse(readFileSync(join(cacheRoot, "current.json"), "utf8")) as { kernelPackage: string };
+    assert.equal(resolution.kernelPackage, `linux-image-${kit.kernelVersion}`);
     assert.deepEqual(readdirSync(join(cacheRoot, kit.kernelVersion)).sort(), [
       "initramfs.cpio",
       "kit.json",
@@ -98,7 +101,7 @@ describe("the guest kit", () => {
         error.code === "RUNTIME_ERROR" && /busybox/.test(error.details?.reason ?? ""),
     );
     assert.deepEqual(
-      readdirSync(join(dir, "no-busybox")),
+      readdirSync(join(dir, "no-busybox")).filter((name) => name !== "current.json"),
       [],
       "a failed preparation leaves no temporary directory behind",
     );

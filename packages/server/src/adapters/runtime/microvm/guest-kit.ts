@@ -95,8 +95,37 @@ export function prepareGuestKit(options: GuestKitOptions): Promise<GuestKit> {
   return preparing;
 }
 
+/** How long a resolution of the metapackage is trusted: a kernel update is picked up within a day. */
+const RESOLUTION_TTL_MS = 24 * 3600 * 1000;
+const RESOLUTION_FILE = "current.json";
+
+/**
+ * currentKernelPackage as last recorded in the cache, when recent: `apt-cache depends` costs most
+ * of a second of CPU, at every server start otherwise.
+ */
+async function resolveKernelPackage(cacheRoot: string, metapackage: string): Promise<string> {
+  const file = join(cacheRoot, RESOLUTION_FILE);
+  const recorded = await readFile(file, "utf8")
+    .then((text) => JSON.parse(text) as { metapackage?: string; kernelPackage?: string; resolvedAtMs?: number })
+    .catch(() => undefined);
+  const fresh = recorded?.resolvedAtMs !== undefined && Date.now() - recorded.resolvedAtMs < RESOLUTION_TTL_MS;
+  if (fresh && recorded?.metapackage === metapackage && /^linux-image-\d\S*$/.test(recorded.kernelPackage ?? "")) {
+    return recorded.kernelPackage as string;
+  }
+  const kernelPackage = await currentKernelPackage(metapackage);
+  await mkdir(cacheRoot, { recursive: true });
+  // Renamed into place: a reader never sees half a file.
+  const scratch = `${file}.${randomBytes(6).toString("hex")}`;
+  await writeFile(scratch, JSON.stringify({ metapackage, kernelPackage, resolvedAtMs: Date.now() }));
+  await rename(scratch, file);
+  return kernelPackage;
+}
+
 async function prepare(options: GuestKitOptions): Promise<GuestKit> {
-  const kernelPackage = await currentKernelPackage(options.kernelMetapackage ?? "linux-image-cloud-amd64");
+  const kernelPackage = await resolveKernelPackage(
+    options.cacheRoot,
+    options.kernelMetapackage ?? "linux-image-cloud-amd64",
+  );
   const kernelVersion = kernelPackage.replace(/^linux-image-/, "");
   const dir = join(options.cacheRoot, kernelVersion);
   const cached = await readKit(dir);
