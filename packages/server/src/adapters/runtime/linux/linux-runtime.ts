@@ -14,9 +14,8 @@
 
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { constants, renameSync, rmSync, writeFileSync } from "node:fs";
+import { renameSync, rmSync, writeFileSync } from "node:fs";
 import {
-  access,
   chmod,
   chown,
   copyFile,
@@ -72,6 +71,7 @@ import {
   teardownCommand,
 } from "./crun-commands.ts";
 import { DiskPool, mkfsArgs } from "./disk-pool.ts";
+import { findInPath, isExecutable } from "./executables.ts";
 import {
   GVISOR_MARKER,
   GVISOR_MEMORY_LIMIT_FILE,
@@ -165,22 +165,6 @@ function runtimeError(reason: string, cause?: unknown): ShoalError {
 
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-async function isExecutable(path: string): Promise<boolean> {
-  try {
-    await access(path, constants.X_OK);
-    return (await stat(path)).isFile();
-  } catch {
-    return false;
-  }
-}
-
-async function findInPath(name: string): Promise<string | undefined> {
-  for (const dir of (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {
-    if (dir !== "" && (await isExecutable(`${dir}/${name}`))) return `${dir}/${name}`;
-  }
-  return undefined;
 }
 
 interface Host {

@@ -1,20 +1,4 @@
-/**
- * The microVM runtime: each `isolation: "microvm"` sandbox is a QEMU `-M microvm` virtual machine
- * with shoal-agent as the guest's init, reached over a virtio-serial port on a unix socket. Its
- * root is a per-sandbox ext4 disk (the system template's /etc, /workspace, /tmp, the agent), a
- * qcow2 overlay over the cached image (sandbox-disk.ts), with the host's /usr shared read-only
- * over virtio-fs as containers bind it; an image with layers gets a disk built from them
- * (image-disk.ts), and one of its own base no /usr share. QEMU runs detached in a
- * cgroup of its own with the VM's limits, so it outlives the server; everything about a VM is
- * under its sandbox's directory (microvm-layout.ts), which is all list() and destroy() need.
- *
- * @example
- *   const runtime = createMicrovmRuntime({ dataDir: "/var/lib/shoal", nodeId: "node1", log });
- *   await runtime.create({ id, template: "system", isolation: "microvm", vcpuCount: 1, memSizeMib: 256, … });
- *   await runtime.exec(id, { argv: ["node", "-v"], env: {}, timeoutMs: 60_000, outputLimitBytes: 1 << 20 });
- */
-import { constants } from "node:fs";
-import { access, mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { setTimeout as delay } from "node:timers/promises";
 import { type IsolationSupport, unavailableLevel } from "../../../domain/isolation.ts";
 import { SANDBOX_USER } from "../../../domain/sandbox-user.ts";
@@ -36,6 +20,7 @@ import { AgentClient } from "../../agent/agent-client.ts";
 import { type AgentConnector, AgentLinks } from "../linux/agent-links.ts";
 import { type CgroupLayout, hierarchyRoots, parseCgroupLayout, restrictLayout } from "../linux/cgroup-layout.ts";
 import { type CgroupLimits, listCgroupIds, SandboxCgroup } from "../linux/cgroups.ts";
+import { findInPath, isExecutable } from "../linux/executables.ts";
 import { SANDBOX_ID_PATTERN } from "../linux/layout.ts";
 import { readSandboxUsage } from "../linux/sandbox-metrics.ts";
 import { WarmPool } from "../linux/warm-pool.ts";
@@ -172,18 +157,6 @@ interface Host {
   readonly layout: CgroupLayout;
 }
 
-async function findInPath(name: string): Promise<string | undefined> {
-  for (const dir of (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {
-    if (dir === "") continue;
-    const ok = await access(`${dir}/${name}`, constants.X_OK).then(
-      () => true,
-      () => false,
-    );
-    if (ok) return `${dir}/${name}`;
-  }
-  return undefined;
-}
-
 class MicrovmRuntimeImpl implements MicrovmRuntime {
   readonly name = RUNTIME;
   readonly #options: MicrovmRuntimeOptions;
@@ -248,21 +221,11 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
       [VIRTIOFSD, "qemu-system-common"],
       ["/bin/busybox", "busybox-static"],
     ] as const) {
-      if (
-        !(await access(file, constants.X_OK).then(
-          () => true,
-          () => false,
-        ))
-      ) {
+      if (!(await isExecutable(file))) {
         return `${file} is missing: install it with \`apt-get install ${pkg}\``;
       }
     }
-    if (
-      !(await access(this.#agentBinary, constants.X_OK).then(
-        () => true,
-        () => false,
-      ))
-    ) {
+    if (!(await isExecutable(this.#agentBinary))) {
       return `the sandbox agent is missing at ${this.#agentBinary}: build it with \`make -C packages/agent\``;
     }
     const layout = parseCgroupLayout(await readFile("/proc/self/mountinfo", "utf8"));
@@ -301,11 +264,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     const tscKHz = await hostTscKHz();
     const choice = await probeAccelerator({ kit, tscKHz });
     this.#log("info", "microVM accelerator", { accelerator: choice.accelerator, reason: choice.reason });
-    const layout = restrictLayout(parseCgroupLayout(await readFile("/proc/self/mountinfo", "utf8")), [
-      "memory",
-      "cpu",
-      "pids",
-    ]);
+    const layout = await this.#hostLayout();
     await mkdir(this.#paths.sandboxesDir, { recursive: true, mode: 0o700 });
     // Warm VMs of a previous server were never handed out: they go, and the pool refills.
     for (const id of await this.#sandboxIds()) {
