@@ -66,6 +66,8 @@ struct exec {
 extern struct conn conns[MAX_CONNS];
 extern struct exec execs[MAX_EXECS];
 extern int listen_fd;
+/* A VM's init: its clock is its own, set to the host's on SET_CLOCK. A container's is the host's. */
+extern int owns_clock;
 
 /* conn.c */
 void conn_accept(void);

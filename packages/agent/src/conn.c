@@ -1,5 +1,5 @@
 /*
- * Host connections: accepting, reading frames out of the byte stream, answering HELLO and PING,
+ * Host connections: accepting, reading frames out of the byte stream, answering HELLO, PING and SET_CLOCK,
  * handing EXEC, STDIN and SIGNAL to exec.c, and the bounded output buffer each connection writes from.
  */
 #define _GNU_SOURCE
@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -125,6 +126,31 @@ static void on_hello(struct conn *c, const uint8_t *p, size_t len) {
   if (frame_end(&w)) conn_commit(c, &w);
 }
 
+/* The guest's clock starts from its RTC, in whole seconds, and stands still while the VM is paused:
+   the host sets it after boot and after every pause. */
+static void set_clock(struct conn *c, uint32_t id, const uint8_t *p, size_t len) {
+  struct set_clock_req req;
+  const char *why;
+  int parsed = set_clock_parse(p, len, &req, &why);
+  if (parsed != FRAME_OK) {
+    conn_error(c, id, parsed, why, parsed == E_MALFORMED_FRAME);
+    return;
+  }
+  if (!owns_clock) {
+    conn_error(c, id, E_UNSUPPORTED_TYPE, "only a microVM's init sets its clock", 0);
+    return;
+  }
+  struct timespec ts = {.tv_sec = (time_t)(req.realtime_us / 1000000u),
+                        .tv_nsec = (long)(req.realtime_us % 1000000u) * 1000L};
+  if (clock_settime(CLOCK_REALTIME, &ts) < 0) {
+    conn_error(c, id, E_INTERNAL, strerror(errno), 0);
+    return;
+  }
+  struct writer w = conn_writer(c);
+  frame_begin(&w, T_PONG, id);
+  if (frame_end(&w)) conn_commit(c, &w);
+}
+
 static void dispatch(struct conn *c, const struct frame_header *h, const uint8_t *p) {
   if (!c->hello_done && h->type != T_HELLO) {
     conn_error(c, h->id, E_HELLO_REQUIRED, "the first frame must be HELLO", 1);
@@ -140,6 +166,9 @@ static void dispatch(struct conn *c, const struct frame_header *h, const uint8_t
     if (frame_end(&w)) conn_commit(c, &w);
     break;
   }
+  case T_SET_CLOCK:
+    set_clock(c, h->id, p, h->length);
+    break;
   case T_EXEC:
     exec_start(c, h->id, p, h->length);
     break;

@@ -201,6 +201,22 @@ int signal_parse(const uint8_t *payload, size_t len, struct signal_req *out, con
   return FRAME_OK;
 }
 
+int set_clock_parse(const uint8_t *payload, size_t len, struct set_clock_req *out, const char **why) {
+  struct field_iter it = {payload, len};
+  uint16_t tag;
+  struct bytes v;
+  int r, have = 0;
+  *why = "malformed field";
+  while ((r = field_next(&it, &tag, &v)) == 1) {
+    if (tag != F_REALTIME_US) continue;
+    if (have || field_u64(v, &out->realtime_us) != 0) return E_MALFORMED_FRAME;
+    have = 1;
+  }
+  if (r < 0) return E_MALFORMED_FRAME;
+  if (!have || out->realtime_us == 0) return *why = "SET_CLOCK needs REALTIME_US", E_BAD_REQUEST;
+  return FRAME_OK;
+}
+
 static void wr16(uint8_t *p, uint16_t x) {
   p[0] = (uint8_t)x;
   p[1] = (uint8_t)(x >> 8);

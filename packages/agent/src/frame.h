@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #define PROTO_MAJOR 1
-#define PROTO_MINOR 1
+#define PROTO_MINOR 2
 
 #define FRAME_HEADER_SIZE 12u
 #define FRAME_MAX_SIZE (1024u * 1024u) /* header included */
@@ -27,6 +27,7 @@ enum frame_type {
   T_PING = 0x0002,
   T_PONG = 0x0003,
   T_ERROR = 0x0004,
+  T_SET_CLOCK = 0x0005, /* REALTIME_US: a VM's init sets its clock to the host's (since 1.2) */
   T_EXEC = 0x0010,
   T_EXEC_STARTED = 0x0011,
   T_OUTPUT = 0x0012,
@@ -46,6 +47,7 @@ enum field_tag {
   F_SOFTWARE = 3,
   F_MAX_FRAME = 4,
   F_PID = 5,
+  F_REALTIME_US = 6,
   F_CODE = 10,
   F_MESSAGE = 11,
   F_ERRNO = 12,
@@ -152,6 +154,11 @@ struct signal_req {
   uint64_t signo;
 };
 int signal_parse(const uint8_t *payload, size_t len, struct signal_req *out, const char **why);
+
+struct set_clock_req {
+  uint64_t realtime_us; /* microseconds since the epoch */
+};
+int set_clock_parse(const uint8_t *payload, size_t len, struct set_clock_req *out, const char **why);
 
 /* Bounded writer for building frames; overflow is sticky and reported by frame_end. */
 struct writer {

@@ -46,17 +46,30 @@ static int add_path(const char **list, size_t *count, char *path) {
   return 0;
 }
 
+/* A BPF program: a whole number of 8-byte instructions, at least one. */
+static ssize_t read_filter(const char *path, uint8_t **out) {
+  ssize_t len = read_whole(path, MAX_FILTER_BYTES, out);
+  return len > 0 && len % 8 == 0 ? len : -1;
+}
+
 int guest_policy_load(struct guest_policy *policy, const char *policy_path, const char *filter_path,
-                      const char **why) {
+                      const char *forked_filter_path, const char **why) {
   memset(policy, 0, sizeof *policy);
-  uint8_t *text, *filter;
-  ssize_t filter_len = read_whole(filter_path, MAX_FILTER_BYTES, &filter);
-  if (filter_len <= 0 || filter_len % 8 != 0) {
+  uint8_t *text, *filter, *forked_filter;
+  ssize_t filter_len = read_filter(filter_path, &filter);
+  if (filter_len < 0) {
     *why = "the seccomp filter " GUEST_SECCOMP_PATH " is missing or not a BPF program";
     return -1;
   }
   policy->filter = filter;
   policy->filter_len = (size_t)filter_len;
+  ssize_t forked_filter_len = read_filter(forked_filter_path, &forked_filter);
+  if (forked_filter_len < 0) {
+    *why = "the seccomp filter " GUEST_FORKED_SECCOMP_PATH " is missing or not a BPF program";
+    return -1;
+  }
+  policy->forked_filter = forked_filter;
+  policy->forked_filter_len = (size_t)forked_filter_len;
   if (read_whole(policy_path, MAX_POLICY_BYTES, &text) < 0) {
     *why = "the policy " GUEST_POLICY_PATH " is missing";
     return -1;

@@ -20,6 +20,9 @@
 #define SECCOMP_SET_MODE_FILTER 1
 #define SECCOMP_MODE_FILTER 2
 #define CAP_LAST_POSSIBLE 63
+#define CAP_SYS_TIME 25
+/* The agent's own, beyond the policy's: CAP_SYS_TIME for SET_CLOCK. */
+#define AGENT_CAPABILITIES (1ULL << CAP_SYS_TIME)
 
 struct cap_header {
   uint32_t version;
@@ -41,11 +44,6 @@ static int write_oom_score_adj(const char *value) {
   return n == (ssize_t)strlen(value) ? 0 : -1;
 }
 
-/* Only the agent keeps -1000: a process it forks (a supervisor, and the command that borrows the
-   supervisor's memory through vfork and inherits its score) starts at 0, which any process may
-   raise its score to, so that the OOM killer chooses among the sandbox's processes by their size. */
-static void forked_oom_score(void) { write_oom_score_adj("0"); }
-
 static int drop_capabilities(uint64_t keep) {
   for (int cap = 0; cap <= CAP_LAST_POSSIBLE; cap++) {
     if (keep >> cap & 1) continue;
@@ -62,14 +60,42 @@ static int drop_capabilities(uint64_t keep) {
   return syscall(SYS_capset, &header, data) < 0 ? -1 : 0;
 }
 
-int guest_restrict(const struct guest_policy *policy, const char **why) {
-  if (write_oom_score_adj("-1000") < 0) return *why = "setting oom_score_adj", -1;
-  if ((errno = pthread_atfork(NULL, NULL, forked_oom_score)) != 0) return *why = "pthread_atfork", -1;
-  if (drop_capabilities(policy->capabilities) < 0) return *why = "dropping capabilities", -1;
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return *why = "PR_SET_NO_NEW_PRIVS", -1;
-  struct sock_fprog program = {(unsigned short)(policy->filter_len / 8), policy->filter};
+static int install_filter(const uint8_t *filter, size_t len) {
+  struct sock_fprog program = {(unsigned short)(len / 8), filter};
   if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) < 0 &&
       prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0) < 0)
-    return *why = "installing the seccomp filter", -1;
+    return -1;
+  return 0;
+}
+
+/* What a forked process is left with: the policy's capabilities and the second filter. */
+static struct {
+  uint64_t capabilities;
+  const uint8_t *filter;
+  size_t filter_len;
+  int done; /* in this process: what it forks in turn inherits the restriction */
+} forked;
+
+/* In every process the agent forks, before fork() returns in it. Only the agent keeps -1000: a
+   process it forks (a supervisor, and the command that borrows the supervisor's memory through
+   vfork and inherits its score) starts at 0, which any process may raise its score to, so that the
+   OOM killer chooses among the sandbox's processes by their size. A process that cannot give up
+   the agent's clock ends before it runs anything. */
+static void restrict_forked(void) {
+  write_oom_score_adj("0");
+  if (forked.done) return;
+  forked.done = 1;
+  if (drop_capabilities(forked.capabilities) < 0 || install_filter(forked.filter, forked.filter_len) < 0) _exit(126);
+}
+
+int guest_restrict(const struct guest_policy *policy, const char **why) {
+  forked.capabilities = policy->capabilities;
+  forked.filter = policy->forked_filter;
+  forked.filter_len = policy->forked_filter_len;
+  if (write_oom_score_adj("-1000") < 0) return *why = "setting oom_score_adj", -1;
+  if ((errno = pthread_atfork(NULL, NULL, restrict_forked)) != 0) return *why = "pthread_atfork", -1;
+  if (drop_capabilities(policy->capabilities | AGENT_CAPABILITIES) < 0) return *why = "dropping capabilities", -1;
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return *why = "PR_SET_NO_NEW_PRIVS", -1;
+  if (install_filter(policy->filter, policy->filter_len) < 0) return *why = "installing the seccomp filter", -1;
   return 0;
 }

@@ -45,6 +45,7 @@
 #define POLL_SLOTS (1 + SERIAL_SLOTS + MAX_CONNS + EXEC_SLOTS * MAX_EXECS)
 
 int listen_fd = -1;
+int owns_clock;
 static volatile sig_atomic_t got_chld, got_term;
 
 static void on_signal(int s) {
@@ -150,11 +151,12 @@ int main(int argc, char **argv) {
     struct guest_policy policy;
     const char *why = NULL;
     guest_mount_kernel_fs();
-    if (guest_policy_load(&policy, GUEST_POLICY_PATH, GUEST_SECCOMP_PATH, &why) < 0 ||
+    if (guest_policy_load(&policy, GUEST_POLICY_PATH, GUEST_SECCOMP_PATH, GUEST_FORKED_SECCOMP_PATH, &why) < 0 ||
         guest_isolate(&policy, &why) < 0 || guest_restrict(&policy, &why) < 0) {
       guest_log("refusing to serve", why);
       guest_power_off();
     }
+    owns_clock = 1;
   }
   if (serial != NULL) {
     /* An init without a console starts with fds 0-2 closed: the port must not land on one, which

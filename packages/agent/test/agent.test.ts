@@ -434,6 +434,29 @@ describe("shoal-agent", () => {
     raw.close();
   });
 
+  test("SET_CLOCK is refused by an agent that is not a VM's init, and a malformed one is a BAD_REQUEST", async () => {
+    const before = Date.now();
+    await assert.rejects(client.setClock(), (error: unknown) => {
+      assert.ok(error instanceof ShoalError && error.code === "RUNTIME_ERROR", String(error));
+      assert.match(String(error.details.reason), /only a microVM's init sets its clock/);
+      return true;
+    });
+    const raw = await RawConnection.connect(agent.socketPath);
+    raw.hello();
+    await raw.next();
+    raw.send(encodeFrame(FrameType.SET_CLOCK, 5, []));
+    const missing = await raw.next();
+    assert.equal(missing?.id, 5);
+    assert.equal(missing === undefined ? 0 : fieldInt(missing, FieldTag.CODE), AgentErrorCode.BAD_REQUEST);
+    raw.send(encodeFrame(FrameType.SET_CLOCK, 7, [[FieldTag.REALTIME_US, 1_000_000]]));
+    const refused = await raw.next();
+    assert.equal(refused === undefined ? 0 : fieldInt(refused, FieldTag.CODE), AgentErrorCode.UNSUPPORTED_TYPE);
+    raw.close();
+    // Nothing moved this machine's clock back to 1970.
+    assert.ok(Date.now() >= before);
+    await client.ping();
+  });
+
   test("an invalid EXEC is a BAD_REQUEST for that id only", async () => {
     const raw = await RawConnection.connect(agent.socketPath);
     raw.hello();

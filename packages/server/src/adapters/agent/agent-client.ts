@@ -163,6 +163,17 @@ export class AgentClient {
     await this.#request(id, encodeFrame(FrameType.PING, id, []));
   }
 
+  /**
+   * Sets a microVM guest's wall clock to this host's (agents since protocol 1.2, as a VM's init;
+   * any other agent refuses). A VM's clock starts from its RTC in whole seconds and stands still
+   * while the VM is paused.
+   */
+  async setClock(): Promise<void> {
+    const id = this.#allocateId();
+    const realtimeUs = Math.round((performance.timeOrigin + performance.now()) * 1000);
+    await this.#request(id, encodeFrame(FrameType.SET_CLOCK, id, [[FieldTag.REALTIME_US, realtimeUs]]));
+  }
+
   exec(request: ExecRequest): Promise<ExecResult> {
     return this.#start(request, undefined, undefined).result;
   }
@@ -377,6 +388,18 @@ export class AgentClient {
     const code = fieldInt(frame, FieldTag.CODE) ?? 0;
     const message = fieldString(frame, FieldTag.MESSAGE) ?? "";
     const error = new Error(`agent error ${code}: ${message}`);
+    const reply = this.#replies.get(frame.id);
+    if (frame.id !== 0 && reply !== undefined) {
+      this.#replies.delete(frame.id);
+      clearTimeout(reply.timer);
+      reply.reject(
+        new ShoalError("RUNTIME_ERROR", {
+          details: { runtime: "agent", reason: `the agent refused: ${message}` },
+          cause: error,
+        }),
+      );
+      return;
+    }
     const pending = this.#settle(frame.id);
     if (pending !== undefined) {
       const reason = code === AgentErrorCode.TOO_MANY ? "too many processes running in the sandbox" : message;

@@ -9,7 +9,7 @@
  */
 
 export const PROTOCOL_MAJOR = 1;
-export const PROTOCOL_MINOR = 1;
+export const PROTOCOL_MINOR = 2;
 export const FRAME_HEADER_SIZE = 12;
 export const FIELD_HEADER_SIZE = 6;
 /** The largest frame, header included, that either side sends or accepts. */
@@ -20,6 +20,7 @@ export const FrameType = {
   PING: 0x0002,
   PONG: 0x0003,
   ERROR: 0x0004,
+  SET_CLOCK: 0x0005,
   EXEC: 0x0010,
   EXEC_STARTED: 0x0011,
   OUTPUT: 0x0012,
@@ -37,6 +38,7 @@ export const FieldTag = {
   SOFTWARE: 3,
   MAX_FRAME: 4,
   PID: 5,
+  REALTIME_US: 6,
   CODE: 10,
   MESSAGE: 11,
   ERRNO: 12,

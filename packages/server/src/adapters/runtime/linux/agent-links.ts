@@ -19,17 +19,20 @@ export interface AgentLink {
   readonly closed?: boolean;
 }
 
-export type AgentConnector = (socketPath: string, sandboxId: string) => Promise<AgentLink>;
+export type AgentConnector<Link extends AgentLink = AgentLink> = (
+  socketPath: string,
+  sandboxId: string,
+) => Promise<Link>;
 
-export class AgentLinks {
-  readonly #connect: AgentConnector;
-  readonly #links = new Map<string, Promise<AgentLink>>();
+export class AgentLinks<Link extends AgentLink = AgentLink> {
+  readonly #connect: AgentConnector<Link>;
+  readonly #links = new Map<string, Promise<Link>>();
 
-  constructor(connect: AgentConnector) {
+  constructor(connect: AgentConnector<Link>) {
     this.#connect = connect;
   }
 
-  async get(id: string, socketPath: string): Promise<AgentLink> {
+  async get(id: string, socketPath: string): Promise<Link> {
     const existing = this.#links.get(id);
     if (existing !== undefined) {
       const link = await existing.catch(() => undefined);
@@ -39,7 +42,7 @@ export class AgentLinks {
     return this.#open(id, socketPath);
   }
 
-  #open(id: string, socketPath: string): Promise<AgentLink> {
+  #open(id: string, socketPath: string): Promise<Link> {
     let link = this.#links.get(id);
     if (link === undefined) {
       link = this.#connect(socketPath, id);
@@ -51,7 +54,7 @@ export class AgentLinks {
     return link;
   }
 
-  async use<T>(id: string, socketPath: string, call: (link: AgentLink) => Promise<T>): Promise<T> {
+  async use<T>(id: string, socketPath: string, call: (link: Link) => Promise<T>): Promise<T> {
     const link = await this.get(id, socketPath);
     return call(link);
   }

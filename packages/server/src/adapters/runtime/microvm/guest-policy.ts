@@ -5,17 +5,52 @@
  * reads them; without them it powers the VM off). The agent is static and has no libseccomp, so
  * the profile goes as the BPF program compiled here.
  *
+ * The agent also sets the guest's clock to the host's (a VM's clock starts from its RTC, in whole
+ * seconds, and stands still while the VM is paused), so it is given two programs: its own, the
+ * profile plus clock_settime of CLOCK_REALTIME, and one that every process it forks adds, which
+ * refuses that call as the profile does. Stacked, they are the profile (guest-policy.test.ts).
+ *
  * @example
  *   for (const file of guestPolicyFiles()) await writeFile(join(tree, file.path), file.bytes, { mode: 0o644 });
  */
 import { createHash } from "node:crypto";
 import { MASKED_PATHS, READONLY_PATHS, SANDBOX_CAPABILITIES } from "../linux/oci-spec.ts";
-import { seccompProfile } from "../linux/seccomp-profile.ts";
+import { type SeccompProfile, seccompProfile } from "../linux/seccomp-profile.ts";
 import { compileSeccompProfile, encodeBpfProgram } from "./seccomp-bpf.ts";
 
 /** Where the agent reads them (GUEST_POLICY_PATH and GUEST_SECCOMP_PATH in guest_policy.h). */
 export const POLICY_PATH_IN_GUEST = "/opt/shoal/guest-policy";
 export const SECCOMP_PATH_IN_GUEST = "/opt/shoal/seccomp.bpf";
+export const FORKED_SECCOMP_PATH_IN_GUEST = "/opt/shoal/seccomp-forked.bpf";
+
+const CLOCK_REALTIME = 0;
+const EPERM = 1;
+
+/** The agent's own: the sandbox profile, and setting the wall clock. */
+export function agentSeccompProfile(): SeccompProfile {
+  const profile = seccompProfile();
+  return {
+    ...profile,
+    syscalls: [
+      ...profile.syscalls,
+      {
+        names: ["clock_settime"],
+        action: "SCMP_ACT_ALLOW",
+        args: [{ index: 0, value: CLOCK_REALTIME, op: "SCMP_CMP_EQ" }],
+      },
+    ],
+  };
+}
+
+/** What every process the agent forks adds to the agent's program: the clock is not theirs. */
+export function forkedSeccompProfile(): SeccompProfile {
+  return {
+    defaultAction: "SCMP_ACT_ALLOW",
+    defaultErrnoRet: EPERM,
+    architectures: ["SCMP_ARCH_X86_64"],
+    syscalls: [{ names: ["clock_settime"], action: "SCMP_ACT_ERRNO", errnoRet: EPERM }],
+  };
+}
 
 /** Capability bits (linux/capability.h). */
 export const CAPABILITY_BITS: Readonly<Record<string, number>> = {
@@ -91,8 +126,13 @@ export interface GuestFile {
 export function guestPolicyFiles(): GuestFile[] {
   return [
     { path: POLICY_PATH_IN_GUEST.slice(1), bytes: new TextEncoder().encode(guestPolicyText()) },
-    { path: SECCOMP_PATH_IN_GUEST.slice(1), bytes: encodeBpfProgram(compileSeccompProfile(seccompProfile()).program) },
+    { path: SECCOMP_PATH_IN_GUEST.slice(1), bytes: bpfFile(agentSeccompProfile()) },
+    { path: FORKED_SECCOMP_PATH_IN_GUEST.slice(1), bytes: bpfFile(forkedSeccompProfile()) },
   ];
+}
+
+function bpfFile(profile: SeccompProfile): Uint8Array {
+  return encodeBpfProgram(compileSeccompProfile(profile).program);
 }
 
 /** Names the policy's content, so that a disk image built with an older policy is not reused. */

@@ -166,14 +166,16 @@ describe("microvm guest restrictions", { concurrency: false }, () => {
       }
       assert.equal(BigInt(`0x${field("CapInh")}`), 0n);
       assert.equal(BigInt(`0x${field("CapAmb")}`), 0n);
-      // The agent itself (PID 1) is as restricted as what it starts, and the OOM killer never takes it.
+      // The agent itself (PID 1) is as restricted as what it starts but for the clock, which it
+      // alone sets; the OOM killer never takes it.
       const init = await sh(
         sandbox.id,
         "grep -E '^(NoNewPrivs|Seccomp|CapBnd):' /proc/1/status; cat /proc/1/oom_score_adj /proc/self/oom_score_adj",
       );
       assert.match(init.out, /^NoNewPrivs:\s+1$/m);
       assert.match(init.out, /^Seccomp:\s+2$/m);
-      assert.match(init.out, new RegExp(`^CapBnd:\\s+0*${expected.toString(16)}$`, "m"));
+      const agentCaps = expected | capabilityMask(["CAP_SYS_TIME"]);
+      assert.match(init.out, new RegExp(`^CapBnd:\\s+0*${agentCaps.toString(16)}$`, "m"));
       assert.match(init.out, /\n-1000\n0\n$/);
     });
 
@@ -268,6 +270,30 @@ describe("microvm guest restrictions", { concurrency: false }, () => {
       });
       const devices = await sh(sandbox.id, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; ls /sys/class/net");
       assert.equal(devices.out, "lo\nlo\n");
+    });
+
+    test("the guest's clock is the host's after boot and after a pause, though no command may set it", async () => {
+      const offsetMs = async (): Promise<{ lowMs: number; highMs: number }> => {
+        const before = Date.now();
+        const guest = Number((await run(sandbox.id, ["date", "+%s%N"])).out.trim()) / 1e6;
+        return { lowMs: guest - before, highMs: guest - Date.now() };
+      };
+      const expectInStep = async (when: string) => {
+        const { lowMs, highMs } = await offsetMs();
+        // The guest read its clock between the two host readings, give or take the link's latency.
+        assert.ok(
+          lowMs >= -100 && highMs <= 100,
+          `${when}: guest minus host ${lowMs.toFixed(0)}..${highMs.toFixed(0)} ms`,
+        );
+      };
+      await expectInStep("after boot");
+      await rt.pause(sandbox.id);
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await rt.resume(sandbox.id);
+      await expectInStep("after 1.5 s paused");
+      const root = await run(sandbox.id, ["date", "-s", "@1"]);
+      assert.notEqual(root.exitCode, 0, root.out);
+      await expectInStep("after root tried to set it");
     });
 
     test("setting the clock fails; a user's command and a timed-out tree still work under the restrictions", async () => {

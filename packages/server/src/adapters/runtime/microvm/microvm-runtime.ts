@@ -27,7 +27,7 @@ import { WarmPool } from "../linux/warm-pool.ts";
 import { probeAccelerator } from "./accelerator-probe.ts";
 import { captureDiskChanges } from "./disk-changes.ts";
 import { type GuestKit, prepareGuestKit } from "./guest-kit.ts";
-import { POLICY_PATH_IN_GUEST, SECCOMP_PATH_IN_GUEST } from "./guest-policy.ts";
+import { FORKED_SECCOMP_PATH_IN_GUEST, POLICY_PATH_IN_GUEST, SECCOMP_PATH_IN_GUEST } from "./guest-policy.ts";
 import { hostTscKHz } from "./host-tsc.ts";
 import { ensureImageDisk, type LayerLocator } from "./image-disk.ts";
 import { AGENT_PATH_IN_GUEST, GUEST_CGROUP, HOSTNAME_ARG, PIDS_ARG } from "./initramfs.ts";
@@ -163,7 +163,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
   readonly #paths: MicrovmPaths;
   readonly #agentBinary: string;
   readonly #log: RuntimeLog;
-  readonly #links: AgentLinks;
+  readonly #links: AgentLinks<AgentClient>;
   /** VMs booting now: their first agent connection waits for the boot. */
   readonly #booting = new Set<string>();
   readonly #envs = new Map<string, Readonly<Record<string, string>>>();
@@ -184,7 +184,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     this.#paths = microvmPaths(options.dataDir);
     this.#agentBinary = options.agentBinaryPath ?? DEFAULT_AGENT_BINARY;
     this.#log = options.log ?? (() => undefined);
-    const connect: AgentConnector = (socket, id) =>
+    const connect: AgentConnector<AgentClient> = (socket, id) =>
       AgentClient.connect(socket, {
         sandboxId: id,
         timeoutMs: this.#booting.has(id) ? (options.bootTimeoutMs ?? 60_000) : 5000,
@@ -441,6 +441,8 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
         throw runtimeError(`setting the pids limit of ${spec.id} failed: ${new TextDecoder().decode(set.stderr)}`);
       }
     }
+    // A warm VM's clock has run on its own since its boot.
+    await this.#setClock(spec.id);
     await this.#writeSpec(paths, spec);
     this.#cgroup(host.layout, spec.id).setLimits(hostLimits(spec));
     await rm(paths.warmMarker, { force: true });
@@ -554,6 +556,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
           cause: new Error(`${errorText(error)}${tail === "" ? "" : `: ${tail}`}`),
         });
       });
+      await this.#setClock(spec.id);
     } finally {
       this.#booting.delete(spec.id);
     }
@@ -605,7 +608,10 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
         await withQmp(paths, pid, (qmp) => qmp.execute("stop"));
         await copyRaw(paths, to);
       } finally {
-        if (!paused) await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
+        if (!paused) {
+          await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
+          await this.#catchUpClock(id);
+        }
       }
     };
     await mkdir(this.#paths.capturesDir, { recursive: true, mode: 0o700 });
@@ -659,6 +665,22 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
 
   async resume(id: string): Promise<void> {
     await this.#qmp(id, `resuming sandbox ${id}`, (qmp) => qmp.execute("cont"));
+    await this.#catchUpClock(id);
+  }
+
+  /** Sets the guest's wall clock to the host's: it starts from the RTC in whole seconds. */
+  async #setClock(id: string): Promise<void> {
+    await this.#links.use(id, this.#vm(id).agentSocket, (agent) => agent.setClock());
+  }
+
+  /**
+   * After a stop: the guest's clock stood still meanwhile. A VM that cannot take the time (an
+   * agent older than the server, booted before it) runs on behind, which is logged, not refused.
+   */
+  async #catchUpClock(id: string): Promise<void> {
+    await this.#setClock(id).catch((error: unknown) =>
+      this.#log("warn", "setting the clock of a resumed microVM failed", { sandbox_id: id, error: errorText(error) }),
+    );
   }
 
   async #qmp<T>(id: string, what: string, call: (qmp: QmpClient) => Promise<T>): Promise<T> {
@@ -814,6 +836,7 @@ const RUNTIME_FILES: ReadonlySet<string> = new Set([
   AGENT_PATH_IN_GUEST.slice(1),
   POLICY_PATH_IN_GUEST.slice(1),
   SECCOMP_PATH_IN_GUEST.slice(1),
+  FORKED_SECCOMP_PATH_IN_GUEST.slice(1),
   "etc/hostname",
   "etc/hosts",
   "lost+found",

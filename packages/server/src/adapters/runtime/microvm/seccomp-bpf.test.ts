@@ -17,6 +17,7 @@ import {
   type SeccompRule,
   seccompProfile,
 } from "../linux/seccomp-profile.ts";
+import { agentSeccompProfile, forkedSeccompProfile } from "./guest-policy.ts";
 import {
   AUDIT_ARCH_X86_64,
   actionValue,
@@ -89,6 +90,15 @@ function runBpf(program: readonly BpfInstruction[], call: Call): number {
     }
   }
   assert.fail("the program ran longer than it is: a backward jump");
+}
+
+/**
+ * What the kernel answers when several filters apply (seccomp_run_filters): the action of lowest
+ * value as a signed number (KILL_PROCESS first, ALLOW last); of equal actions, the newest filter's.
+ */
+function stackedVerdict(newestFirst: readonly number[]): number {
+  const action = (ret: number) => (ret & 0xffff0000) | 0;
+  return newestFirst.reduce((chosen, ret) => (action(ret) < action(chosen) ? ret : chosen));
 }
 
 const nameOf = new Map(Object.entries(X86_64_SYSCALLS).map(([name, nr]) => [nr, name]));
@@ -202,6 +212,27 @@ describe("seccomp profile → classic BPF", () => {
         );
       }),
       { numRuns: 20_000 },
+    );
+  });
+
+  test("property: the agent's program with its forked one stacked on it is the sandbox profile", () => {
+    const agent = compileSeccompProfile(agentSeccompProfile()).program;
+    const forked = compileSeccompProfile(forkedSeccompProfile()).program;
+    const numbers = [nr("clock_settime"), nr("clock_gettime"), nr("settimeofday"), nr("clock_adjtime"), nr("read")];
+    fc.assert(
+      fc.property(callArbitrary(numbers, [0, 1, 2, 3, 4, 7, 11]), (sample) => {
+        const stacked = stackedVerdict([runBpf(forked, sample), runBpf(agent, sample)]);
+        assert.equal(stacked >>> 0, verdict(profile, sample) >>> 0);
+      }),
+      { numRuns: 5000 },
+    );
+    // The agent alone may set the wall clock, and only that clock.
+    assert.equal(runBpf(agent, call("clock_settime", 0n)) >>> 0, SECCOMP_RET.ALLOW >>> 0);
+    assert.equal(runBpf(agent, call("clock_settime", 1n)) >>> 0, EPERM_RET >>> 0);
+    assert.equal(runBpf(agent, call("clock_settime", 1n << 32n)) >>> 0, EPERM_RET >>> 0);
+    assert.equal(
+      stackedVerdict([runBpf(forked, call("clock_settime", 0n)), runBpf(agent, call("clock_settime", 0n))]) >>> 0,
+      EPERM_RET >>> 0,
     );
   });
 
