@@ -5,15 +5,21 @@
  * /init prints a marker and powers off; the marker within the time limit means KVM, anything else
  * (no device, no permission, QEMU's error, silence) means TCG, with the reason in words.
  *
+ * Given `recordIn`, a boot's answer is recorded there and trusted for a day for the same host
+ * kernel, device and guest kernel: on a PVM host only the time limit ends the probe, seconds at
+ * every server start otherwise. Removing the file makes the next start probe again.
+ *
  * @example
  *   const { accelerator, reason } = await probeAccelerator({ kit, tscKHz });
  *   log.info({ accelerator, reason }, "microVM accelerator");
  */
 import { spawn } from "node:child_process";
 import { access, constants } from "node:fs/promises";
+import { release } from "node:os";
 import type { GuestKit } from "./guest-kit.ts";
 import { PROBE_MARKER } from "./initramfs.ts";
 import { type Accelerator, kernelCommandLine, QEMU_BINARY } from "./qemu-command.ts";
+import { recordedAnswer } from "./recorded-answer.ts";
 
 export interface AcceleratorChoice {
   readonly accelerator: Accelerator;
@@ -26,6 +32,16 @@ export interface ProbeOptions {
   /** How long the guest may take to reach userspace under KVM (a good KVM needs well under 1 s). */
   readonly timeoutMs?: number;
   readonly kvmDevice?: string;
+  /** A file to record the answer of a boot in (recorded-answer.ts); without it, every call boots. */
+  readonly recordIn?: string;
+}
+
+const RECORD_TRUST_MS = 24 * 3600 * 1000;
+
+function isAcceleratorChoice(value: unknown): value is AcceleratorChoice {
+  if (typeof value !== "object" || value === null) return false;
+  const { accelerator, reason } = value as { accelerator?: unknown; reason?: unknown };
+  return (accelerator === "kvm" || accelerator === "tcg") && typeof reason === "string";
 }
 
 export async function probeAccelerator(options: ProbeOptions): Promise<AcceleratorChoice> {
@@ -37,14 +53,26 @@ export async function probeAccelerator(options: ProbeOptions): Promise<Accelerat
   );
   if (usable !== undefined) return { accelerator: "tcg", reason: `${usable}; software emulation (TCG)` };
   const timeoutMs = options.timeoutMs ?? 5000;
-  const outcome = await bootUnderKVM(options, device, timeoutMs);
-  if (outcome.booted) {
-    return { accelerator: "kvm", reason: `the guest kernel reached userspace under KVM in ${outcome.ms} ms` };
-  }
-  return {
-    accelerator: "tcg",
-    reason: `the guest kernel does not boot under KVM (${outcome.why}); software emulation (TCG)`,
+  const boot = async (): Promise<AcceleratorChoice> => {
+    const outcome = await bootUnderKVM(options, device, timeoutMs);
+    if (outcome.booted) {
+      return { accelerator: "kvm", reason: `the guest kernel reached userspace under KVM in ${outcome.ms} ms` };
+    }
+    return {
+      accelerator: "tcg",
+      reason: `the guest kernel does not boot under KVM (${outcome.why}); software emulation (TCG)`,
+    };
   };
+  if (options.recordIn === undefined) return boot();
+  const startedAtMs = Date.now();
+  const { answer, foundAtMs } = await recordedAnswer(options.recordIn, {
+    question: `${release()} ${device} ${options.kit.kernelVersion}`,
+    trustMs: RECORD_TRUST_MS,
+    isAnswer: isAcceleratorChoice,
+    find: boot,
+  });
+  if (foundAtMs >= startedAtMs) return answer;
+  return { ...answer, reason: `${answer.reason}, as probed at ${new Date(foundAtMs).toISOString()}` };
 }
 
 type BootOutcome = { booted: true; ms: number } | { booted: false; why: string };

@@ -38,8 +38,8 @@ describe("the guest kit", () => {
     // Nothing of the preparation is left: no temporary directory, no package, no unpacked tree;
     // beside the kit, the metapackage's resolution, which spares the next start an apt-cache.
     assert.deepEqual(readdirSync(cacheRoot).sort(), ["current.json", kit.kernelVersion].sort());
-    const resolution = JSON.parse(readFileSync(join(cacheRoot, "current.json"), "utf8")) as { kernelPackage: string };
-    assert.equal(resolution.kernelPackage, `linux-image-${kit.kernelVersion}`);
+    const resolution = JSON.parse(readFileSync(join(cacheRoot, "current.json"), "utf8")) as { answer: string };
+    assert.equal(resolution.answer, `linux-image-${kit.kernelVersion}`);
     assert.deepEqual(readdirSync(join(cacheRoot, kit.kernelVersion)).sort(), [
       "initramfs.cpio",
       "kit.json",

@@ -22,6 +22,7 @@ import { runProcess } from "../linux/run-process.ts";
 import { initramfsArchive, probeInitramfsArchive } from "./initramfs.ts";
 import { extractVmlinux } from "./kernel-image.ts";
 import { moduleLoadOrder } from "./kernel-modules.ts";
+import { recordedAnswer } from "./recorded-answer.ts";
 
 export interface GuestKit {
   /** `6.1.0-57-cloud-amd64`: the kernel's release, also the cache directory's name. */
@@ -104,21 +105,13 @@ const RESOLUTION_FILE = "current.json";
  * of a second of CPU, at every server start otherwise.
  */
 async function resolveKernelPackage(cacheRoot: string, metapackage: string): Promise<string> {
-  const file = join(cacheRoot, RESOLUTION_FILE);
-  const recorded = await readFile(file, "utf8")
-    .then((text) => JSON.parse(text) as { metapackage?: string; kernelPackage?: string; resolvedAtMs?: number })
-    .catch(() => undefined);
-  const fresh = recorded?.resolvedAtMs !== undefined && Date.now() - recorded.resolvedAtMs < RESOLUTION_TTL_MS;
-  if (fresh && recorded?.metapackage === metapackage && /^linux-image-\d\S*$/.test(recorded.kernelPackage ?? "")) {
-    return recorded.kernelPackage as string;
-  }
-  const kernelPackage = await currentKernelPackage(metapackage);
-  await mkdir(cacheRoot, { recursive: true });
-  // Renamed into place: a reader never sees half a file.
-  const scratch = `${file}.${randomBytes(6).toString("hex")}`;
-  await writeFile(scratch, JSON.stringify({ metapackage, kernelPackage, resolvedAtMs: Date.now() }));
-  await rename(scratch, file);
-  return kernelPackage;
+  const { answer } = await recordedAnswer(join(cacheRoot, RESOLUTION_FILE), {
+    question: metapackage,
+    trustMs: RESOLUTION_TTL_MS,
+    isAnswer: (value): value is string => typeof value === "string" && /^linux-image-\d\S*$/.test(value),
+    find: () => currentKernelPackage(metapackage),
+  });
+  return answer;
 }
 
 async function prepare(options: GuestKitOptions): Promise<GuestKit> {

@@ -1,4 +1,5 @@
 import { mkdir, readdir, readFile, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { type IsolationSupport, unavailableLevel } from "../../../domain/isolation.ts";
 import { SANDBOX_USER } from "../../../domain/sandbox-user.ts";
@@ -112,6 +113,8 @@ const CPU_PERIOD_US = 100_000;
 const DEFAULT_CPU_WEIGHT = 100;
 const WARM_CPU_WEIGHT = 10;
 const QMP_TIMEOUT_MS = 3000;
+/** Beside the kit: the accelerator probe's answer (accelerator-probe.ts). */
+const ACCELERATOR_RECORD = "accelerator.json";
 /** How long a killed QEMU may take to be gone. */
 const EXIT_TIMEOUT_MS = 5000;
 /**
@@ -257,12 +260,13 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
 
   async #prepareHost(): Promise<Host> {
     await this.check();
+    const kitCache = this.#options.kitCacheDir ?? this.#paths.kitCache;
     const kit = await prepareGuestKit({
-      cacheRoot: this.#options.kitCacheDir ?? this.#paths.kitCache,
+      cacheRoot: kitCache,
       onProgress: (stage, detail) => this.#log("info", "preparing the microVM guest kernel", { stage, detail }),
     });
     const tscKHz = await hostTscKHz();
-    const choice = await probeAccelerator({ kit, tscKHz });
+    const choice = await probeAccelerator({ kit, tscKHz, recordIn: join(kitCache, ACCELERATOR_RECORD) });
     this.#log("info", "microVM accelerator", { accelerator: choice.accelerator, reason: choice.reason });
     const layout = await this.#hostLayout();
     await mkdir(this.#paths.sandboxesDir, { recursive: true, mode: 0o700 });
