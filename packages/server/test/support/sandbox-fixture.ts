@@ -55,6 +55,9 @@ export interface SandboxFixtureOptions {
   teardown?: (fixture: SandboxFixture) => unknown;
 }
 
+/** A fixture's sandbox lives this long unless its create body says otherwise: the file timeout's length. */
+const FIXTURE_TIMEOUT_SECONDS = 600;
+
 /** Registers before/after hooks: one server and one sandbox for the tests of the file or suite. */
 export function useSandbox(options: SandboxFixtureOptions = {}): SandboxFixture {
   let server: ServerProcess | undefined;
@@ -79,7 +82,11 @@ export function useSandbox(options: SandboxFixtureOptions = {}): SandboxFixture 
 
   before(async () => {
     server = await startServer({ ...sandboxServerEnv, ...options.serverEnv });
-    sandbox = await createSandbox(server, server.adminKey, options.sandbox ?? { mem_size_mib: 128 });
+    // The sandbox outlives the slowest suite on a loaded host; the 300 s default once ended one midway.
+    sandbox = await createSandbox(server, server.adminKey, {
+      timeout_seconds: FIXTURE_TIMEOUT_SECONDS,
+      ...(options.sandbox ?? { mem_size_mib: 128 }),
+    });
     await options.setup?.(fixture);
   });
   after(async () => {

@@ -63,6 +63,7 @@ export async function startServer(
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", ...fullEnv },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  killWithTestProcess(child);
   const lines: string[] = [];
   const stderr: string[] = [];
   const waiters: { match: (line: string) => boolean; resolve: (line: string) => void }[] = [];
@@ -166,4 +167,23 @@ export async function startServer(
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A test that fails before its dispose, or a file that the runner ends at its timeout (SIGTERM),
+ * must not leave its servers running: they would go on using the machine for the runs after it.
+ */
+const runningServers = new Set<ChildProcess>();
+
+function killWithTestProcess(child: ChildProcess): void {
+  if (runningServers.size === 0 && !process.listeners("exit").includes(killRunningServers)) {
+    process.on("exit", killRunningServers);
+    if (process.listenerCount("SIGTERM") === 0) process.once("SIGTERM", () => process.exit(143));
+  }
+  runningServers.add(child);
+  child.once("exit", () => runningServers.delete(child));
+}
+
+function killRunningServers(): void {
+  for (const child of runningServers) child.kill("SIGKILL");
 }
