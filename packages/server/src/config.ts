@@ -61,6 +61,8 @@ export interface Config {
   readonly wsMaxMessageBytes: number;
   /** How long a terminal ticket may be redeemed after it was issued. */
   readonly terminalTicketTTLSeconds: number;
+  /** How often a terminal's WebSocket is pinged; a client that has not answered the last ping is dropped. */
+  readonly terminalHeartbeatSeconds: number;
   /** How long a sandbox token (HopX's `auth_token`) opens its sandbox after it was minted. */
   readonly sandboxTokenTTLSeconds: number;
   /** The crun binary; undefined: the runtime looks in PATH. */
@@ -139,6 +141,7 @@ export function loadConfig(env: Env): Config {
     archiveMaxEntries: integer(env, "SHOAL_ARCHIVE_MAX_ENTRIES", 100_000, 1, 1_000_000),
     wsMaxMessageBytes: integer(env, "SHOAL_WS_MAX_MESSAGE_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),
     terminalTicketTTLSeconds: integer(env, "SHOAL_TERMINAL_TICKET_TTL_SECONDS", 60, 1, 3600),
+    terminalHeartbeatSeconds: integer(env, "SHOAL_TERMINAL_HEARTBEAT_SECONDS", 30, 1, 3600),
     sandboxTokenTTLSeconds: integer(env, "SHOAL_SANDBOX_TOKEN_TTL_SECONDS", 3600, 1, 86_400),
     crunPath: absolutePath(env, "SHOAL_CRUN_PATH"),
     runscPath: absolutePath(env, "SHOAL_RUNSC_PATH"),

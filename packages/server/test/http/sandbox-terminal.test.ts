@@ -14,7 +14,9 @@ import { useSandbox } from "../support/sandbox-fixture.ts";
 import { createSandbox, deleteSandbox, execOk, type SandboxView } from "../support/sandbox-workloads.ts";
 import { createKeyOfAnotherOwner } from "../support/sqlite-file.ts";
 
-const ticketTTLSeconds = 2;
+const ticketTTLSeconds = 6;
+/** How much of a ticket's life the property test below leaves for the connect with the real ticket. */
+const guessMarginMs = 3000;
 const maxMessageBytes = 4096;
 
 interface ErrorMessage {
@@ -34,6 +36,8 @@ class TerminalClient {
   readonly opened: Promise<void>;
   readonly closed: Promise<{ code: number; reason: string }>;
   readonly #waiters: { check: () => boolean; resolve: () => void }[] = [];
+  /** Set in the close event itself, before the waiters are woken: a waiter must see it then. */
+  #isClosed = false;
 
   constructor(url: string, headers: Record<string, string> = {}) {
     this.socket = new WebSocket(url, { headers });
@@ -46,6 +50,7 @@ class TerminalClient {
     });
     this.closed = new Promise((resolve) =>
       this.socket.once("close", (code, reason) => {
+        this.#isClosed = true;
         resolve({ code, reason: reason.toString() });
         this.#wake();
       }),
@@ -70,13 +75,9 @@ class TerminalClient {
 
   /** Resolves once check() holds; fails if the socket closes first. The test's timeout bounds it. */
   async until(check: () => boolean, what: string): Promise<void> {
-    let closed = false;
-    void this.closed.then(() => {
-      closed = true;
-    });
     await new Promise<void>((resolve) => {
-      if (check()) return resolve();
-      this.#waiters.push({ check: () => check() || closed, resolve });
+      if (check() || this.#isClosed) return resolve();
+      this.#waiters.push({ check: () => check() || this.#isClosed, resolve });
     });
     if (!check()) throw new Error(`socket closed before ${what}; messages: ${JSON.stringify(this.messages)}`);
   }
@@ -111,6 +112,9 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
       SHOAL_TERMINAL_TICKET_TTL_SECONDS: String(ticketTTLSeconds),
       SHOAL_WS_MAX_MESSAGE_BYTES: String(maxMessageBytes),
       SHOAL_AUTH_CACHE_MS: "0",
+      // The client that stops reading answers no ping either: under emulation its shell takes
+      // longer than two heartbeats to fill what lies between them, and it would be dropped first.
+      SHOAL_TERMINAL_HEARTBEAT_SECONDS: "600",
     },
     sandbox: { mem_size_mib: 256 },
     setup: async ({ server }) => {
@@ -258,7 +262,7 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
   });
 
   test("no string but the ticket itself opens the terminal, and failed guesses do not use it up", async () => {
-    const { ticket } = await mint(fixture.sandbox.id);
+    const { ticket, expires_at } = await mint(fixture.sandbox.id);
     const near = fc.oneof(
       fc.string({ maxLength: 80 }),
       fc.stringMatching(/^tkt_[A-Za-z0-9_-]{43}$/),
@@ -277,8 +281,10 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
           JSON.stringify({ guess, error, code }),
         );
       }),
-      { numRuns: 60 },
+      // The guesses stop in time for the ticket to be tried before it expires, however loaded the host.
+      { numRuns: 60, interruptAfterTimeLimit: Date.parse(expires_at) - Date.now() - guessMarginMs },
     );
+    assert.ok(Date.now() < Date.parse(expires_at), "the ticket is still valid for the last connect");
     const client = new TerminalClient(wsURL(fixture.sandbox.id, `?ticket=${ticket}`));
     await client.opened;
     client.input('echo "K=$((1+1))"\r');
@@ -379,15 +385,18 @@ describe("the terminal WebSocket", { timeout: 300_000 }, () => {
     const lines = 512 * 1024;
     const tcp = (client.socket as unknown as { _socket: net.Socket })._socket;
     tcp.pause();
-    client.input(`seq -w ${lines} | sed 's/$/ 0123456789abcdefghijklmnopqrstuvwxyz0123/'; echo DO""NE\r`);
-    // Follow how much the producer (the sed writing to the terminal) has written, through the API,
+    // The cat writes to the terminal in large pieces: a line at a time, an emulated guest takes minutes.
+    client.input(`seq -w ${lines} | sed 's/$/ 0123456789abcdefghijklmnopqrstuvwxyz0123/' | cat; echo DO""NE\r`);
+    // Follow how much the producer (the cat writing to the terminal) has written, through the API,
     // until it stops growing: held back, it stalls far below the 24 MiB it has to write; unthrottled
     // it would run to its end while the client reads nothing.
     const written = async (): Promise<number | undefined> => {
       const reply = await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, {
-        cmd: "p=$(pgrep -x sed) && sed -n 's/^wchar: //p' /proc/$p/io",
+        cmd: "p=$(pgrep -xo cat) || { echo gone; exit 0; }; sed -n 's/^wchar: //p' /proc/$p/io",
       });
-      return reply.stdout === "" ? undefined : Number(reply.stdout);
+      // A probe that failed says why, rather than pass for a producer that finished.
+      assert.equal(reply.exit_code, 0, `reading the producer's progress failed: ${reply.stderr}`);
+      return reply.stdout.trim() === "gone" ? undefined : Number(reply.stdout);
     };
     let last = -1;
     let unchanged = 0;

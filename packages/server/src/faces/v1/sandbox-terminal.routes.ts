@@ -45,7 +45,6 @@ const maxDimension = 1000;
 const inputHighWaterBytes = 1024 * 1024;
 /** Output the client has not taken beyond which the shell is paused until the socket flushed. */
 const outputHighWaterBytes = 1024 * 1024;
-const heartbeatMs = 30_000;
 const CLOSE_NORMAL = 1000;
 
 const TicketSchema = Type.Object(
@@ -302,7 +301,7 @@ export function serveTerminal(
     if (!answered) return socket.terminate();
     answered = false;
     socket.ping();
-  }, heartbeatMs);
+  }, config.terminalHeartbeatSeconds * 1000);
   heartbeat.unref();
   socket.on("pong", () => {
     answered = true;
