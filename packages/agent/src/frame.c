@@ -185,35 +185,35 @@ int output_ack_parse(const uint8_t *payload, size_t len, struct output_ack_req *
   return FRAME_OK;
 }
 
-int signal_parse(const uint8_t *payload, size_t len, struct signal_req *out, const char **why) {
+/* The int field `want` of a payload, once: FRAME_OK, E_MALFORMED_FRAME, or FIELD_ABSENT. */
+#define FIELD_ABSENT (-2)
+static int one_u64(const uint8_t *payload, size_t len, uint16_t want, uint64_t *out) {
   struct field_iter it = {payload, len};
   uint16_t tag;
   struct bytes v;
   int r, have = 0;
-  *why = "malformed field";
   while ((r = field_next(&it, &tag, &v)) == 1) {
-    if (tag != F_SIGNAL) continue;
-    if (have || field_u64(v, &out->signo) != 0) return E_MALFORMED_FRAME;
+    if (tag != want) continue;
+    if (have || field_u64(v, out) != 0) return E_MALFORMED_FRAME;
     have = 1;
   }
   if (r < 0) return E_MALFORMED_FRAME;
-  if (!have || out->signo < 1 || out->signo > 64) return *why = "signal must be 1..64", E_BAD_REQUEST;
+  return have ? FRAME_OK : FIELD_ABSENT;
+}
+
+int signal_parse(const uint8_t *payload, size_t len, struct signal_req *out, const char **why) {
+  *why = "malformed field";
+  int r = one_u64(payload, len, F_SIGNAL, &out->signo);
+  if (r == E_MALFORMED_FRAME) return r;
+  if (r != FRAME_OK || out->signo < 1 || out->signo > 64) return *why = "signal must be 1..64", E_BAD_REQUEST;
   return FRAME_OK;
 }
 
 int set_clock_parse(const uint8_t *payload, size_t len, struct set_clock_req *out, const char **why) {
-  struct field_iter it = {payload, len};
-  uint16_t tag;
-  struct bytes v;
-  int r, have = 0;
   *why = "malformed field";
-  while ((r = field_next(&it, &tag, &v)) == 1) {
-    if (tag != F_REALTIME_US) continue;
-    if (have || field_u64(v, &out->realtime_us) != 0) return E_MALFORMED_FRAME;
-    have = 1;
-  }
-  if (r < 0) return E_MALFORMED_FRAME;
-  if (!have || out->realtime_us == 0) return *why = "SET_CLOCK needs REALTIME_US", E_BAD_REQUEST;
+  int r = one_u64(payload, len, F_REALTIME_US, &out->realtime_us);
+  if (r == E_MALFORMED_FRAME) return r;
+  if (r != FRAME_OK || out->realtime_us == 0) return *why = "SET_CLOCK needs REALTIME_US", E_BAD_REQUEST;
   return FRAME_OK;
 }
 
