@@ -341,14 +341,9 @@ export class AgentClient {
         hello?.resolve(frame);
         return;
       }
-      case FrameType.PONG: {
-        const reply = this.#replies.get(frame.id);
-        if (reply === undefined) return;
-        this.#replies.delete(frame.id);
-        clearTimeout(reply.timer);
-        reply.resolve(frame);
+      case FrameType.PONG:
+        this.#takeReply(frame.id)?.resolve(frame);
         return;
-      }
       case FrameType.ERROR:
         this.#onError(frame);
         return;
@@ -388,10 +383,8 @@ export class AgentClient {
     const code = fieldInt(frame, FieldTag.CODE) ?? 0;
     const message = fieldString(frame, FieldTag.MESSAGE) ?? "";
     const error = new Error(`agent error ${code}: ${message}`);
-    const reply = this.#replies.get(frame.id);
-    if (frame.id !== 0 && reply !== undefined) {
-      this.#replies.delete(frame.id);
-      clearTimeout(reply.timer);
+    const reply = frame.id === 0 ? undefined : this.#takeReply(frame.id);
+    if (reply !== undefined) {
       reply.reject(
         new ShoalError("RUNTIME_ERROR", {
           details: { runtime: "agent", reason: `the agent refused: ${message}` },
@@ -478,6 +471,15 @@ export class AgentClient {
   }
 
   /** Removes and returns the exec of this id, its watchdog stopped. */
+  /** The request waiting for this answer (PING, SET_CLOCK), no longer waiting. */
+  #takeReply(id: number): PendingReply | undefined {
+    const reply = this.#replies.get(id);
+    if (reply === undefined) return undefined;
+    this.#replies.delete(id);
+    clearTimeout(reply.timer);
+    return reply;
+  }
+
   #settle(id: number): PendingExec | undefined {
     const pending = this.#execs.get(id);
     if (pending === undefined) return undefined;

@@ -33,7 +33,7 @@ export interface SeccompProfile {
   readonly syscalls: readonly SeccompRule[];
 }
 
-const EPERM = 1;
+export const EPERM = 1;
 const ENOSYS = 38;
 
 /** clone(2) flags that create namespaces: a sandbox may fork and make threads, never new namespaces. */

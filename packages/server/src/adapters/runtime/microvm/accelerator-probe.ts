@@ -64,15 +64,14 @@ export async function probeAccelerator(options: ProbeOptions): Promise<Accelerat
     };
   };
   if (options.recordIn === undefined) return boot();
-  const startedAtMs = Date.now();
-  const { answer, foundAtMs } = await recordedAnswer(options.recordIn, {
+  const { answer, recordedAtMs } = await recordedAnswer(options.recordIn, {
     question: `${release()} ${device} ${options.kit.kernelVersion}`,
     trustMs: RECORD_TRUST_MS,
     isAnswer: isAcceleratorChoice,
     find: boot,
   });
-  if (foundAtMs >= startedAtMs) return answer;
-  return { ...answer, reason: `${answer.reason}, as probed at ${new Date(foundAtMs).toISOString()}` };
+  if (recordedAtMs === undefined) return answer;
+  return { ...answer, reason: `${answer.reason}, as probed at ${new Date(recordedAtMs).toISOString()}` };
 }
 
 type BootOutcome = { booted: true; ms: number } | { booted: false; why: string };

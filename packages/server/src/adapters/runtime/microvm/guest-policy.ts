@@ -8,14 +8,14 @@
  * The agent also sets the guest's clock to the host's (a VM's clock starts from its RTC, in whole
  * seconds, and stands still while the VM is paused), so it is given two programs: its own, the
  * profile plus clock_settime of CLOCK_REALTIME, and one that every process it forks adds, which
- * refuses that call as the profile does. Stacked, they are the profile (guest-policy.test.ts).
+ * refuses that call as the profile does. Stacked, they are the profile (seccomp-bpf.test.ts).
  *
  * @example
  *   for (const file of guestPolicyFiles()) await writeFile(join(tree, file.path), file.bytes, { mode: 0o644 });
  */
 import { createHash } from "node:crypto";
 import { MASKED_PATHS, READONLY_PATHS, SANDBOX_CAPABILITIES } from "../linux/oci-spec.ts";
-import { type SeccompProfile, seccompProfile } from "../linux/seccomp-profile.ts";
+import { EPERM, type SeccompProfile, seccompProfile } from "../linux/seccomp-profile.ts";
 import { compileSeccompProfile, encodeBpfProgram } from "./seccomp-bpf.ts";
 
 /** Where the agent reads them (GUEST_POLICY_PATH and GUEST_SECCOMP_PATH in guest_policy.h). */
@@ -24,7 +24,6 @@ export const SECCOMP_PATH_IN_GUEST = "/opt/shoal/seccomp.bpf";
 export const FORKED_SECCOMP_PATH_IN_GUEST = "/opt/shoal/seccomp-forked.bpf";
 
 const CLOCK_REALTIME = 0;
-const EPERM = 1;
 
 /** The agent's own: the sandbox profile, and setting the wall clock. */
 export function agentSeccompProfile(): SeccompProfile {

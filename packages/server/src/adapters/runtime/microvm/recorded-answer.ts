@@ -25,7 +25,7 @@ export interface RecordedAnswerOptions<T> {
   readonly find: () => Promise<T>;
 }
 
-interface Record {
+interface StoredRecord {
   readonly question?: unknown;
   readonly answer?: unknown;
   readonly recordedAtMs?: unknown;
@@ -33,29 +33,28 @@ interface Record {
 
 export interface RecordedAnswer<T> {
   readonly answer: T;
-  /** When the answer was found: now, or the time of the record that was trusted. */
-  readonly foundAtMs: number;
+  /** When the record that was trusted was made; undefined for an answer found just now. */
+  readonly recordedAtMs?: number;
 }
 
 export async function recordedAnswer<T>(file: string, options: RecordedAnswerOptions<T>): Promise<RecordedAnswer<T>> {
   const record = await readFile(file, "utf8")
-    .then((text) => JSON.parse(text) as Record)
+    .then((text) => JSON.parse(text) as StoredRecord)
     .catch(() => undefined);
   const age = typeof record?.recordedAtMs === "number" ? Date.now() - record.recordedAtMs : Number.NaN;
   if (record?.question === options.question && age >= 0 && age < options.trustMs && options.isAnswer(record.answer)) {
-    return { answer: record.answer, foundAtMs: record.recordedAtMs as number };
+    return { answer: record.answer, recordedAtMs: record.recordedAtMs as number };
   }
   const answer = await options.find();
-  const foundAtMs = Date.now();
   // Renamed into place: a reader never sees half a file, and two servers at once both write whole ones.
   const scratch = `${file}.${randomBytes(6).toString("hex")}`;
   try {
     await mkdir(dirname(file), { recursive: true });
-    await writeFile(scratch, JSON.stringify({ question: options.question, answer, recordedAtMs: foundAtMs }));
+    await writeFile(scratch, JSON.stringify({ question: options.question, answer, recordedAtMs: Date.now() }));
     await rename(scratch, file);
   } catch {
     // Unrecorded, the answer still stands: the next start finds it again.
     await rm(scratch, { force: true }).catch(() => undefined);
   }
-  return { answer, foundAtMs };
+  return { answer };
 }

@@ -14,7 +14,13 @@
  *   const program = compileSeccompProfile(seccompProfile());
  *   await writeFile(join(tree, "opt/shoal/seccomp.bpf"), encodeBpfProgram(program));
  */
-import type { SeccompAction, SeccompArg, SeccompProfile, SeccompRule } from "../linux/seccomp-profile.ts";
+import {
+  EPERM,
+  type SeccompAction,
+  type SeccompArg,
+  type SeccompProfile,
+  type SeccompRule,
+} from "../linux/seccomp-profile.ts";
 import { X86_64_SYSCALLS } from "./x86-64-syscalls.ts";
 
 /** One `struct sock_filter`. */
@@ -54,7 +60,6 @@ export const SECCOMP_RET = {
   ALLOW: 0x7fff0000,
 } as const;
 
-const EPERM = 1;
 /** BPF_MAXINSNS: the kernel refuses longer programs. */
 const MAX_INSTRUCTIONS = 4096;
 /** Syscall numbers searched linearly once a branch of the search holds this few. */
