@@ -8,12 +8,13 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import { releaseRuntime } from "../../server/test/support/runtime-cleanup.ts";
+import { testServerEnv } from "../../server/test/support/server-process.ts";
 import { cliEnv, LiveCli, shoalBin, shoalJSON } from "./support/cli.ts";
 import { lastMatch, Tmux } from "./support/tmux.ts";
 
 test("starts the server in the foreground, forwards a signal once and exits with its code", async () => {
   const dataDir = mkdtempSync(path.join(tmpdir(), "shoal-cli-server-"));
-  const env = cliEnv(undefined, { SHOAL_HOST: "127.0.0.1", SHOAL_PORT: "0", SHOAL_DATA_DIR: dataDir });
+  const env = cliEnv(undefined, testServerEnv(dataDir));
   const cli = new LiveCli(["server"], { env });
   try {
     await cli.until((c) => /Admin API key/.test(c.stdout), "the server's banner");
@@ -44,7 +45,7 @@ test("starts the server in the foreground, forwards a signal once and exits with
 
 test("Ctrl-C on a terminal stops the server cleanly, exit 0", async () => {
   const dataDir = mkdtempSync(path.join(tmpdir(), "shoal-cli-server-"));
-  const env = cliEnv(undefined, { SHOAL_HOST: "127.0.0.1", SHOAL_PORT: "0", SHOAL_DATA_DIR: dataDir });
+  const env = cliEnv(undefined, testServerEnv(dataDir));
   const tmux = new Tmux(env);
   try {
     // bash, unlike dash, waits out a SIGINT its foreground child handles, then tells the child's exit code.

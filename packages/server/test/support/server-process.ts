@@ -41,23 +41,30 @@ export interface StartOptions {
   dataDir?: string;
 }
 
-export async function startServer(
-  env: Record<string, string> = {},
-  options: StartOptions = {},
-): Promise<ServerProcess> {
-  const dataDir = options.dataDir ?? mkdtempSync(path.join(tmpdir(), "shoal-test-"));
-  const fullEnv: Record<string, string> = {
+/**
+ * What every server a test starts is given, whoever starts it (this module, or the CLI's `shoal
+ * server`): loopback, a free port, its own data directory, no warm microVMs, and the test run's
+ * guest kernel (scripts/run-tests.ts prepares it once) instead of a download of its own.
+ */
+export function testServerEnv(dataDir: string): Record<string, string> {
+  return {
     SHOAL_HOST: "127.0.0.1",
     SHOAL_PORT: "0",
     SHOAL_DATA_DIR: dataDir,
-    SHOAL_LOG_LEVEL: "info",
     // Each idle warm microVM holds ~200 MiB and its boot a core for seconds: a test asks for them.
     SHOAL_MICROVM_WARM_POOL_SIZE: "0",
     ...(process.env.SHOAL_MICROVM_KIT_DIR === undefined
       ? {}
       : { SHOAL_MICROVM_KIT_DIR: process.env.SHOAL_MICROVM_KIT_DIR }),
-    ...env,
   };
+}
+
+export async function startServer(
+  env: Record<string, string> = {},
+  options: StartOptions = {},
+): Promise<ServerProcess> {
+  const dataDir = options.dataDir ?? mkdtempSync(path.join(tmpdir(), "shoal-test-"));
+  const fullEnv: Record<string, string> = { ...testServerEnv(dataDir), SHOAL_LOG_LEVEL: "info", ...env };
   const child = spawn(process.execPath, ["--import", "tsx", mainModule], {
     cwd: serverRoot,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", ...fullEnv },
