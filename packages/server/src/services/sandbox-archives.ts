@@ -392,6 +392,10 @@ async function writeTar(chunks: AsyncIterable<Uint8Array>, packer: tar.Pack): Pr
       settle = (error) => (error ? reject(error) : resolve());
     });
     const created = packer.entry(header, (error) => settle(error));
+    // A pack that fails midway destroys the entry being written with the tar: the tar's reader
+    // learns of it, and this entry's error must not go unheard (it would end the server).
+    created.on("error", (error: Error) => settle(error));
+    done.catch(() => {});
     if (entry.type === "file") {
       sink = created;
       sinkDone = done;

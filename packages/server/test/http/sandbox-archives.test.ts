@@ -16,6 +16,7 @@ import { gzipSync } from "node:zlib";
 import tar from "tar-stream";
 import { putTar as putTarInto } from "../support/files-api.ts";
 import { useSandbox } from "../support/sandbox-fixture.ts";
+import { execOk } from "../support/sandbox-workloads.ts";
 import { buildTar, gnuLongName, pax, type TarEntry } from "../support/tar-builder.ts";
 
 const maxEntries = 2000;
@@ -145,6 +146,38 @@ describe("round trip", () => {
     assert.equal(data?.sha, sent.get("src/main.py")?.sha);
     assert.equal(link?.linkname, data?.name);
   }
+
+  test("a pack killed in the middle of a file ends its download short; the server serves on", async () => {
+    const size = 48_000_000;
+    await sh(`mkdir -p /workspace/killed && head -c ${size} /dev/urandom > /workspace/killed/blob`);
+    const response = await fetch(
+      `${fixture.server.url}/v1/sandboxes/${fixture.sandbox.id}/files/tar?${new URLSearchParams({ path: "/workspace/killed" })}`,
+      { headers: { authorization: `Bearer ${fixture.server.adminKey}` } },
+    );
+    assert.equal(response.status, 200);
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    // Unread, the download holds the pack back in the middle of the file.
+    let received = (await reader.read()).value?.byteLength ?? 0;
+    // The bracket keeps pkill from matching the shell that runs it.
+    const killed = await execOk(fixture.server, fixture.server.adminKey, fixture.sandbox.id, {
+      cmd: "pkill -9 -f 'shoal-agent [a]rchive'",
+      user: "root",
+    });
+    assert.equal(killed.exit_code, 0, `no pack to kill: ${killed.stderr}`);
+    let failed = false;
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        received += value.byteLength;
+      }
+    } catch {
+      failed = true;
+    }
+    assert.ok(failed || received < size, `the download ended whole (${received} bytes) although its pack was killed`);
+    assert.equal((await fetch(`${fixture.server.url}/readyz`)).status, 200, "the server still answers");
+    await sh("rm -rf /workspace/killed && echo ok");
+  });
 
   test("a project tar uploads, and downloads with the same names, modes and bytes", async () => {
     await roundTrip(archive, "application/x-tar");
