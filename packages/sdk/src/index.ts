@@ -34,7 +34,13 @@ export {
 } from "./files.ts";
 export { errorCatalog } from "./generated/catalog.ts";
 export type { components, paths } from "./generated/openapi.ts";
-export { type CreateSandboxOptions, type ForkedSandbox, type ListSandboxesOptions, Sandbox } from "./sandbox.ts";
+export {
+  type CreateSandboxOptions,
+  type ForkedSandbox,
+  type ListSandboxesOptions,
+  Sandbox,
+  type SnapshotOptions,
+} from "./sandbox.ts";
 export { type ListSnapshotsOptions, Snapshots } from "./snapshots.ts";
 export {
   type ArchiveData,

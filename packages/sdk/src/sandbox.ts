@@ -30,6 +30,12 @@ import { Transport } from "./transport.ts";
 
 export type CreateSandboxOptions = CreateSandboxBody & ConnectionOptions & CallOptions;
 
+/** How `snapshot()` is taken, and the call's options. */
+export interface SnapshotOptions extends CallOptions {
+  /** Save the whole machine too (memory, processes): a restore resumes it. */
+  readonly memory?: boolean;
+}
+
 /** A fork: the new sandbox, and the snapshot of the source it started from. */
 export interface ForkedSandbox {
   sandbox: Sandbox;
@@ -161,12 +167,20 @@ export class Sandbox {
 
   /**
    * Snapshots what the sandbox changed over its template, at one instant: a running sandbox is
-   * frozen for the copy and runs on; a paused or stopped one stays so.
+   * frozen for the copy and runs on; a paused or stopped one stays so. With `memory: true` the
+   * whole machine is saved too (a running or paused microvm sandbox of a template with a base of
+   * its own), and a sandbox created from the snapshot resumes its processes.
    */
-  snapshot(options: CallOptions = {}): Promise<SnapshotInfo> {
+  snapshot(options: SnapshotOptions = {}): Promise<SnapshotInfo> {
+    const { memory, ...call } = options;
     return this.transport.json<SnapshotInfo>(
-      { method: "POST", path: `/v1/sandboxes/${this.id}/snapshots`, route: "/v1/sandboxes/{id}/snapshots", json: {} },
-      options,
+      {
+        method: "POST",
+        path: `/v1/sandboxes/${this.id}/snapshots`,
+        route: "/v1/sandboxes/{id}/snapshots",
+        json: memory === undefined ? {} : { memory },
+      },
+      call,
     );
   }
 

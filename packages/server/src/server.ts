@@ -300,8 +300,12 @@ export async function createServer(config: Config, options: ServerOptions = {}):
   await templates
     .recoverBuilds()
     .catch((error) => app.log.warn({ err: error }, "could not mark unfinished template builds failed"));
-  const collectLayers = () =>
-    templates.collectLayers().catch((error) => app.log.warn({ err: error }, "could not collect unused layers"));
+  const collectLayers = async () => {
+    await templates.collectLayers().catch((error) => app.log.warn({ err: error }, "could not collect unused layers"));
+    await snapshots
+      .collectMachines()
+      .catch((error) => app.log.warn({ err: error }, "could not collect saved machines of no snapshot"));
+  };
   await collectLayers();
   // After the sandboxes: a command is adopted only once its sandbox was.
   commands.adopt().catch((error) => app.log.warn({ err: error }, "could not adopt background commands"));

@@ -15,10 +15,14 @@ export function registerSnapshot(program: Command): void {
     .command("create")
     .description("snapshot what a sandbox changed over its template (a running one keeps running); prints its id")
     .argument("<sandbox-id>")
+    .option("--memory", "save the whole machine too (a microvm sandbox): a restore resumes its processes")
     .action(
       action(async (context, sandboxId: string) => {
+        const { memory } = context.options<{ memory?: boolean }>();
         const sandbox = await Sandbox.connect(sandboxId, context.connection());
-        const taken = await withSpinner(`snapshotting ${sandboxId}`, () => sandbox.snapshot());
+        const taken = await withSpinner(`snapshotting ${sandboxId}`, () =>
+          sandbox.snapshot(memory === true ? { memory: true } : {}),
+        );
         context.print(taken, () => taken.id);
         return undefined;
       }),
@@ -67,6 +71,12 @@ export function registerSnapshot(program: Command): void {
             ["trigger", info.trigger],
             ["layers", String(info.layers)],
             ["size", `${info.size_bytes} bytes`],
+            [
+              "memory",
+              info.memory === null
+                ? "no (files only)"
+                : `${info.memory.size_bytes} bytes; resumes as ${info.memory.isolation}, ${info.memory.vcpu_count} vCPU, ${info.memory.mem_size_mib} MiB, ${info.memory.disk_mib} MiB disk`,
+            ],
             ["created", shortTime(info.created_at)],
           ]),
         );

@@ -75,6 +75,7 @@ export const errorCatalog = {
   SANDBOX_NOT_READY: { status: 409, category: "conflict", retryable: true, message: "Sandbox {sandbox_id} is not ready (state {current_state})", hint: "Wait with `GET /v1/sandboxes/{id}/wait?state=running`, then retry." },
   SERVICE_UNAVAILABLE: { status: 503, category: "unavailable", retryable: true, message: "Service temporarily unavailable", hint: "Retry after `Retry-After` seconds, with backoff." },
   SNAPSHOT_INCOMPATIBLE: { status: 409, category: "conflict", retryable: false, message: "The snapshot cannot be restored here", hint: "Restore it on a runtime and template version that match `details`." },
+  SNAPSHOT_MEMORY_UNSUPPORTED: { status: 409, category: "conflict", retryable: false, message: "The memory of sandbox {sandbox_id} cannot be saved: {reason}", hint: "Snapshot its file system alone (without `memory`), or run the workload in a `microvm` sandbox of a template with a base of its own (an OCI image or a Debian release)." },
   SNAPSHOT_NOT_FOUND: { status: 404, category: "not_found", retryable: false, message: "Snapshot {snapshot_id} not found", hint: "List snapshots with `GET /v1/snapshots`." },
   STALE_REVISION: { status: 409, category: "conflict", retryable: false, message: "The resource changed since revision {expected_revision}", hint: "Read it again and retry with the current revision." },
   STATE_CONFLICT: { status: 409, category: "conflict", retryable: false, message: "Cannot {action} a {resource_type} in state {current_state}", hint: "Read the resource's state and pick an action allowed in it." },

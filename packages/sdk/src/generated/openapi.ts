@@ -522,7 +522,7 @@ export interface paths {
                          * @enum {string}
                          */
                         on_timeout?: "kill" | "pause";
-                        /** @description Start from a snapshot instead of a template */
+                        /** @description Start from a snapshot instead of a template. One with memory resumes its machine, processes running: its isolation and resources are the snapshot's (SNAPSHOT_INCOMPATIBLE for others) */
                         snapshot_id?: string;
                         /** @description `system` (the default), a template's name, `name:tag` or id */
                         template?: string;
@@ -2589,6 +2589,11 @@ export interface paths {
                             [key: string]: string;
                         };
                         mem_size_mib?: number;
+                        /**
+                         * @description Saves the whole machine too (memory, processes, devices): a running or paused microvm sandbox of a template with a base of its own. The fork resumes the source's processes: its resources are the source's.
+                         * @default false
+                         */
+                        memory?: boolean;
                         /** @description Replaces the source's labels */
                         metadata?: {
                             [key: string]: string;
@@ -2898,8 +2903,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Snapshot a sandbox's file system
-         * @description Captures everything the sandbox changed over its template at one instant: a running sandbox is frozen for the copy and keeps running. Paused and stopped sandboxes can be snapshotted too.
+         * Snapshot a sandbox's file system, and its memory when asked
+         * @description Captures everything the sandbox changed over its template at one instant: a running sandbox is frozen for the copy and keeps running. Paused and stopped sandboxes can be snapshotted too. With `memory`, the whole machine is saved in the same instant (SNAPSHOT_MEMORY_UNSUPPORTED where it cannot be).
          */
         post: {
             parameters: {
@@ -2912,7 +2917,13 @@ export interface paths {
             };
             requestBody: {
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": {
+                        /**
+                         * @description Saves the whole machine too (memory, processes, devices): a running or paused microvm sandbox of a template with a base of its own. A restore resumes its processes, with the resources it has now.
+                         * @default false
+                         */
+                        memory?: boolean;
+                    };
                 };
             };
             responses: {
@@ -4166,7 +4177,7 @@ export interface components {
         ErrorEnvelope: {
             error: {
                 /** @enum {string} */
-                code: "AUTH_REQUIRED" | "AUTH_INVALID_TOKEN" | "AUTH_TOKEN_EXPIRED" | "AUTH_TOKEN_REVOKED" | "AUTH_INVALID_CREDENTIALS" | "AUTH_ACCOUNT_LOCKED" | "AUTH_MFA_REQUIRED" | "AUTH_PROVIDER_ERROR" | "AUTH_PROVIDER_UNAVAILABLE" | "AUTH_INVALID_REDIRECT" | "AUTH_INVALID_PROVIDER" | "AUTH_CAPTCHA_REQUIRED" | "AUTH_CAPTCHA_FAILED" | "AUTH_CAPTCHA_UNAVAILABLE" | "AUTH_EMAIL_REJECTED" | "AUTH_EMAIL_NOT_VERIFIED" | "CSRF_REJECTED" | "PERMISSION_DENIED" | "PATH_FORBIDDEN" | "FEATURE_NOT_ENABLED" | "ACCOUNT_NOT_FOUND" | "ACCOUNT_DELETED" | "ACCOUNT_NOT_SOFT_DELETED" | "ACCOUNT_HAS_ACTIVE_RESOURCES" | "TENANT_SUSPENDED" | "TENANT_NOT_READY" | "TENANT_PROVISIONING_FAILED" | "PROJECT_HIERARCHY_DEPTH_EXCEEDED" | "BAD_REQUEST" | "VALIDATION_ERROR" | "INVALID_PATH" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "METHOD_NOT_ALLOWED" | "ROUTE_NOT_FOUND" | "RESOURCE_NOT_FOUND" | "API_KEY_NOT_FOUND" | "SANDBOX_NOT_FOUND" | "COMMAND_NOT_FOUND" | "FILE_NOT_FOUND" | "TEMPLATE_NOT_FOUND" | "TEMPLATE_BUILD_NOT_FOUND" | "SNAPSHOT_NOT_FOUND" | "VOLUME_NOT_FOUND" | "DEPLOYMENT_NOT_FOUND" | "DEPLOYMENT_VERSION_NOT_FOUND" | "DEPLOYMENT_RUN_NOT_FOUND" | "DEPLOYMENT_INSTANCE_NOT_FOUND" | "RESOURCE_ALREADY_EXISTS" | "RESOURCE_IN_USE" | "STATE_CONFLICT" | "TRANSITION_IN_PROGRESS" | "SANDBOX_NOT_READY" | "SAME_HOST_REQUIRED" | "SNAPSHOT_INCOMPATIBLE" | "TEMPLATE_REBUILD_REQUIRED" | "STALE_REVISION" | "VOLUME_READ_ONLY" | "IDEMPOTENCY_KEY_MISMATCH" | "IDEMPOTENCY_REQUEST_IN_PROGRESS" | "QUOTA_EXCEEDED" | "QUOTA_SANDBOXES_EXCEEDED" | "QUOTA_CPU_EXCEEDED" | "QUOTA_MEMORY_EXCEEDED" | "QUOTA_STORAGE_EXCEEDED" | "QUOTA_VOLUMES_EXCEEDED" | "PAYMENT_REQUIRED" | "CAPACITY_EXCEEDED" | "NO_ELIGIBLE_HOST" | "RATE_LIMIT_EXCEEDED" | "RATE_LIMIT_AUTH_EXCEEDED" | "EXEC_TIMEOUT" | "OPERATION_TIMEOUT" | "EXEC_FAILED" | "FILE_OPERATION_FAILED" | "RANGE_NOT_SATISFIABLE" | "FILE_UPLOAD_FAILED" | "TEMPLATE_BUILD_FAILED" | "DEPLOYMENT_INVALID_CONFIG" | "VOLUME_INVALID_MOUNT_PATH" | "VOLUME_OVERLAPPING_MOUNTS" | "VOLUME_BACKEND_UNSUPPORTED" | "VOLUME_CREDENTIALS_FAILED" | "VOLUME_BACKEND_UNAVAILABLE" | "RUNTIME_ERROR" | "ISOLATION_UNAVAILABLE" | "AGENT_UNREACHABLE" | "CIRCUIT_OPEN" | "WS_AUTH_REQUIRED" | "WS_SUBSCRIPTION_LIMIT_EXCEEDED" | "WS_MESSAGE_TOO_LARGE" | "NOT_IMPLEMENTED" | "FEATURE_UNAVAILABLE" | "SERVICE_UNAVAILABLE" | "SYSTEM_MAINTENANCE" | "DATABASE_ERROR" | "INTERNAL_ERROR";
+                code: "AUTH_REQUIRED" | "AUTH_INVALID_TOKEN" | "AUTH_TOKEN_EXPIRED" | "AUTH_TOKEN_REVOKED" | "AUTH_INVALID_CREDENTIALS" | "AUTH_ACCOUNT_LOCKED" | "AUTH_MFA_REQUIRED" | "AUTH_PROVIDER_ERROR" | "AUTH_PROVIDER_UNAVAILABLE" | "AUTH_INVALID_REDIRECT" | "AUTH_INVALID_PROVIDER" | "AUTH_CAPTCHA_REQUIRED" | "AUTH_CAPTCHA_FAILED" | "AUTH_CAPTCHA_UNAVAILABLE" | "AUTH_EMAIL_REJECTED" | "AUTH_EMAIL_NOT_VERIFIED" | "CSRF_REJECTED" | "PERMISSION_DENIED" | "PATH_FORBIDDEN" | "FEATURE_NOT_ENABLED" | "ACCOUNT_NOT_FOUND" | "ACCOUNT_DELETED" | "ACCOUNT_NOT_SOFT_DELETED" | "ACCOUNT_HAS_ACTIVE_RESOURCES" | "TENANT_SUSPENDED" | "TENANT_NOT_READY" | "TENANT_PROVISIONING_FAILED" | "PROJECT_HIERARCHY_DEPTH_EXCEEDED" | "BAD_REQUEST" | "VALIDATION_ERROR" | "INVALID_PATH" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "METHOD_NOT_ALLOWED" | "ROUTE_NOT_FOUND" | "RESOURCE_NOT_FOUND" | "API_KEY_NOT_FOUND" | "SANDBOX_NOT_FOUND" | "COMMAND_NOT_FOUND" | "FILE_NOT_FOUND" | "TEMPLATE_NOT_FOUND" | "TEMPLATE_BUILD_NOT_FOUND" | "SNAPSHOT_NOT_FOUND" | "VOLUME_NOT_FOUND" | "DEPLOYMENT_NOT_FOUND" | "DEPLOYMENT_VERSION_NOT_FOUND" | "DEPLOYMENT_RUN_NOT_FOUND" | "DEPLOYMENT_INSTANCE_NOT_FOUND" | "RESOURCE_ALREADY_EXISTS" | "RESOURCE_IN_USE" | "STATE_CONFLICT" | "TRANSITION_IN_PROGRESS" | "SANDBOX_NOT_READY" | "SAME_HOST_REQUIRED" | "SNAPSHOT_INCOMPATIBLE" | "SNAPSHOT_MEMORY_UNSUPPORTED" | "TEMPLATE_REBUILD_REQUIRED" | "STALE_REVISION" | "VOLUME_READ_ONLY" | "IDEMPOTENCY_KEY_MISMATCH" | "IDEMPOTENCY_REQUEST_IN_PROGRESS" | "QUOTA_EXCEEDED" | "QUOTA_SANDBOXES_EXCEEDED" | "QUOTA_CPU_EXCEEDED" | "QUOTA_MEMORY_EXCEEDED" | "QUOTA_STORAGE_EXCEEDED" | "QUOTA_VOLUMES_EXCEEDED" | "PAYMENT_REQUIRED" | "CAPACITY_EXCEEDED" | "NO_ELIGIBLE_HOST" | "RATE_LIMIT_EXCEEDED" | "RATE_LIMIT_AUTH_EXCEEDED" | "EXEC_TIMEOUT" | "OPERATION_TIMEOUT" | "EXEC_FAILED" | "FILE_OPERATION_FAILED" | "RANGE_NOT_SATISFIABLE" | "FILE_UPLOAD_FAILED" | "TEMPLATE_BUILD_FAILED" | "DEPLOYMENT_INVALID_CONFIG" | "VOLUME_INVALID_MOUNT_PATH" | "VOLUME_OVERLAPPING_MOUNTS" | "VOLUME_BACKEND_UNSUPPORTED" | "VOLUME_CREDENTIALS_FAILED" | "VOLUME_BACKEND_UNAVAILABLE" | "RUNTIME_ERROR" | "ISOLATION_UNAVAILABLE" | "AGENT_UNREACHABLE" | "CIRCUIT_OPEN" | "WS_AUTH_REQUIRED" | "WS_SUBSCRIPTION_LIMIT_EXCEEDED" | "WS_MESSAGE_TOO_LARGE" | "NOT_IMPLEMENTED" | "FEATURE_UNAVAILABLE" | "SERVICE_UNAVAILABLE" | "SYSTEM_MAINTENANCE" | "DATABASE_ERROR" | "INTERNAL_ERROR";
                 details: {
                     [key: string]: unknown;
                 };
@@ -4322,6 +4333,18 @@ export interface components {
             layer_format: string;
             /** @description Layers of its image, its own included */
             layers: number;
+            /** @description The saved machine when the snapshot includes memory: a restore resumes its processes, with these resources */
+            memory: {
+                disk_mib: number;
+                /** @description What a restore resumes it as */
+                isolation: string;
+                /** @description What a host must match to resume it */
+                machine_format: string;
+                mem_size_mib: number;
+                /** @description Bytes the saved machine takes: memory, device state, its disk */
+                size_bytes: number;
+                vcpu_count: number;
+            } | null;
             sandbox_id: string;
             /** @description Bytes the sandbox had changed over its template */
             size_bytes: number;

@@ -618,6 +618,17 @@ export const errorCatalog = {
     details: { reason: "what does not match", snapshot_id: "the snapshot" },
     aliases: { nullspace: ["incompatible_snapshot"] },
   },
+  SNAPSHOT_MEMORY_UNSUPPORTED: {
+    status: 409,
+    category: "conflict",
+    retryable: false,
+    message: "The memory of sandbox {sandbox_id} cannot be saved: {reason}",
+    hint:
+      "Snapshot its file system alone (without `memory`), or run the workload in a `microvm` sandbox of a template " +
+      "with a base of its own (an OCI image or a Debian release).",
+    details: { sandbox_id: "the sandbox", reason: "why its machine cannot be saved" },
+    aliases: {},
+  },
   TEMPLATE_REBUILD_REQUIRED: {
     status: 409,
     category: "conflict",

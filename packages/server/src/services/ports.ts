@@ -187,4 +187,6 @@ export interface SnapshotRepository {
   delete(id: string): Promise<void>;
   /** Sandboxes not deleted that started from the snapshot. */
   sandboxesUsing(id: string): Promise<string[]>;
+  /** Which of `ids` are snapshots in the store, whoever owns them. */
+  existing(ids: readonly string[]): Promise<Set<string>>;
 }

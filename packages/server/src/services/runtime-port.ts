@@ -43,6 +43,17 @@ export interface SandboxSpec {
   readonly pidsLimit: number;
   /** The environment of every process the sandbox runs, under what an exec adds. */
   readonly env: Readonly<Record<string, string>>;
+  /**
+   * The snapshot it is made from. A runtime that saved that snapshot's machine (captureMachine)
+   * resumes it in create() instead of booting the image; others start from the image's files.
+   */
+  readonly snapshotId?: string | undefined;
+}
+
+/** What captureMachine saved beside the layer. */
+export interface MachineCapture extends LayerInfo {
+  /** Bytes the saved machine takes: its memory and device state and its disk's copy. */
+  readonly machineBytes: number;
 }
 
 export interface ExecRequest {
@@ -196,6 +207,22 @@ export interface Runtime {
    * deletions included), in one consistent cut: a running sandbox is frozen while it is copied.
    */
   captureLayer?(id: string, key: string): Promise<LayerInfo>;
+  /**
+   * As captureLayer, and in the same cut the sandbox's whole machine (memory, devices, its disk as
+   * it is) kept under `snapshotId`, which a create with that `snapshotId` resumes. The sandbox goes
+   * on as it was (running or paused). Optional: absent, or SNAPSHOT_MEMORY_UNSUPPORTED naming why,
+   * where a sandbox's machine cannot be saved.
+   */
+  captureMachine?(id: string, key: string, snapshotId: string): Promise<MachineCapture>;
+  /**
+   * Names what a saved machine of `isolation` needs of a host to resume (guest kernel, accelerator):
+   * one saved under another format cannot resume here. Undefined: the level saves no machines.
+   */
+  machineFormat?(isolation: Isolation): Promise<string | undefined>;
+  /** Removes the machine saved under `snapshotId`. Idempotent. */
+  removeMachine?(snapshotId: string): Promise<void>;
+  /** Every machine saved on this host, with when it was written (ms since the epoch). */
+  listMachines?(): Promise<{ readonly snapshotId: string; readonly writtenAtMs: number }[]>;
   /** Every layer on this host, with when it was written (ms since the epoch). */
   listLayers?(): Promise<{ readonly key: string; readonly writtenAtMs: number }[]>;
   /** Removes a layer no template or snapshot uses any more. Idempotent. */

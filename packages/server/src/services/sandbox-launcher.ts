@@ -2,7 +2,8 @@
  * What a create starts from: a template (its image, env and defaults, under what the request
  * sets) or a snapshot (its layers, on this host, in this runtime's layer format). The checks a
  * restore needs come before any quota is reserved, so a snapshot that cannot be used answers its
- * own error instead of leaving a failed sandbox behind. A fork is a snapshot and a restore.
+ * own error instead of leaving a failed sandbox behind. A fork is a snapshot and a restore. A
+ * snapshot with memory resumes its machine, so its isolation and resources are the snapshot's.
  *
  * @example
  *   const { sandbox, done } = await launcher.launch(principal, { template: "py", env: {}, … });
@@ -12,7 +13,7 @@ import type { Principal } from "../domain/api-key.ts";
 import type { Isolation } from "../domain/isolation.ts";
 import type { OnTimeout } from "../domain/sandbox.ts";
 import type { SandboxImage } from "../domain/sandbox-image.ts";
-import type { Snapshot } from "../domain/snapshot.ts";
+import { memoryShapeMismatch, type Snapshot } from "../domain/snapshot.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import type { Runtime } from "./runtime-port.ts";
 import type { CreatedSandbox, SandboxService } from "./sandboxes.ts";
@@ -41,6 +42,11 @@ export interface LaunchRequest {
 /** What a fork may set differently from its source; absent (or undefined): the source's. */
 export type ForkOverrides = { readonly [K in keyof LaunchRequest]?: LaunchRequest[K] | undefined };
 
+/** A fork's snapshot with `memory`: the new sandbox resumes the source's processes. */
+export interface ForkOptions {
+  readonly memory?: boolean | undefined;
+}
+
 export interface ForkedSandbox extends CreatedSandbox {
   readonly snapshot: Snapshot;
 }
@@ -62,6 +68,14 @@ export class SandboxLauncher {
     if (request.snapshotId !== undefined) {
       const snapshot = await snapshots.get(principal, request.snapshotId);
       await this.checkRestorable(snapshot);
+      const memory = snapshot.memory;
+      const shape = {
+        isolation: request.isolation ?? memory?.isolation,
+        vcpuCount: request.vcpuCount ?? memory?.vcpuCount ?? defaults.vcpuCount,
+        memSizeMib: request.memSizeMib ?? memory?.memSizeMib ?? defaults.memSizeMib,
+        diskMib: request.diskMib ?? memory?.diskMib ?? defaults.diskMib,
+      };
+      if (memory !== null) await this.checkMachine(snapshot, { ...shape, isolation: shape.isolation ?? "container" });
       return sandboxes.create(principal, {
         template: snapshot.template,
         templateId: snapshot.templateId,
@@ -69,15 +83,12 @@ export class SandboxLauncher {
         image: snapshot.image,
         defaults: snapshot.defaults,
         name: request.name,
-        vcpuCount: request.vcpuCount ?? defaults.vcpuCount,
-        memSizeMib: request.memSizeMib ?? defaults.memSizeMib,
-        diskMib: request.diskMib ?? defaults.diskMib,
+        ...shape,
         env: request.env,
         metadata: request.metadata,
         timeoutSeconds: request.timeoutSeconds,
         onTimeout: request.onTimeout,
         autoResume: request.autoResume,
-        isolation: request.isolation,
         allowedRoots: request.allowedRoots,
       });
     }
@@ -106,9 +117,14 @@ export class SandboxLauncher {
    * Snapshots the sandbox and starts a new one from the snapshot, with the source's resources,
    * env, metadata and timeout unless the request sets them.
    */
-  async fork(principal: Principal, sandboxId: string, overrides: ForkOverrides): Promise<ForkedSandbox> {
+  async fork(
+    principal: Principal,
+    sandboxId: string,
+    overrides: ForkOverrides,
+    options: ForkOptions = {},
+  ): Promise<ForkedSandbox> {
     const source = await this.options.sandboxes.get(principal, sandboxId);
-    const snapshot = await this.options.snapshots.capture(source, "fork");
+    const snapshot = await this.options.snapshots.capture(source, "fork", { memory: options.memory });
     const created = await this.launch(principal, {
       snapshotId: snapshot.id,
       name: overrides.name,
@@ -140,6 +156,23 @@ export class SandboxLauncher {
       throw new ShoalError("SAME_HOST_REQUIRED", { details: { host: snapshot.nodeId } });
     }
     await this.checkLayers(snapshot.image, snapshot.template);
+  }
+
+  /** SNAPSHOT_INCOMPATIBLE when the saved machine cannot resume with this shape on this host. */
+  private async checkMachine(snapshot: Snapshot, shape: Parameters<typeof memoryShapeMismatch>[1]): Promise<void> {
+    const memory = snapshot.memory;
+    if (memory === null) return;
+    const here = await this.options.runtime.machineFormat?.(memory.isolation);
+    const reason =
+      memoryShapeMismatch(memory, shape) ??
+      (here === memory.machineFormat
+        ? undefined
+        : `its machine was saved in format ${memory.machineFormat}; this server's is ${here ?? "none"}`);
+    if (reason === undefined) return;
+    throw new ShoalError("SNAPSHOT_INCOMPATIBLE", {
+      message: `Snapshot ${snapshot.id} holds a machine that cannot resume so: ${reason}`,
+      details: { reason, snapshot_id: snapshot.id },
+    });
   }
 
   private async checkLayers(image: SandboxImage, template: string): Promise<void> {

@@ -385,6 +385,7 @@ export class SandboxService {
       diskMib: sandbox.diskMib,
       pidsLimit: this.options.pidsLimit,
       env: sandbox.env,
+      snapshotId: sandbox.snapshotId ?? undefined,
     };
   }
 

@@ -98,6 +98,29 @@ describe("snapshots, forks and persistent pause", () => {
     assert.equal(errorOf(both).code, "VALIDATION_ERROR");
     const missing = await call(server, "POST", "/v1/sandboxes/sbx_0000000000000000000000/snapshots", { key });
     assert.equal(errorOf(missing).code, "SANDBOX_NOT_FOUND");
+
+    // A container, a gVisor sandbox and a microVM sharing the host's /usr have no machine to save.
+    const withMemory = await call(server, "POST", `/v1/sandboxes/${source.id}/snapshots`, {
+      key,
+      body: { memory: true },
+    });
+    assert.equal(withMemory.status, 409, withMemory.text);
+    assert.equal(errorOf(withMemory).code, "SNAPSHOT_MEMORY_UNSUPPORTED");
+    assert.equal(errorOf(withMemory).details.sandbox_id, source.id);
+    for (const memory of ["yes", 1, null]) {
+      const bad = await call(server, "POST", `/v1/sandboxes/${source.id}/snapshots`, { key, body: { memory } });
+      assert.equal(errorOf(bad).code, "VALIDATION_ERROR", JSON.stringify(memory));
+    }
+    const afterRefusals = await call<{ items: SnapshotView[] }>(
+      server,
+      "GET",
+      `/v1/snapshots?sandbox_id=${source.id}`,
+      {
+        key,
+      },
+    );
+    assert.deepEqual(afterRefusals.json.items, [], "a refused snapshot leaves none");
+    assert.equal((await run(server, source.id, "cat /workspace/a")).json.stdout, "later\n", "the source runs on");
   });
 
   test("a fork is a snapshot and a sandbox with the source's env; the two then differ", async () => {

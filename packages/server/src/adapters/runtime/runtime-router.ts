@@ -16,6 +16,7 @@ import type {
   ExecResult,
   HostSandbox,
   LayerInfo,
+  MachineCapture,
   Runtime,
   SandboxProcess,
   SandboxSpec,
@@ -232,6 +233,32 @@ class RuntimeRouter implements Runtime {
     const refusal = await this.#unsupported(id, "snapshots (and template builds)");
     if (refusal !== undefined) throw refusal;
     return this.#requirePrimary("captureLayer")(id, key);
+  }
+
+  /** A sandbox's machine, by the runtime that runs it; SNAPSHOT_MEMORY_UNSUPPORTED where that one saves none. */
+  async captureMachine(id: string, key: string, snapshotId: string): Promise<MachineCapture> {
+    const runtime = await this.#byId(id);
+    if (runtime.captureMachine === undefined) {
+      throw new ShoalError("SNAPSHOT_MEMORY_UNSUPPORTED", {
+        details: { sandbox_id: id, reason: `the ${runtime.name} runtime that runs it cannot save a sandbox's machine` },
+      });
+    }
+    return runtime.captureMachine(id, key, snapshotId);
+  }
+
+  async machineFormat(isolation: Isolation): Promise<string | undefined> {
+    return this.#byLevel(isolation).machineFormat?.(isolation);
+  }
+
+  async removeMachine(snapshotId: string): Promise<void> {
+    for (const runtime of [this.#primary, ...this.#others.map((other) => other.runtime)]) {
+      await runtime.removeMachine?.(snapshotId);
+    }
+  }
+
+  async listMachines(): Promise<{ readonly snapshotId: string; readonly writtenAtMs: number }[]> {
+    const runtimes = [this.#primary, ...this.#others.map((other) => other.runtime)];
+    return (await Promise.all(runtimes.map((runtime) => runtime.listMachines?.() ?? Promise.resolve([])))).flat();
   }
 
   async listLayers(): Promise<{ readonly key: string; readonly writtenAtMs: number }[]> {

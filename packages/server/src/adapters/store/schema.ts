@@ -128,6 +128,8 @@ export interface SnapshotsTable {
   layer_format: string;
   size_bytes: number | string;
   trigger: string;
+  /** JSON SnapshotMemory when the snapshot holds the machine; null: its files only. */
+  memory: string | null;
   created_at: string;
 }
 

@@ -9,7 +9,7 @@ import type { Kysely, Selectable } from "kysely";
 import type { CursorPosition } from "../../domain/cursor.ts";
 import type { SandboxDefaults } from "../../domain/sandbox.ts";
 import type { SandboxImage } from "../../domain/sandbox-image.ts";
-import type { Snapshot, SnapshotTrigger } from "../../domain/snapshot.ts";
+import type { Snapshot, SnapshotMemory, SnapshotTrigger } from "../../domain/snapshot.ts";
 import type { SnapshotRepository } from "../../services/ports.ts";
 import type { Database } from "./database.ts";
 import { olderThan } from "./older-than.ts";
@@ -64,6 +64,16 @@ export class KyselySnapshotRepository implements SnapshotRepository {
       .execute();
     return rows.map((row) => row.id);
   }
+
+  async existing(ids: readonly string[]): Promise<Set<string>> {
+    if (ids.length === 0) return new Set();
+    const rows = await this.db
+      .selectFrom("snapshots")
+      .select("id")
+      .where("id", "in", [...ids])
+      .execute();
+    return new Set(rows.map((row) => row.id));
+  }
 }
 
 function toRow(snapshot: Snapshot): Row {
@@ -79,6 +89,7 @@ function toRow(snapshot: Snapshot): Row {
     layer_format: snapshot.layerFormat,
     size_bytes: snapshot.sizeBytes,
     trigger: snapshot.trigger,
+    memory: snapshot.memory === null ? null : JSON.stringify(snapshot.memory),
     created_at: snapshot.createdAt,
   };
 }
@@ -96,6 +107,7 @@ function toSnapshot(row: Row): Snapshot {
     layerFormat: row.layer_format,
     sizeBytes: Number(row.size_bytes),
     trigger: row.trigger as SnapshotTrigger,
+    memory: row.memory === null ? null : (JSON.parse(row.memory) as SnapshotMemory),
     createdAt: row.created_at,
   };
 }

@@ -32,6 +32,7 @@ const allMigrations = [
   "004-file-roots",
   "005-templates",
   "006-isolation",
+  "007-snapshot-memory",
 ];
 const scratch = mkdtempSync(path.join(tmpdir(), "shoal-store-test-"));
 

@@ -84,7 +84,13 @@ const CreateBody = Type.Object(
       }),
     ),
     snapshot_id: Type.Optional(
-      Type.String({ minLength: 1, maxLength: 64, description: "Start from a snapshot instead of a template" }),
+      Type.String({
+        minLength: 1,
+        maxLength: 64,
+        description:
+          "Start from a snapshot instead of a template. One with memory resumes its machine, processes running: " +
+          "its isolation and resources are the snapshot's (SNAPSHOT_INCOMPATIBLE for others)",
+      }),
     ),
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: "^[A-Za-z0-9._-]+$" })),
     vcpu_count: Type.Optional(

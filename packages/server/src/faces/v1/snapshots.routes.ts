@@ -1,10 +1,11 @@
 /**
  * `/v1/sandboxes/{id}/snapshots` (take one), `/v1/snapshots` (list, show, delete) and
  * `/v1/sandboxes/{id}/fork` (a snapshot and a new sandbox from it, in one call). A restore is
- * `POST /v1/sandboxes` with `snapshot_id`.
+ * `POST /v1/sandboxes` with `snapshot_id`; `memory: true` saves the whole machine, which a restore
+ * then resumes with its processes running.
  *
  * @example
- *   curl -X POST "$SHOAL/v1/sandboxes/sbx_…/snapshots"
+ *   curl -X POST "$SHOAL/v1/sandboxes/sbx_…/snapshots" -d '{"memory":true}'
  *   curl -X POST "$SHOAL/v1/sandboxes" -d '{"snapshot_id":"snap_…"}'
  */
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
@@ -40,6 +41,23 @@ const SnapshotSchema = Type.Object(
     layers: Type.Integer({ description: "Layers of its image, its own included" }),
     size_bytes: Type.Integer({ description: "Bytes the sandbox had changed over its template" }),
     trigger: Type.Unsafe<Snapshot["trigger"]>({ type: "string", enum: ["api", "fork", "timeout"] }),
+    memory: Type.Union(
+      [
+        Type.Object({
+          size_bytes: Type.Integer({ description: "Bytes the saved machine takes: memory, device state, its disk" }),
+          isolation: Type.String({ description: "What a restore resumes it as" }),
+          vcpu_count: Type.Integer(),
+          mem_size_mib: Type.Integer(),
+          disk_mib: Type.Integer(),
+          machine_format: Type.String({ description: "What a host must match to resume it" }),
+        }),
+        Type.Null(),
+      ],
+      {
+        description:
+          "The saved machine when the snapshot includes memory: a restore resumes its processes, with these resources",
+      },
+    ),
     layer_format: Type.String(),
     created_at: Type.String({ format: "date-time" }),
   },
@@ -56,9 +74,29 @@ export function snapshotView(snapshot: Snapshot) {
     layers: snapshot.image.layers.length,
     size_bytes: snapshot.sizeBytes,
     trigger: snapshot.trigger,
+    memory:
+      snapshot.memory === null
+        ? null
+        : {
+            size_bytes: snapshot.memory.sizeBytes,
+            isolation: snapshot.memory.isolation,
+            vcpu_count: snapshot.memory.vcpuCount,
+            mem_size_mib: snapshot.memory.memSizeMib,
+            disk_mib: snapshot.memory.diskMib,
+            machine_format: snapshot.memory.machineFormat,
+          },
     layer_format: snapshot.layerFormat,
     created_at: snapshot.createdAt,
   };
+}
+
+function MemoryField(consequence: string) {
+  return Type.Boolean({
+    default: false,
+    description:
+      `Saves the whole machine too (memory, processes, devices): a running or paused microvm sandbox of a template ` +
+      `with a base of its own. ${consequence}.`,
+  });
 }
 
 const ForkBody = Type.Object(
@@ -70,6 +108,7 @@ const ForkBody = Type.Object(
     env: Type.Optional(StringMapSchema("Added to the source's environment", 256, envNamePattern)),
     metadata: Type.Optional(StringMapSchema("Replaces the source's labels", 64)),
     timeout_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })),
+    memory: Type.Optional(MemoryField("The fork resumes the source's processes: its resources are the source's")),
     wait: Type.Boolean({ default: true }),
   },
   { additionalProperties: false },
@@ -86,18 +125,24 @@ export async function snapshotRoutes(app: FastifyInstance, services: SnapshotRou
       config: policy({ scope: "snapshots:write", idempotent: true }),
       preValidation: emptyBodyIsObject,
       schema: {
-        summary: "Snapshot a sandbox's file system",
+        summary: "Snapshot a sandbox's file system, and its memory when asked",
         description:
           "Captures everything the sandbox changed over its template at one instant: a running sandbox is frozen " +
-          "for the copy and keeps running. Paused and stopped sandboxes can be snapshotted too.",
+          "for the copy and keeps running. Paused and stopped sandboxes can be snapshotted too. With `memory`, the " +
+          "whole machine is saved in the same instant (SNAPSHOT_MEMORY_UNSUPPORTED where it cannot be).",
         tags: ["snapshots"],
         params: SandboxIdParams,
-        body: Type.Object({}, { additionalProperties: false }),
+        body: Type.Object(
+          { memory: Type.Optional(MemoryField("A restore resumes its processes, with the resources it has now")) },
+          { additionalProperties: false },
+        ),
         response: { 201: SnapshotRef },
       },
     },
     async (request, reply) => {
-      const snapshot = await snapshots.create(principalOf(request), request.params.id, "api");
+      const snapshot = await snapshots.create(principalOf(request), request.params.id, "api", {
+        memory: request.body.memory,
+      });
       return reply.code(201).send(snapshotView(snapshot));
     },
   );
@@ -123,15 +168,20 @@ export async function snapshotRoutes(app: FastifyInstance, services: SnapshotRou
     },
     async (request, reply) => {
       const body = request.body;
-      const forked = await launcher.fork(principalOf(request), request.params.id, {
-        name: body.name,
-        vcpuCount: body.vcpu_count,
-        memSizeMib: body.mem_size_mib,
-        diskMib: body.disk_mib,
-        env: body.env,
-        metadata: body.metadata,
-        timeoutSeconds: body.timeout_seconds,
-      });
+      const forked = await launcher.fork(
+        principalOf(request),
+        request.params.id,
+        {
+          name: body.name,
+          vcpuCount: body.vcpu_count,
+          memSizeMib: body.mem_size_mib,
+          diskMib: body.disk_mib,
+          env: body.env,
+          metadata: body.metadata,
+          timeoutSeconds: body.timeout_seconds,
+        },
+        { memory: body.memory },
+      );
       const render = (sandbox: Parameters<typeof view>[0]) =>
         view(sandbox, sandboxes.runtimeNameOf(sandbox.isolation), sandboxes.isolationOf(sandbox.isolation));
       if (!body.wait) {

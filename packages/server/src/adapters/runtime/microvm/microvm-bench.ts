@@ -25,8 +25,8 @@ import { probeAccelerator } from "./accelerator-probe.ts";
 import { prepareGuestKit } from "./guest-kit.ts";
 import { hostTscKHz } from "./host-tsc.ts";
 import { AGENT_PATH_IN_GUEST } from "./initramfs.ts";
+import { saveMemory } from "./machine-state.ts";
 import { createMicrovmRuntime, type MicrovmRuntime, WARM_SHAPE } from "./microvm-runtime.ts";
-import { migrationTo } from "./qemu-command.ts";
 import { BUILT_AGENT, bootTestVm, makeBusyboxDisk } from "./test-guest.ts";
 
 function median(values: number[]): number {
@@ -200,7 +200,7 @@ async function bootFigures(runs: number, execRuns: number): Promise<void> {
     const state = join(dir, "vm.state");
     vm.agent.close();
     const saveStarted = performance.now();
-    await vm.qemu.qmp.saveState(migrationTo(state));
+    await saveMemory(vm.qemu.qmp, join(dir, "migrate.sock"), state);
     const saveMs = performance.now() - saveStarted;
     await vm.qemu.quit();
     console.log(

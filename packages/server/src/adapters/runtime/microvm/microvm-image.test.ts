@@ -390,3 +390,100 @@ describe("microvm sandboxes of images with layers", { concurrency: false }, () =
     await rt.destroy(sandbox.id);
   });
 });
+
+describe("saved machines: snapshots with memory of an own-base image", { concurrency: false }, () => {
+  const AGENT = "/opt/shoal/shoal-agent";
+  // A process whose token lives in its memory alone: it hands it to whoever opens the FIFO.
+  const TOKEN_KEEPER = "trap : PIPE; t=$(cat /proc/sys/kernel/random/uuid); while :; do echo $t > /tmp/token; done";
+  const states = (): string[] => {
+    const statesDir = microvmPaths(dir).statesDir;
+    return existsSync(statesDir) ? readdirSync(statesDir) : [];
+  };
+
+  test("the machine resumes in a new VM, its process and its memory as they were; the source runs on", async () => {
+    const rt = runtime();
+    const source = spec({ base: "own", layers: [busyboxRoot, busyboxTop] });
+    await rt.create(source);
+    await sh(
+      rt,
+      source.id,
+      `mkfifo /tmp/token && ${AGENT} bg run --dir /tmp/keeper --cap 4096 -- /bin/sh -c '${TOKEN_KEEPER}' > /dev/null`,
+    );
+    const token = await sh(rt, source.id, "head -n 1 /tmp/token");
+    assert.match(token, /^[0-9a-f-]{36}\n$/);
+    await sh(rt, source.id, "echo on-disk > /workspace/file");
+
+    const snapshotId = newId("snap");
+    const layerKey = keyOf(`machine-${snapshotId}`);
+    const captured = await rt.captureMachine(source.id, layerKey, snapshotId);
+    const state = join(microvmPaths(dir).statesDir, snapshotId);
+    assert.ok(captured.machineBytes > 1024 * 1024, `the saved memory and disk: ${captured.machineBytes} B`);
+    assert.ok(existsSync(join(state, "memory.state")) && existsSync(join(state, "disk.qcow2")));
+    assert.equal(readFileSync(join(store.path(layerKey), "workspace/file"), "utf8"), "on-disk\n", "the layer too");
+    assert.equal(await sh(rt, source.id, "head -n 1 /tmp/token"), token, "the source runs on");
+
+    const restored = { ...spec(source.image ?? { base: "own", layers: [] }), snapshotId };
+    await rt.create(restored);
+    assert.equal(await sh(rt, restored.id, "head -n 1 /tmp/token"), token, "the same process, its memory restored");
+    assert.equal(await sh(rt, restored.id, "cat /workspace/file"), "on-disk\n");
+    assert.equal(
+      await sh(rt, restored.id, "cat /etc/hostname; tail -n 1 /etc/hosts"),
+      `${restored.id}\n127.0.1.1\t${restored.id}\n`,
+      "named as the new sandbox",
+    );
+    const guestSeconds = Number(await sh(rt, restored.id, "date +%s"));
+    assert.ok(Math.abs(guestSeconds - Date.now() / 1000) < 3, `the clock set at the restore: ${guestSeconds}`);
+    // Two machines now: what one writes the other does not see.
+    await sh(rt, restored.id, "echo restored > /workspace/file");
+    assert.equal(await sh(rt, source.id, "cat /workspace/file"), "on-disk\n");
+
+    // A paused source is saved and stays paused.
+    await rt.pause(source.id);
+    const second = newId("snap");
+    await rt.captureMachine(source.id, keyOf(`machine-${second}`), second);
+    assert.deepEqual(
+      (await rt.list()).find((each) => each.id === source.id),
+      { id: source.id, state: "paused" },
+    );
+    await rt.resume(source.id);
+    assert.equal(await sh(rt, source.id, "head -n 1 /tmp/token"), token);
+
+    await rt.removeMachine(snapshotId);
+    await rt.removeMachine(second);
+    assert.equal(existsSync(state), false);
+    for (const id of [source.id, restored.id]) await rt.destroy(id);
+  });
+
+  test("a machine that cannot be saved, or cannot resume so, is refused with its reason", async () => {
+    const rt = runtime();
+    const before = states();
+    const shared = spec({ base: "system", layers: [] });
+    await rt.create(shared);
+    await assert.rejects(
+      rt.captureMachine(shared.id, keyOf("refused"), newId("snap")),
+      (error: unknown) =>
+        error instanceof ShoalError &&
+        error.code === "SNAPSHOT_MEMORY_UNSUPPORTED" &&
+        /virtio-fs/.test(String(error.details.reason)),
+    );
+    await rt.destroy(shared.id);
+    assert.deepEqual(states(), before, "nothing is left of a refused save");
+
+    const source = spec({ base: "own", layers: [busyboxRoot, busyboxTop] });
+    await rt.create(source);
+    const snapshotId = newId("snap");
+    await rt.captureMachine(source.id, keyOf(`machine-${snapshotId}`), snapshotId);
+    await rt.destroy(source.id);
+    const bigger = { ...spec(source.image ?? { base: "own", layers: [] }), memSizeMib: 512, snapshotId };
+    await assert.rejects(
+      rt.create(bigger),
+      (error: unknown) =>
+        error instanceof ShoalError &&
+        error.code === "SNAPSHOT_INCOMPATIBLE" &&
+        /RAM/.test(String(error.details.reason)),
+    );
+    assert.equal(existsSync(vmPaths(microvmPaths(dir).sandboxesDir, bigger.id).dir), false);
+    await rt.removeMachine(snapshotId);
+    await rt.removeMachine("../escape");
+  });
+});

@@ -7,10 +7,13 @@
  *   $dataDir/microvm/images/root-<MiB>m-<agent>.img  formatted root disks (raw), each sandbox's backing file
  *   $dataDir/microvm/sandboxes/<id>/             disk.qcow2 (the overlay, sandbox-disk.ts), spec.json,
  *                                                qemu.pid, qmp.sock, agent.sock, usr.sock (virtiofsd),
- *                                                vm.log, base-image (the image disk.qcow2 is over), and
+ *                                                vm.log, base-image (the image disk.qcow2 is over),
+ *                                                machine.json (what it booted as, machine-state.ts),
+ *                                                migrate.sock while its state is saved or restored, and
  *                                                `warm` while unclaimed; disk.img instead of disk.qcow2
  *                                                in a VM made before overlays (a raw copy of its image)
  *   $dataDir/microvm/captures/                   scratch of captureLayer (a disk's copy, its mounts)
+ *   $dataDir/microvm/states/<snapshot id>/       saved machines, machine-state.ts
  *   cgroup /shoal-<nodeId>-microvm/<id>          QEMU and its virtiofsd, with the VM's limits
  *
  * The cgroup parent differs from the linux runtime's (`shoal-<nodeId>`): each runtime's list()
@@ -29,6 +32,7 @@ export interface MicrovmPaths {
   readonly imagesDir: string;
   readonly sandboxesDir: string;
   readonly capturesDir: string;
+  readonly statesDir: string;
 }
 
 export interface VmPaths {
@@ -47,6 +51,10 @@ export interface VmPaths {
   readonly baseImage: string;
   /** Present while the VM is a warm one that no create has claimed. */
   readonly warmMarker: string;
+  /** What the VM booted as (machine-state.ts's MachineConfig): what a restore of its saved state needs. */
+  readonly machine: string;
+  /** Where its state streams while it is saved or restored. */
+  readonly migrationSocket: string;
 }
 
 export function microvmPaths(dataDir: string): MicrovmPaths {
@@ -58,6 +66,7 @@ export function microvmPaths(dataDir: string): MicrovmPaths {
     imagesDir: join(root, "images"),
     sandboxesDir: join(root, "sandboxes"),
     capturesDir: join(root, "captures"),
+    statesDir: join(root, "states"),
   };
 }
 
@@ -75,6 +84,8 @@ export function vmPaths(sandboxesDir: string, id: string): VmPaths {
     log: join(dir, "vm.log"),
     baseImage: join(dir, "base-image"),
     warmMarker: join(dir, "warm"),
+    machine: join(dir, "machine.json"),
+    migrationSocket: join(dir, "migrate.sock"),
   };
 }
 

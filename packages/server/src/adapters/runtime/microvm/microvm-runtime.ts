@@ -9,6 +9,7 @@ import {
   type ExecResult,
   type HostSandbox,
   type LayerInfo,
+  type MachineCapture,
   type Runtime,
   SANDBOX_DEFAULT_PATH,
   type SandboxProcess,
@@ -33,6 +34,18 @@ import { hostTscKHz } from "./host-tsc.ts";
 import { ensureImageDisk, type LayerLocator } from "./image-disk.ts";
 import { AGENT_PATH_IN_GUEST, GUEST_CGROUP, HOSTNAME_ARG, PIDS_ARG } from "./initramfs.ts";
 import {
+  loadMemory,
+  type MachineConfig,
+  MIGRATION_TIMEOUT_MS,
+  machineFormatOf,
+  readMachineConfig,
+  STATE_KEY_PATTERN,
+  type StatePaths,
+  saveMemory,
+  statePaths,
+  writeMachineConfig,
+} from "./machine-state.ts";
+import {
   type MicrovmPaths,
   microvmCgroupParent,
   microvmCgroupPath,
@@ -43,7 +56,7 @@ import {
 import { type Accelerator, QEMU_BINARY, type QemuDisk, qemuArgs } from "./qemu-command.ts";
 import { QmpClient } from "./qmp-client.ts";
 import { ensureRootImage } from "./root-disk.ts";
-import { baseImageOf, bootDisk, copyRaw, createOverlay, sandboxDisk } from "./sandbox-disk.ts";
+import { baseImageOf, bootDisk, copyOverlay, copyRaw, createOverlay, sandboxDisk } from "./sandbox-disk.ts";
 import { isVmProcess, launchVm, logTail, readPid, VIRTIOFSD } from "./vm-process.ts";
 
 export type RuntimeLog = (level: "info" | "warn" | "error", message: string, fields?: Record<string, unknown>) => void;
@@ -93,6 +106,10 @@ export interface MicrovmRuntime extends Runtime {
   /** Whether `id` is a VM of this runtime on this host, running or not (its directory). */
   holds(id: string): Promise<boolean>;
   captureLayer(id: string, key: string): Promise<LayerInfo>;
+  captureMachine(id: string, key: string, snapshotId: string): Promise<MachineCapture>;
+  machineFormat(isolation: string): Promise<string | undefined>;
+  removeMachine(snapshotId: string): Promise<void>;
+  listMachines(): Promise<{ readonly snapshotId: string; readonly writtenAtMs: number }[]>;
 }
 
 const RUNTIME = "microvm";
@@ -150,6 +167,13 @@ interface StoredSpec {
   readonly diskMib: number;
   readonly pidsLimit: number;
   readonly env: Readonly<Record<string, string>>;
+}
+
+/** A machine captureMachine saved, as found for a restore. */
+interface SavedMachine {
+  readonly key: string;
+  readonly paths: StatePaths;
+  readonly config: MachineConfig;
 }
 
 interface Host {
@@ -469,6 +493,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
 
   async #createVm(host: Host, spec: SandboxSpec, warm: boolean): Promise<void> {
     const paths = this.#vm(spec.id);
+    const saved = await this.#savedMachine(spec.snapshotId);
     try {
       await mkdir(paths.dir, { mode: 0o700 });
     } catch (error) {
@@ -481,10 +506,14 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     try {
       if (warm) await writeFile(paths.warmMarker, "");
       await this.#writeSpec(paths, spec);
-      const base = await this.#baseDisk(spec);
-      await writeFile(paths.baseImage, base);
-      await createOverlay(base, paths.disk);
-      await this.#boot(host, spec, paths, { path: paths.disk, format: "qcow2" }, warm);
+      if (saved !== undefined) {
+        await this.#restoreVm(host, spec, paths, saved);
+      } else {
+        const base = await this.#baseDisk(spec);
+        await writeFile(paths.baseImage, base);
+        await createOverlay(base, paths.disk);
+        await this.#boot(host, spec, paths, { path: paths.disk, format: "qcow2" }, { warm });
+      }
     } catch (error) {
       await this.#remove(host.layout, spec.id).catch((cleanup: unknown) =>
         this.#log("error", "cleaning up a failed microVM create failed", {
@@ -497,6 +526,81 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     }
   }
 
+  /** The machine saved under the snapshot `key`, when this host holds one. */
+  async #savedMachine(key: string | undefined): Promise<SavedMachine | undefined> {
+    if (key === undefined || !STATE_KEY_PATTERN.test(key)) return undefined;
+    const paths = statePaths(this.#paths.statesDir, key);
+    const config = await readMachineConfig(paths.machine);
+    return config === undefined ? undefined : { key, paths, config };
+  }
+
+  /**
+   * Makes the VM `spec` asks for from a saved machine: a copy of its disk (the overlay of the same
+   * image), then QEMU booted as that machine and its state loaded. The guest resumes as the
+   * source was, its name and pids limit too, which are then made this sandbox's.
+   */
+  async #restoreVm(host: Host, spec: SandboxSpec, paths: VmPaths, saved: SavedMachine): Promise<void> {
+    const here = machineFormatOf(this.#hostMachine(host));
+    if (machineFormatOf(saved.config) !== here) {
+      throw new ShoalError("SNAPSHOT_INCOMPATIBLE", {
+        details: {
+          snapshot_id: saved.key,
+          reason: `its machine was saved in format ${machineFormatOf(saved.config)}; this host's is ${here}`,
+        },
+      });
+    }
+    if (saved.config.vcpuCount !== spec.vcpuCount || saved.config.guestMemoryMib !== guestMemoryMib(spec)) {
+      throw new ShoalError("SNAPSHOT_INCOMPATIBLE", {
+        details: {
+          snapshot_id: saved.key,
+          reason: `its machine has ${saved.config.vcpuCount} vCPUs and ${saved.config.guestMemoryMib} MiB of RAM; the sandbox asks for ${spec.vcpuCount} and ${guestMemoryMib(spec)}`,
+        },
+      });
+    }
+    const base = await baseImageOf(saved.paths);
+    if (base === undefined) throw runtimeError(`the saved machine ${saved.key} names no image`);
+    await writeFile(paths.baseImage, base);
+    await copyOverlay(saved.paths, paths.disk);
+    await this.#boot(host, spec, paths, { path: paths.disk, format: "qcow2" }, { restore: saved });
+    await this.#renameGuest(spec, saved.config);
+  }
+
+  #hostMachine(host: Host): Pick<MachineConfig, "accelerator" | "kernelVersion" | "tscKHz"> {
+    return { accelerator: host.accelerator, kernelVersion: host.kit.kernelVersion, tscKHz: host.tscKHz };
+  }
+
+  /**
+   * A restored guest still bears its source's names and pids limit: /etc/hostname, /etc/hosts and
+   * the limit are made this sandbox's, with the shell's builtins alone (the image's tools are its
+   * own). The kernel's hostname stays the source's: nothing in the guest holds CAP_SYS_ADMIN to
+   * change it (HOSTNAME in every process's env is this sandbox's). A guest without a shell keeps
+   * the source's files, which is logged; a pids limit that cannot be set fails the create.
+   */
+  async #renameGuest(spec: SandboxSpec, source: MachineConfig): Promise<void> {
+    const pids = Math.floor(spec.pidsLimit);
+    const samePids = source.kernelArgs.includes(`${PIDS_ARG}=${pids}`);
+    const hosts = `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${spec.id}\n`;
+    const line = [
+      `echo ${spec.id} > /etc/hostname`,
+      `printf '${hosts}' > /etc/hosts`,
+      ...(samePids ? [] : [`echo ${pids} > /sys/fs/cgroup/${GUEST_CGROUP}/pids.max`]),
+    ].join(" && ");
+    const renamed = await this.#links
+      .use(spec.id, this.#vm(spec.id).agentSocket, (agent) =>
+        agent.exec({
+          argv: ["/bin/sh", "-c", line],
+          env: { PATH: SANDBOX_DEFAULT_PATH },
+          timeoutMs: 10_000,
+          outputLimitBytes: 4096,
+        }),
+      )
+      .catch((error: unknown) => ({ exitCode: null, stderr: new TextEncoder().encode(errorText(error)) }));
+    if (renamed.exitCode === 0) return;
+    const reason = new TextDecoder().decode(renamed.stderr).trim();
+    if (!samePids) throw runtimeError(`setting the pids limit of the restored ${spec.id} failed: ${reason}`);
+    this.#log("warn", "a restored microVM keeps its source's hostname", { sandbox_id: spec.id, error: reason });
+  }
+
   /** The formatted image that the sandbox's disk is an overlay of: the system one, or its image's. */
   async #baseDisk(spec: SandboxSpec): Promise<string> {
     const request = { paths: this.#paths, diskMib: spec.diskMib, agentBinary: this.#agentBinary };
@@ -505,24 +609,14 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     return ensureImageDisk({ ...request, template: spec.template, image: spec.image, layers });
   }
 
-  /** Starts QEMU on the VM's disk and resolves once its agent answers. */
-  async #boot(host: Host, spec: SandboxSpec, paths: VmPaths, disk: QemuDisk, warm = false): Promise<void> {
-    for (const socket of [paths.qmpSocket, paths.agentSocket, paths.usrSocket]) await rm(socket, { force: true });
-    // An image with a base of its own brings its /usr: the host's is not shared.
-    const hostUsr = (spec.image?.base ?? "system") === "system";
-    const usrSource = this.#options.usrSource ?? "/usr";
-    const argv = qemuArgs({
-      kit: host.kit,
+  /** What a VM of `spec` boots as on this host. */
+  #machineConfig(host: Host, spec: SandboxSpec): MachineConfig {
+    return {
       accelerator: host.accelerator,
-      vcpuCount: spec.vcpuCount,
-      memSizeMib: guestMemoryMib(spec),
-      disk,
+      kernelVersion: host.kit.kernelVersion,
       tscKHz: host.tscKHz,
-      agentSocket: paths.agentSocket,
-      qmpSocket: paths.qmpSocket,
-      tcgCodeCacheMib: TCG_CODE_CACHE_MIB,
-      name: spec.id,
-      ...(hostUsr ? { usrShare: paths.usrSocket } : {}),
+      vcpuCount: spec.vcpuCount,
+      guestMemoryMib: guestMemoryMib(spec),
       kernelArgs: [
         `${PIDS_ARG}=${Math.floor(spec.pidsLimit)}`,
         `${HOSTNAME_ARG}=${spec.id}`,
@@ -530,14 +624,52 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
         // dynamic binary costs ~22 ms instead of ~6. The VM is the boundary; KVM keeps ASLR.
         ...(host.accelerator === "tcg" ? ["norandmaps"] : []),
       ],
-      ...(this.#options.guestConsole === true ? { consoleLog: `${paths.dir}/console.log` } : {}),
+      // An image with a base of its own brings its /usr: the host's is not shared.
+      usrShare: (spec.image?.base ?? "system") === "system",
+      console: this.#options.guestConsole === true,
+    };
+  }
+
+  /**
+   * Starts QEMU on the VM's disk and resolves once its agent answers: a boot, or with `restore` the
+   * saved machine loaded and run (booted as that machine was, which its state needs).
+   */
+  async #boot(
+    host: Host,
+    spec: SandboxSpec,
+    paths: VmPaths,
+    disk: QemuDisk,
+    options: { warm?: boolean; restore?: SavedMachine } = {},
+  ): Promise<void> {
+    const warm = options.warm === true;
+    for (const socket of [paths.qmpSocket, paths.agentSocket, paths.usrSocket, paths.migrationSocket]) {
+      await rm(socket, { force: true });
+    }
+    const machine = options.restore?.config ?? this.#machineConfig(host, spec);
+    await writeMachineConfig(paths.machine, machine);
+    const usrSource = this.#options.usrSource ?? "/usr";
+    const argv = qemuArgs({
+      kit: host.kit,
+      accelerator: machine.accelerator,
+      vcpuCount: machine.vcpuCount,
+      memSizeMib: machine.guestMemoryMib,
+      disk,
+      tscKHz: machine.tscKHz,
+      agentSocket: paths.agentSocket,
+      qmpSocket: paths.qmpSocket,
+      tcgCodeCacheMib: TCG_CODE_CACHE_MIB,
+      name: spec.id,
+      ...(machine.usrShare ? { usrShare: paths.usrSocket } : {}),
+      kernelArgs: machine.kernelArgs,
+      ...(machine.console ? { consoleLog: `${paths.dir}/console.log` } : {}),
+      restoring: options.restore !== undefined,
     });
     const cgroup = this.#cgroup(host.layout, spec.id);
     const cgroupProcs = cgroup.create();
     cgroup.setLimits(hostLimits(spec, warm));
     this.#booting.add(spec.id);
     try {
-      const launched = await launchVm({ argv, paths, cgroupProcs, ...(hostUsr ? { usrSource } : {}) });
+      const launched = await launchVm({ argv, paths, cgroupProcs, ...(machine.usrShare ? { usrSource } : {}) });
       await writeFile(paths.pidFile, `${launched.pid}\n`);
       let running = true;
       void launched.exited.then(() => {
@@ -551,7 +683,17 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
           );
         },
       );
-      qmp.close();
+      try {
+        if (options.restore !== undefined) await loadMemory(qmp, paths.migrationSocket, options.restore.paths.memory);
+      } catch (error) {
+        const tail = await logTail(paths.log);
+        throw runtimeError(
+          `restoring the saved machine of ${spec.id} failed: ${errorText(error)}${tail === "" ? "" : `: ${tail}`}`,
+          error,
+        );
+      } finally {
+        qmp.close();
+      }
       // A guest that fails in /init powers off: its QEMU exits and ends the wait for HELLO at once.
       await this.#links.get(spec.id, paths.agentSocket).catch(async (error: unknown) => {
         const tail = await logTail(paths.log);
@@ -604,7 +746,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
       const pid = await readPid(paths.pidFile);
       if (pid === undefined || !isVmProcess(pid, paths.dir)) return copyRaw(paths, to);
       const status = (await withQmp(paths, pid, (qmp) => qmp.execute("query-status"))) as { status?: string };
-      const paused = status.status === "paused";
+      const paused = isStopped(status.status);
       if (paused) await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
       try {
         await this.#syncGuest(id, paths);
@@ -624,6 +766,100 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
         captureDiskChanges({ copyDisk, baseImage, workDir: this.#paths.capturesDir, target, excluded: RUNTIME_FILES }),
       ),
     );
+  }
+
+  /**
+   * The layer captureLayer makes, and the whole machine in the same cut, under `snapshotId`: the
+   * guest's file systems synced, its state saved (which stops it), its disk's overlay copied, and
+   * the VM let run again unless it was paused. The layer is then read from the saved disk, while the
+   * sandbox runs on. SNAPSHOT_MEMORY_UNSUPPORTED for a VM sharing the host's /usr (QEMU 7.2 cannot
+   * save virtio-fs), for one booted before machines were recorded, and for one not running here.
+   */
+  async captureMachine(id: string, key: string, snapshotId: string): Promise<MachineCapture> {
+    const paths = this.#vm(id);
+    const importLayer = this.#options.importLayer;
+    if (importLayer === undefined) throw runtimeError("this server gives the microvm runtime no layer store");
+    const unsupported = (reason: string) =>
+      new ShoalError("SNAPSHOT_MEMORY_UNSUPPORTED", { details: { sandbox_id: id, reason } });
+    const pid = await readPid(paths.pidFile);
+    if (pid === undefined || !isVmProcess(pid, paths.dir)) throw unsupported("its VM is not running on this host");
+    const config = await readMachineConfig(paths.machine);
+    if (config === undefined) {
+      throw unsupported("its VM was booted by an older server, which did not record its machine: stop and start it");
+    }
+    if (config.usrShare) {
+      throw unsupported(
+        "it shares the host's /usr over virtio-fs (a template on the system base), and QEMU 7.2 cannot save such a VM",
+      );
+    }
+    const baseImage = await baseImageOf(paths);
+    if ((await sandboxDisk(paths))?.format !== "qcow2" || baseImage === undefined || !(await exists(baseImage))) {
+      throw runtimeError(`sandbox ${id} has no disk overlay, or not the image it was made from, on this host`);
+    }
+    const state = statePaths(this.#paths.statesDir, snapshotId);
+    await mkdir(this.#paths.statesDir, { recursive: true, mode: 0o700 });
+    await mkdir(state.dir, { mode: 0o700 });
+    try {
+      await this.#wrap(`saving the machine of sandbox ${id}`, async () => {
+        const status = (await withQmp(paths, pid, (qmp) => qmp.execute("query-status"))) as { status?: string };
+        const paused = isStopped(status.status);
+        if (paused) await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
+        try {
+          await this.#syncGuest(id, paths);
+          await withQmp(
+            paths,
+            pid,
+            (qmp) => saveMemory(qmp, paths.migrationSocket, state.memory),
+            MIGRATION_TIMEOUT_MS,
+          );
+          await copyOverlay(paths, state.disk);
+        } finally {
+          if (!paused) {
+            await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
+            await this.#catchUpClock(id);
+          }
+        }
+        await writeFile(state.baseImage, baseImage);
+        await writeMachineConfig(state.machine, config);
+      });
+      await mkdir(this.#paths.capturesDir, { recursive: true, mode: 0o700 });
+      const layer = await this.#wrap(`capturing the disk of sandbox ${id}`, () =>
+        importLayer(key, (target) =>
+          captureDiskChanges({
+            copyDisk: (to) => copyRaw(state, to),
+            baseImage,
+            workDir: this.#paths.capturesDir,
+            target,
+            excluded: RUNTIME_FILES,
+          }),
+        ),
+      );
+      return { ...layer, machineBytes: (await allocatedBytes(state.memory)) + (await allocatedBytes(state.disk)) };
+    } catch (error) {
+      await rm(state.dir, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  async machineFormat(isolation: string): Promise<string | undefined> {
+    if (isolation !== RUNTIME) return undefined;
+    const host = await this.#prepare().catch(() => undefined);
+    return host === undefined ? undefined : machineFormatOf(this.#hostMachine(host));
+  }
+
+  async listMachines(): Promise<{ readonly snapshotId: string; readonly writtenAtMs: number }[]> {
+    const names = await readdir(this.#paths.statesDir).catch(() => []);
+    const machines: { snapshotId: string; writtenAtMs: number }[] = [];
+    for (const name of names.filter((each) => STATE_KEY_PATTERN.test(each))) {
+      const info = await stat(statePaths(this.#paths.statesDir, name).dir).catch(() => undefined);
+      if (info !== undefined) machines.push({ snapshotId: name, writtenAtMs: info.mtimeMs });
+    }
+    return machines;
+  }
+
+  async removeMachine(snapshotId: string): Promise<void> {
+    if (!STATE_KEY_PATTERN.test(snapshotId)) return;
+    await rm(statePaths(this.#paths.statesDir, snapshotId).dir, { recursive: true, force: true });
   }
 
   /** The guest's file systems written out, when its agent answers. */
@@ -791,7 +1027,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
       }
       const status = await withQmp(paths, pid, (qmp) => qmp.execute("query-status")).catch(() => undefined);
       const state = (status as { status?: string } | undefined)?.status;
-      sandboxes.push({ id, state: state === undefined ? "stopped" : state === "paused" ? "paused" : "running" });
+      sandboxes.push({ id, state: state === undefined ? "stopped" : isStopped(state) ? "paused" : "running" });
     }
     return sandboxes;
   }
@@ -876,12 +1112,30 @@ function hostLimits(spec: SandboxSpec, warm = false): CgroupLimits {
   };
 }
 
+/**
+ * QMP's status of a VM whose vCPUs do not run: `paused` after a stop, `postmigrate` after its
+ * state was saved (while it was paused); `cont` runs either again.
+ */
+function isStopped(status: string | undefined): boolean {
+  return status === "paused" || status === "postmigrate";
+}
+
+/** Bytes a file takes on the host's disk (a sparse one: its data alone). */
+async function allocatedBytes(path: string): Promise<number> {
+  return ((await stat(path)).blocks ?? 0) * 512;
+}
+
 async function exists(path: string): Promise<boolean> {
   return (await stat(path).catch(() => undefined)) !== undefined;
 }
 
 /** One QMP connection for one call: QEMU serves a single QMP client at a time, and servers come and go. */
-async function withQmp<T>(paths: VmPaths, pid: number, call: (qmp: QmpClient) => Promise<T>): Promise<T> {
+async function withQmp<T>(
+  paths: VmPaths,
+  pid: number,
+  call: (qmp: QmpClient) => Promise<T>,
+  timeoutMs = QMP_TIMEOUT_MS,
+): Promise<T> {
   const qmp = await QmpClient.connect(paths.qmpSocket, {
     timeoutMs: QMP_TIMEOUT_MS,
     alive: () => isVmProcess(pid, paths.dir),
@@ -891,7 +1145,7 @@ async function withQmp<T>(paths: VmPaths, pid: number, call: (qmp: QmpClient) =>
     return await Promise.race([
       call(qmp),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`QMP did not answer within ${QMP_TIMEOUT_MS} ms`)), QMP_TIMEOUT_MS);
+        timer = setTimeout(() => reject(new Error(`QMP did not answer within ${timeoutMs} ms`)), timeoutMs);
       }),
     ]);
   } finally {

@@ -10,7 +10,7 @@ import { AgentClient } from "../../agent/agent-client.ts";
 import { encodeFrame, FieldTag, type Frame, FrameDecoder, FrameType, fieldInt } from "../../agent/protocol.ts";
 import { type GuestKit, prepareGuestKit } from "./guest-kit.ts";
 import { hostTscKHz } from "./host-tsc.ts";
-import { migrationTo } from "./qemu-command.ts";
+import { saveMemory } from "./machine-state.ts";
 import { BOOT_TIMEOUT_MS, bootTestVm, makeBusyboxDisk, type TestVm } from "./test-guest.ts";
 
 const decoder = new TextDecoder();
@@ -255,7 +255,7 @@ describe("a QEMU microVM with shoal-agent as init over virtio-serial (TCG)", () 
     const state = join(dir, "vm.state");
     await run(agent, "echo before-save > /tmp/marker");
     // The guest is saved in the middle of a session; the restored one must take a new host.
-    await vm.qemu.qmp.saveState(migrationTo(state));
+    await saveMemory(vm.qemu.qmp, join(dir, "migrate.sock"), state);
     await vm.qemu.quit();
     agent.close();
     // The same devices as the saved VM (its console included), or the state does not load.

@@ -2,7 +2,7 @@
  * The QEMU command line of one sandbox's microVM: `-M microvm` booting the kit's ELF kernel by PVH,
  * the initramfs, one virtio-blk root disk, the agent's virtio-serial port on a unix-socket chardev
  * (QEMU listens; the host's agent client connects, and may reconnect), and a QMP socket for
- * stop/cont/migrate/quit. Nothing else: `-nodefaults` leaves out every default device, there is
+ * stop/cont/migrate/quit. Its seccomp sandbox denies spawning: states move over unix sockets. Nothing else: `-nodefaults` leaves out every default device, there is
  * no network device (the guest has no network), and the console goes to a log file or nowhere.
  *
  * @example
@@ -37,8 +37,8 @@ export interface QemuVmSpec {
   /** The guest's console (kernel errors, /init's failures); none when undefined. */
   readonly consoleLog?: string;
   /**
-   * Start waiting for a saved state instead of booting (`-incoming defer`): QMP's
-   * `restoreState(incomingFrom(file))` then loads it, after the events it reports are switched on.
+   * Start waiting for a saved state instead of booting (`-incoming defer`): machine-state.ts's
+   * loadMemory then streams it in.
    */
   readonly restoring?: boolean;
   /**
@@ -58,11 +58,6 @@ export interface QemuVmSpec {
   readonly usrShare?: string;
   /** More `key=value` words for the guest kernel's command line, read by /init (`shoal.pids=`). */
   readonly kernelArgs?: readonly string[];
-  /**
-   * The VM's state will be saved or restored through `exec:` URIs (migrationTo, incomingFrom),
-   * for which QEMU spawns a shell: its seccomp sandbox then allows spawning. Sandboxes' VMs never do.
-   */
-  readonly savable?: boolean;
 }
 
 /**
@@ -126,7 +121,7 @@ export function qemuArgs(spec: QemuVmSpec): string[] {
     // QEMU's own seccomp filter: a guest that takes over a device model still cannot run programs,
     // change ids, renice or call the obsolete syscalls.
     "-sandbox",
-    `on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny${spec.savable === true ? "" : ",spawn=deny"}`,
+    "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny,spawn=deny",
     "-kernel",
     spec.kit.vmlinux,
     "-initrd",
@@ -163,19 +158,4 @@ export function qemuArgs(spec: QemuVmSpec): string[] {
   ];
   if (spec.restoring === true) args.push("-incoming", "defer");
   return args;
-}
-
-/** For a `sh -c` line: QEMU 7.2 has no `file:` migration, so state moves through `exec:`. */
-function shellQuote(value: string): string {
-  return `'${value.replaceAll("'", "'\\''")}'`;
-}
-
-/** The URI of QMP's `migrate` that saves the VM's state into file. */
-export function migrationTo(file: string): string {
-  return `exec:cat > ${shellQuote(file)}`;
-}
-
-/** The URI of QMP's `migrate-incoming` that restores the state migrationTo saved. */
-export function incomingFrom(file: string): string {
-  return `exec:cat ${shellQuote(file)}`;
 }

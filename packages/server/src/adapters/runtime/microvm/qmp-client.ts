@@ -5,10 +5,9 @@
  *
  * @example
  *   const qmp = await QmpClient.connect(qmpSocket, { timeoutMs: 5000, alive: () => qemu.exitCode === null });
- *   await qmp.saveState(migrationTo(stateFile)); // stopped, its state in stateFile
+ *   await qmp.saveState("unix:/run/vm/migrate.sock"); // stopped, its state sent to whoever listens there
  *   await qmp.execute("quit");
- *   // another QEMU, started with `-incoming defer` (QemuVmSpec.restoring):
- *   await restored.restoreState(incomingFrom(stateFile)); // loaded and running
+ *   // another QEMU, started with `-incoming defer` (QemuVmSpec.restoring): machine-state.ts's loadMemory
  */
 import net from "node:net";
 
@@ -124,14 +123,22 @@ export class QmpClient {
 
   /**
    * Loads a state saveState wrote into a VM started with `-incoming defer`, then runs it. The
-   * saved VM was stopped, so the loaded one stays stopped until `cont`.
+   * saved VM was stopped, so the loaded one stays stopped until `cont`. `feed` runs once QEMU
+   * takes the stream (a unix: URI it now listens on, which the host then writes into).
    */
-  async restoreState(uri: string, timeoutMs = 60_000): Promise<void> {
+  async restoreState(uri: string, timeoutMs = 60_000, feed?: () => Promise<void>): Promise<void> {
     await this.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
     const ended = this.nextEvent((event) => ["completed", "failed"].includes(migrationStatus(event)), timeoutMs);
     ended.catch(() => {}); // if `migrate-incoming` itself fails, its error is the one to report
     await this.execute("migrate-incoming", { uri });
+    // QEMU may close the stream as soon as it has read the state's end, before the feed sees its
+    // own end: a completed load is what counts, and a feed cut short otherwise shows as "failed".
+    const fed = feed?.().catch((error: unknown) => error);
     const final = migrationStatus(await ended);
+    const feedError = await fed;
+    if (final !== "completed" && feedError instanceof Error) {
+      throw new QmpError("GenericError", `incoming migration ${final}: ${feedError.message}`);
+    }
     if (final !== "completed") throw new QmpError("GenericError", `incoming migration ${final}`);
     await this.execute("cont");
   }

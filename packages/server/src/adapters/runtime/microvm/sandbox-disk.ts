@@ -29,6 +29,9 @@ import type { QemuDisk } from "./qemu-command.ts";
 
 const QEMU_IMG = "qemu-img";
 
+/** Where a disk and the name of its image are: a VM's directory, or a saved machine's (machine-state.ts). */
+export type DiskPaths = Pick<VmPaths, "dir" | "disk" | "rawDisk" | "baseImage">;
+
 function diskError(reason: string, cause?: unknown): ShoalError {
   return new ShoalError("RUNTIME_ERROR", { details: { runtime: "microvm", reason }, cause });
 }
@@ -89,26 +92,26 @@ async function exists(path: string): Promise<boolean> {
  * The VM's disk and its format: its overlay, or in a VM made before overlays a raw copy of its
  * image (`disk.img`), booted as it is. Undefined when the directory has neither.
  */
-export async function sandboxDisk(paths: VmPaths): Promise<QemuDisk | undefined> {
+export async function sandboxDisk(paths: DiskPaths): Promise<QemuDisk | undefined> {
   if (await exists(paths.disk)) return { path: paths.disk, format: "qcow2" };
   if (await exists(paths.rawDisk)) return { path: paths.rawDisk, format: "raw" };
   return undefined;
 }
 
 /** The VM's disk for a boot: an overlay's header checked first. Its previous QEMU must be gone. */
-export async function bootDisk(paths: VmPaths): Promise<QemuDisk | undefined> {
+export async function bootDisk(paths: DiskPaths): Promise<QemuDisk | undefined> {
   const disk = await sandboxDisk(paths);
   if (disk?.format === "qcow2") await checkOverlay(disk.path, await requireBaseImage(paths));
   return disk;
 }
 
 /** The image the VM's disk was made over, as `base-image` names it. */
-export async function baseImageOf(paths: VmPaths): Promise<string | undefined> {
+export async function baseImageOf(paths: DiskPaths): Promise<string | undefined> {
   const named = (await readFile(paths.baseImage, "utf8").catch(() => "")).trim();
   return named === "" ? undefined : named;
 }
 
-async function requireBaseImage(paths: VmPaths): Promise<string> {
+async function requireBaseImage(paths: DiskPaths): Promise<string> {
   const base = await baseImageOf(paths);
   if (base === undefined) throw diskError(`the disk of ${paths.dir} has no base-image naming its image`);
   return base;
@@ -120,19 +123,29 @@ async function requireBaseImage(paths: VmPaths): Promise<string> {
  * clusters only: the sandbox's writes) and the copy's header is checked and read, out of QEMU's
  * reach; `-U` because QEMU holds its lock on the raw disk of an older VM.
  */
-export async function copyRaw(paths: VmPaths, to: string): Promise<void> {
+export async function copyRaw(paths: DiskPaths, to: string): Promise<void> {
   const disk = await sandboxDisk(paths);
   if (disk === undefined) throw diskError(`${paths.dir} has no disk`);
   if (disk.format === "raw") return convertToRaw(disk, to);
   const overlay = `${to}.qcow2`;
   try {
-    const copied = await runProcess("cp", ["--sparse=always", "--reflink=auto", disk.path, overlay]);
-    if (copied.code !== 0) throw diskError(`copying the disk ${disk.path} failed: ${copied.stderr.trim()}`);
-    await checkOverlay(overlay, await requireBaseImage(paths));
+    await copyOverlay(paths, overlay);
     await convertToRaw({ path: overlay, format: "qcow2" }, to);
   } finally {
     await rm(overlay, { force: true });
   }
+}
+
+/**
+ * A copy of the VM's overlay into `to` (absent), its header checked on the copy: still the overlay
+ * of the image `base-image` names. Its QEMU may still run, stopped, its caches flushed by the stop.
+ */
+export async function copyOverlay(paths: DiskPaths, to: string): Promise<void> {
+  const disk = await sandboxDisk(paths);
+  if (disk?.format !== "qcow2") throw diskError(`${paths.dir} has no disk overlay`);
+  const copied = await runProcess("cp", ["--sparse=always", "--reflink=auto", disk.path, to]);
+  if (copied.code !== 0) throw diskError(`copying the disk ${disk.path} failed: ${copied.stderr.trim()}`);
+  await checkOverlay(to, await requireBaseImage(paths));
 }
 
 async function convertToRaw(disk: QemuDisk, to: string): Promise<void> {

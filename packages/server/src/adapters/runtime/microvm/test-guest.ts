@@ -17,7 +17,8 @@ import { AgentClient } from "../../agent/agent-client.ts";
 import type { GuestKit } from "./guest-kit.ts";
 import { guestPolicyFiles } from "./guest-policy.ts";
 import { AGENT_PATH_IN_GUEST } from "./initramfs.ts";
-import { type Accelerator, incomingFrom, qemuArgs } from "./qemu-command.ts";
+import { loadMemory } from "./machine-state.ts";
+import { type Accelerator, qemuArgs } from "./qemu-command.ts";
 import { QemuProcess } from "./qemu-process.ts";
 
 export const BUILT_AGENT = resolve(dirname(fileURLToPath(import.meta.url)), "../../../../../agent/build/shoal-agent");
@@ -60,7 +61,7 @@ export interface TestVmOptions {
   readonly tscKHz: number;
   readonly accelerator?: Accelerator;
   readonly memSizeMib?: number;
-  /** Restore this state (saved by QmpClient.saveState) instead of booting. */
+  /** Restore this state (saved by machine-state.ts's saveMemory) instead of booting. */
   readonly incomingState?: string;
   readonly consoleLog?: boolean;
 }
@@ -92,13 +93,13 @@ export async function bootTestVm(options: TestVmOptions): Promise<TestVm> {
       qmpSocket,
       ...(options.consoleLog === true ? { consoleLog: join(options.dir, "console.log") } : {}),
       ...(options.incomingState === undefined ? {} : { restoring: true }),
-      // The tests and the benchmark save these VMs' state.
-      savable: true,
     }),
     { qmpSocket },
   );
   try {
-    if (options.incomingState !== undefined) await qemu.qmp.restoreState(incomingFrom(options.incomingState));
+    if (options.incomingState !== undefined) {
+      await loadMemory(qemu.qmp, join(options.dir, "migrate.sock"), options.incomingState);
+    }
     const agent = await AgentClient.connect(agentSocket, { timeoutMs: BOOT_TIMEOUT_MS });
     const readyMs = performance.now() - started;
     return {

@@ -9,6 +9,7 @@ import { commands } from "./003-commands.ts";
 import { fileRoots } from "./004-file-roots.ts";
 import { templates } from "./005-templates.ts";
 import { isolation } from "./006-isolation.ts";
+import { snapshotMemory } from "./007-snapshot-memory.ts";
 
 const migrations: Record<string, Migration> = {
   "001-initial": initial,
@@ -17,6 +18,7 @@ const migrations: Record<string, Migration> = {
   "004-file-roots": fileRoots,
   "005-templates": templates,
   "006-isolation": isolation,
+  "007-snapshot-memory": snapshotMemory,
 };
 
 export const migrationProvider: MigrationProvider = {

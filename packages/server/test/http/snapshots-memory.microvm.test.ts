@@ -1,0 +1,223 @@
+/**
+ * Snapshots with memory over HTTP, on a real server with QEMU microVMs: a microvm sandbox of an
+ * OCI template (a base of its own, so QEMU can save it) is snapshotted with `memory: true` while a
+ * command runs; a sandbox restored from it resumes that command, the value it held in memory
+ * included, under its own name, and the source runs on; a fork with memory does the same in one
+ * call. What cannot be saved or resumed so is refused with its catalog code and changes nothing.
+ */
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { call, errorOf } from "../support/http.ts";
+import { writeBusyboxImageArchive } from "../support/oci-image-fixture.ts";
+import type { SandboxView as BaseSandboxView, ExecView } from "../support/sandbox-api.ts";
+import { type ServerProcess, startServer } from "../support/server-process.ts";
+
+type SandboxView = BaseSandboxView & { isolation: string };
+
+interface SnapshotView {
+  id: string;
+  size_bytes: number;
+  memory: {
+    size_bytes: number;
+    isolation: string;
+    vcpu_count: number;
+    mem_size_mib: number;
+    disk_mib: number;
+    machine_format: string;
+  } | null;
+}
+
+const SERVER_ENV = { SHOAL_RATE_LIMITS: "read=100000/60,write=100000/60", SHOAL_WARM_POOL_SIZE: "0" };
+// A command whose token lives in its memory alone: it hands the token to whoever opens the FIFO
+// (a reader that leaves mid-line must not end it: SIGPIPE is caught).
+const TOKEN_KEEPER = "trap : PIPE; t=$(cat /proc/sys/kernel/random/uuid); while :; do echo $t > /tmp/token; done";
+
+describe("snapshots with memory of microVM sandboxes", () => {
+  let server: ServerProcess;
+  let key: string;
+  const run = async (id: string, cmd: string): Promise<string> => {
+    const result = await call<ExecView>(server, "POST", `/v1/sandboxes/${id}/exec`, { key, body: { cmd } });
+    assert.equal(result.status, 200, result.text);
+    assert.equal(result.json.exit_code, 0, `${cmd}: ${result.json.stderr}`);
+    return result.json.stdout;
+  };
+  const create = async (body: Record<string, unknown>): Promise<SandboxView> => {
+    const created = await call<SandboxView>(server, "POST", "/v1/sandboxes", { key, body });
+    assert.equal(created.status, 201, created.text);
+    return created.json;
+  };
+  const snapshot = (id: string, body: Record<string, unknown>) =>
+    call<SnapshotView>(server, "POST", `/v1/sandboxes/${id}/snapshots`, { key, body });
+  const statesDir = () => path.join(server.dataDir, "microvm", "states");
+  const states = (): string[] => (existsSync(statesDir()) ? readdirSync(statesDir()).sort() : []);
+
+  before(async () => {
+    server = await startServer(SERVER_ENV);
+    key = server.adminKey;
+    const archive = path.join(tmpdir(), `shoal-memory-oci-${process.pid}.tar`);
+    try {
+      await writeBusyboxImageArchive(archive, { format: "oci", gzip: true });
+      const uploaded = await call<{ id: string }>(server, "POST", "/v1/templates/uploads", {
+        key,
+        rawBody: readFileSync(archive),
+        headers: { "content-type": "application/x-tar" },
+      });
+      assert.equal(uploaded.status, 201, uploaded.text);
+      const built = await call(server, "POST", "/v1/templates", {
+        key,
+        body: { wait: true, name: "tiny", base: { oci: uploaded.json.id }, steps: [{ run: "mkdir -p /workspace" }] },
+      });
+      assert.equal(built.status, 201, built.text);
+    } finally {
+      rmSync(archive, { force: true });
+    }
+  });
+  after(async () => {
+    await server?.dispose();
+  });
+
+  test("a restore resumes the command that ran, its memory included, under its own name; the source runs on", async () => {
+    const source = await create({ template: "tiny", isolation: "microvm", mem_size_mib: 256 });
+    await run(source.id, "mkfifo /tmp/token && echo kept > /workspace/file");
+    const started = await call<{ id: string }>(server, "POST", `/v1/sandboxes/${source.id}/commands`, {
+      key,
+      body: { cmd: TOKEN_KEEPER },
+    });
+    assert.equal(started.status, 202, started.text);
+    const token = await run(source.id, "head -n 1 /tmp/token");
+    assert.match(token, /^[0-9a-f-]{36}\n$/);
+
+    const taken = await snapshot(source.id, { memory: true });
+    assert.equal(taken.status, 201, taken.text);
+    assert.deepEqual(
+      { ...taken.json.memory, size_bytes: 0, machine_format: "" },
+      {
+        size_bytes: 0,
+        machine_format: "",
+        isolation: "microvm",
+        vcpu_count: 1,
+        mem_size_mib: 256,
+        disk_mib: source.disk_mib,
+      },
+    );
+    assert.ok((taken.json.memory?.size_bytes ?? 0) > 1024 * 1024, taken.text);
+    assert.match(taken.json.memory?.machine_format ?? "", /^microvm-\d+\/(tcg|kvm)\//);
+    assert.deepEqual(states(), [taken.json.id]);
+    const shown = await call<SnapshotView>(server, "GET", `/v1/snapshots/${taken.json.id}`, { key });
+    assert.deepEqual(shown.json.memory, taken.json.memory);
+    assert.equal(await run(source.id, "head -n 1 /tmp/token"), token, "the source runs on");
+
+    // Its isolation and resources are the snapshot's unless the request sets them.
+    const restored = await create({ snapshot_id: taken.json.id });
+    assert.equal(restored.isolation, "microvm");
+    assert.equal(restored.mem_size_mib, 256);
+    assert.equal(await run(restored.id, "head -n 1 /tmp/token"), token, "the same command, its memory restored");
+    assert.equal(await run(restored.id, "cat /workspace/file"), "kept\n");
+    assert.equal(await run(restored.id, "cat /etc/hostname; echo $HOSTNAME"), `${restored.id}\n${restored.id}\n`);
+    await run(restored.id, "echo restored > /workspace/file");
+    assert.equal(await run(source.id, "cat /workspace/file"), "kept\n", "two machines from then on");
+
+    const inUse = await call(server, "DELETE", `/v1/snapshots/${taken.json.id}`, { key });
+    assert.equal(errorOf(inUse).code, "RESOURCE_IN_USE");
+    assert.deepEqual(states(), [taken.json.id]);
+    for (const id of [restored.id, source.id]) {
+      assert.equal((await call(server, "DELETE", `/v1/sandboxes/${id}`, { key })).status, 204);
+    }
+    assert.equal((await call(server, "DELETE", `/v1/snapshots/${taken.json.id}`, { key })).status, 204);
+    assert.deepEqual(states(), [], "the saved machine goes with its snapshot");
+  });
+
+  test("a fork with memory resumes the source's processes in one call", async () => {
+    const source = await create({ template: "tiny", isolation: "microvm" });
+    await run(source.id, "mkfifo /tmp/token");
+    const started = await call(server, "POST", `/v1/sandboxes/${source.id}/commands`, {
+      key,
+      body: { cmd: TOKEN_KEEPER },
+    });
+    assert.equal(started.status, 202, started.text);
+    const token = await run(source.id, "head -n 1 /tmp/token");
+    const forked = await call<{ sandbox: SandboxView; snapshot: SnapshotView }>(
+      server,
+      "POST",
+      `/v1/sandboxes/${source.id}/fork`,
+      { key, body: { memory: true } },
+    );
+    assert.equal(forked.status, 201, forked.text);
+    assert.notEqual(forked.json.snapshot.memory, null);
+    assert.equal(forked.json.sandbox.state, "running");
+    assert.equal(await run(forked.json.sandbox.id, "head -n 1 /tmp/token"), token);
+    for (const id of [forked.json.sandbox.id, source.id]) {
+      await call(server, "DELETE", `/v1/sandboxes/${id}`, { key });
+    }
+  });
+
+  test("what cannot be saved or resumed so is refused with its code, and nothing is left of it", async () => {
+    const before = states();
+    const live = async (): Promise<string[]> =>
+      (await call<{ items: SandboxView[] }>(server, "GET", "/v1/sandboxes", { key })).json.items
+        .filter((each) => each.state !== "deleted")
+        .map((each) => each.id)
+        .sort();
+    // The system template shares the host's /usr over virtio-fs, which QEMU 7.2 cannot save.
+    const shared = await create({ isolation: "microvm" });
+    const refused = await snapshot(shared.id, { memory: true });
+    assert.equal(refused.status, 409, refused.text);
+    assert.equal(errorOf(refused).code, "SNAPSHOT_MEMORY_UNSUPPORTED");
+    assert.match(String(errorOf(refused).details.reason), /virtio-fs/);
+    assert.equal(errorOf(await snapshot(shared.id, { memory: "yes" })).code, "VALIDATION_ERROR");
+    const listed = await call<{ items: SnapshotView[] }>(server, "GET", `/v1/snapshots?sandbox_id=${shared.id}`, {
+      key,
+    });
+    assert.deepEqual(listed.json.items, []);
+    await call(server, "DELETE", `/v1/sandboxes/${shared.id}`, { key });
+
+    const source = await create({ template: "tiny", isolation: "microvm" });
+    await call(server, "POST", `/v1/sandboxes/${source.id}/stop`, { key });
+    const stopped = await snapshot(source.id, { memory: true });
+    assert.equal(errorOf(stopped).code, "STATE_CONFLICT", stopped.text);
+    await call(server, "POST", `/v1/sandboxes/${source.id}/start`, { key });
+    const taken = await snapshot(source.id, { memory: true });
+    assert.equal(taken.status, 201, taken.text);
+    const sandboxesBefore = await live();
+    for (const body of [
+      { mem_size_mib: 512 },
+      { vcpu_count: 2 },
+      { isolation: "container" },
+      { disk_mib: (taken.json.memory?.disk_mib ?? 0) + 64 },
+    ]) {
+      const mismatched = await call(server, "POST", "/v1/sandboxes", {
+        key,
+        body: { snapshot_id: taken.json.id, ...body },
+      });
+      assert.equal(errorOf(mismatched).code, "SNAPSHOT_INCOMPATIBLE", `${JSON.stringify(body)}: ${mismatched.text}`);
+    }
+    assert.deepEqual(await live(), sandboxesBefore, "no sandbox was made of the refused restores");
+    await call(server, "DELETE", `/v1/sandboxes/${source.id}`, { key });
+    await call(server, "DELETE", `/v1/snapshots/${taken.json.id}`, { key });
+    assert.deepEqual(states(), before);
+  });
+
+  test("a saved machine that no snapshot holds goes at the next start; one that a snapshot holds stays", async () => {
+    const source = await create({ template: "tiny", isolation: "microvm" });
+    const taken = await snapshot(source.id, { memory: true });
+    assert.equal(taken.status, 201, taken.text);
+    await call(server, "DELETE", `/v1/sandboxes/${source.id}`, { key });
+    const dataDir = server.dataDir;
+    await server.dispose({ keepData: true });
+    // What a server that died between saving a machine and storing its snapshot leaves.
+    const orphan = "snap_0rphan0000000000000000";
+    mkdirSync(path.join(statesDir(), orphan, "x"), { recursive: true });
+    const old = new Date(Date.now() - 3_600_000);
+    for (const id of [orphan, taken.json.id]) utimesSync(path.join(statesDir(), id), old, old);
+    server = await startServer(SERVER_ENV, { dataDir });
+    assert.equal(states().includes(orphan), false, "the orphan went");
+    assert.equal(states().includes(taken.json.id), true, "the snapshot's machine stayed");
+    const restored = await create({ snapshot_id: taken.json.id });
+    assert.equal(await run(restored.id, "cat /etc/hostname"), `${restored.id}\n`);
+    await call(server, "DELETE", `/v1/sandboxes/${restored.id}`, { key });
+    assert.equal((await call(server, "DELETE", `/v1/snapshots/${taken.json.id}`, { key })).status, 204);
+  });
+});
