@@ -43,7 +43,7 @@ try {
   const source = await createSandbox(server, key, { template: "tiny", isolation: "microvm" });
   await execOk(server, key, source.id, { cmd: "mkfifo /tmp/token" });
   const started = await request(server, key, "POST", `/v1/sandboxes/${source.id}/commands`, { cmd: TOKEN_KEEPER });
-  if (started.status !== 201) throw new Error(`starting the command answered ${started.status}: ${started.text}`);
+  if (started.status !== 202) throw new Error(`starting the command answered ${started.status}: ${started.text}`);
   const token = (await execOk(server, key, source.id, { cmd: "head -n 1 /tmp/token" })).stdout;
 
   const saves: number[] = [];
