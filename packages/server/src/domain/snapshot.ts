@@ -50,23 +50,17 @@ export interface SnapshotMemory {
   readonly sizeBytes: number;
 }
 
-/** Why a restore of `memory` with this shape cannot resume it, or undefined when it can. */
-export function memoryShapeMismatch(
-  memory: SnapshotMemory,
-  shape: {
-    readonly isolation: Isolation;
-    readonly vcpuCount: number;
-    readonly memSizeMib: number;
-    readonly diskMib: number;
-  },
-): string | undefined {
-  if (shape.isolation !== memory.isolation) {
-    return `its machine resumes at the isolation it was taken at (${memory.isolation}), not ${shape.isolation}`;
+export type MachineShape = Pick<SnapshotMemory, "isolation" | "vcpuCount" | "memSizeMib" | "diskMib">;
+
+/** Why a machine saved with shape `saved` cannot resume as `shape`, or undefined when it can. */
+export function memoryShapeMismatch(saved: MachineShape, shape: MachineShape): string | undefined {
+  if (shape.isolation !== saved.isolation) {
+    return `its machine resumes at the isolation it was taken at (${saved.isolation}), not ${shape.isolation}`;
   }
   const fields = [
-    ["vcpu_count", memory.vcpuCount, shape.vcpuCount],
-    ["mem_size_mib", memory.memSizeMib, shape.memSizeMib],
-    ["disk_mib", memory.diskMib, shape.diskMib],
+    ["vcpu_count", saved.vcpuCount, shape.vcpuCount],
+    ["mem_size_mib", saved.memSizeMib, shape.memSizeMib],
+    ["disk_mib", saved.diskMib, shape.diskMib],
   ] as const;
   for (const [name, saved, asked] of fields) {
     if (saved !== asked) return `its machine resumes with the ${name} it was taken with (${saved}), not ${asked}`;

@@ -13,7 +13,7 @@ import type { Principal } from "../domain/api-key.ts";
 import type { Isolation } from "../domain/isolation.ts";
 import type { OnTimeout } from "../domain/sandbox.ts";
 import type { SandboxImage } from "../domain/sandbox-image.ts";
-import { memoryShapeMismatch, type Snapshot } from "../domain/snapshot.ts";
+import { type MachineShape, memoryShapeMismatch, type Snapshot } from "../domain/snapshot.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import type { Runtime } from "./runtime-port.ts";
 import type { CreatedSandbox, SandboxService } from "./sandboxes.ts";
@@ -124,6 +124,22 @@ export class SandboxLauncher {
     options: ForkOptions = {},
   ): Promise<ForkedSandbox> {
     const source = await this.options.sandboxes.get(principal, sandboxId);
+    if (options.memory === true) {
+      // Refused before anything is saved: the fork would resume the source's machine as it is.
+      const asked = {
+        isolation: overrides.isolation ?? source.isolation,
+        vcpuCount: overrides.vcpuCount ?? source.vcpuCount,
+        memSizeMib: overrides.memSizeMib ?? source.memSizeMib,
+        diskMib: overrides.diskMib ?? source.diskMib,
+      };
+      const reason = memoryShapeMismatch(source, asked);
+      if (reason !== undefined) {
+        throw new ShoalError("VALIDATION_ERROR", {
+          message: `A fork with memory resumes the source's machine: ${reason}`,
+          details: { fields: { memory: reason } },
+        });
+      }
+    }
     const snapshot = await this.options.snapshots.capture(source, "fork", { memory: options.memory });
     const created = await this.launch(principal, {
       snapshotId: snapshot.id,
@@ -159,7 +175,7 @@ export class SandboxLauncher {
   }
 
   /** SNAPSHOT_INCOMPATIBLE when the saved machine cannot resume with this shape on this host. */
-  private async checkMachine(snapshot: Snapshot, shape: Parameters<typeof memoryShapeMismatch>[1]): Promise<void> {
+  private async checkMachine(snapshot: Snapshot, shape: MachineShape): Promise<void> {
     const memory = snapshot.memory;
     if (memory === null) return;
     const here = await this.options.runtime.machineFormat?.(memory.isolation);

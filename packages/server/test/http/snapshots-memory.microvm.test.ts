@@ -139,6 +139,13 @@ describe("snapshots with memory of microVM sandboxes", () => {
     });
     assert.equal(started.status, 202, started.text);
     const token = await run(source.id, "head -n 1 /tmp/token");
+    const reshaped = await call(server, "POST", `/v1/sandboxes/${source.id}/fork`, {
+      key,
+      body: { memory: true, mem_size_mib: 512 },
+    });
+    assert.equal(errorOf(reshaped).code, "VALIDATION_ERROR", reshaped.text);
+    const none = await call<{ items: SnapshotView[] }>(server, "GET", `/v1/snapshots?sandbox_id=${source.id}`, { key });
+    assert.deepEqual(none.json.items, [], "refused before anything was saved");
     const forked = await call<{ sandbox: SandboxView; snapshot: SnapshotView }>(
       server,
       "POST",
