@@ -12,11 +12,13 @@
  * @example
  *   npm run bench:memory-snapshots -- --iterations 5
  */
+
 import { rmSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { TOKEN_KEEPER, TOKEN_READER } from "../packages/server/src/adapters/runtime/microvm/test-guest.ts";
 import { call } from "../packages/server/test/support/http.ts";
 import { writeBusyboxImageArchive } from "../packages/server/test/support/oci-image-fixture.ts";
 import {
@@ -33,7 +35,6 @@ const { values: args } = parseArgs({ options: { iterations: { type: "string", de
 const iterations = Number(args.iterations);
 if (!Number.isInteger(iterations) || iterations < 1) throw new Error(`--iterations must be a whole number ≥ 1`);
 const TARGET_MS = 300;
-const TOKEN_KEEPER = "trap : PIPE; t=$(cat /proc/sys/kernel/random/uuid); while :; do echo $t > /tmp/token; done";
 
 const server = await startServer({ ...sandboxServerEnv, SHOAL_WARM_POOL_SIZE: "0" });
 const key = server.adminKey;
@@ -44,7 +45,7 @@ try {
   await execOk(server, key, source.id, { cmd: "mkfifo /tmp/token" });
   const started = await request(server, key, "POST", `/v1/sandboxes/${source.id}/commands`, { cmd: TOKEN_KEEPER });
   if (started.status !== 202) throw new Error(`starting the command answered ${started.status}: ${started.text}`);
-  const token = (await execOk(server, key, source.id, { cmd: "head -n 1 /tmp/token" })).stdout;
+  const token = (await execOk(server, key, source.id, { cmd: TOKEN_READER })).stdout;
 
   const saves: number[] = [];
   const restores: number[] = [];
@@ -66,7 +67,7 @@ try {
 
       const restoreStart = performance.now();
       const restored = await createSandbox(server, key, { snapshot_id: taken.json.id });
-      const seen = (await execOk(server, key, restored.id, { cmd: "head -n 1 /tmp/token" })).stdout;
+      const seen = (await execOk(server, key, restored.id, { cmd: TOKEN_READER })).stdout;
       restores.push(performance.now() - restoreStart);
       if (seen !== token) throw new Error(`the restored command answered ${JSON.stringify(seen)}, not the token`);
       await deleteSandbox(server, key, restored.id);

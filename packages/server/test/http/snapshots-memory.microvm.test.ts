@@ -5,11 +5,13 @@
  * included, under its own name, and the source runs on; a fork with memory does the same in one
  * call. What cannot be saved or resumed so is refused with its catalog code and changes nothing.
  */
+
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { TOKEN_KEEPER, TOKEN_READER } from "../../src/adapters/runtime/microvm/test-guest.ts";
 import { call, errorOf } from "../support/http.ts";
 import { writeBusyboxImageArchive } from "../support/oci-image-fixture.ts";
 import type { SandboxView as BaseSandboxView, ExecView } from "../support/sandbox-api.ts";
@@ -31,9 +33,6 @@ interface SnapshotView {
 }
 
 const SERVER_ENV = { SHOAL_RATE_LIMITS: "read=100000/60,write=100000/60", SHOAL_WARM_POOL_SIZE: "0" };
-// A command whose token lives in its memory alone: it hands the token to whoever opens the FIFO
-// (a reader that leaves mid-line must not end it: SIGPIPE is caught).
-const TOKEN_KEEPER = "trap : PIPE; t=$(cat /proc/sys/kernel/random/uuid); while :; do echo $t > /tmp/token; done";
 
 describe("snapshots with memory of microVM sandboxes", () => {
   let server: ServerProcess;
@@ -87,7 +86,7 @@ describe("snapshots with memory of microVM sandboxes", () => {
       body: { cmd: TOKEN_KEEPER },
     });
     assert.equal(started.status, 202, started.text);
-    const token = await run(source.id, "head -n 1 /tmp/token");
+    const token = await run(source.id, TOKEN_READER);
     assert.match(token, /^[0-9a-f-]{36}\n$/);
 
     const taken = await snapshot(source.id, { memory: true });
@@ -108,13 +107,13 @@ describe("snapshots with memory of microVM sandboxes", () => {
     assert.deepEqual(states(), [taken.json.id]);
     const shown = await call<SnapshotView>(server, "GET", `/v1/snapshots/${taken.json.id}`, { key });
     assert.deepEqual(shown.json.memory, taken.json.memory);
-    assert.equal(await run(source.id, "head -n 1 /tmp/token"), token, "the source runs on");
+    assert.equal(await run(source.id, TOKEN_READER), token, "the source runs on");
 
     // Its isolation and resources are the snapshot's unless the request sets them.
     const restored = await create({ snapshot_id: taken.json.id });
     assert.equal(restored.isolation, "microvm");
     assert.equal(restored.mem_size_mib, 256);
-    assert.equal(await run(restored.id, "head -n 1 /tmp/token"), token, "the same command, its memory restored");
+    assert.equal(await run(restored.id, TOKEN_READER), token, "the same command, its memory restored");
     assert.equal(await run(restored.id, "cat /workspace/file"), "kept\n");
     assert.equal(await run(restored.id, "cat /etc/hostname; echo $HOSTNAME"), `${restored.id}\n${restored.id}\n`);
     await run(restored.id, "echo restored > /workspace/file");
@@ -138,7 +137,7 @@ describe("snapshots with memory of microVM sandboxes", () => {
       body: { cmd: TOKEN_KEEPER },
     });
     assert.equal(started.status, 202, started.text);
-    const token = await run(source.id, "head -n 1 /tmp/token");
+    const token = await run(source.id, TOKEN_READER);
     const reshaped = await call(server, "POST", `/v1/sandboxes/${source.id}/fork`, {
       key,
       body: { memory: true, mem_size_mib: 512 },
@@ -155,7 +154,7 @@ describe("snapshots with memory of microVM sandboxes", () => {
     assert.equal(forked.status, 201, forked.text);
     assert.notEqual(forked.json.snapshot.memory, null);
     assert.equal(forked.json.sandbox.state, "running");
-    assert.equal(await run(forked.json.sandbox.id, "head -n 1 /tmp/token"), token);
+    assert.equal(await run(forked.json.sandbox.id, TOKEN_READER), token);
     for (const id of [forked.json.sandbox.id, source.id]) {
       await call(server, "DELETE", `/v1/sandboxes/${id}`, { key });
     }

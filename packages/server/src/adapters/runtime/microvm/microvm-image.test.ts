@@ -6,6 +6,7 @@
  * the cached image. Needs root, QEMU, virtiofsd, e2fsprogs (debugfs) and a built agent; the kit is
  * cached in SHOAL_MICROVM_KIT_CACHE when set.
  */
+
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -36,6 +37,7 @@ import { OPAQUE_XATTR } from "../linux/layers/overlay-marks.ts";
 import type { LayerLocator } from "./image-disk.ts";
 import { microvmPaths, vmPaths } from "./microvm-layout.ts";
 import { createMicrovmRuntime, type MicrovmRuntime } from "./microvm-runtime.ts";
+import { TOKEN_KEEPER, TOKEN_READER } from "./test-guest.ts";
 
 const dir = mkdtempSync("/tmp/microvm-image-");
 const kitCacheDir = process.env.SHOAL_MICROVM_KIT_CACHE ?? join(dir, "guest");
@@ -393,8 +395,6 @@ describe("microvm sandboxes of images with layers", { concurrency: false }, () =
 
 describe("saved machines: snapshots with memory of an own-base image", { concurrency: false }, () => {
   const AGENT = "/opt/shoal/shoal-agent";
-  // A process whose token lives in its memory alone: it hands it to whoever opens the FIFO.
-  const TOKEN_KEEPER = "trap : PIPE; t=$(cat /proc/sys/kernel/random/uuid); while :; do echo $t > /tmp/token; done";
   const states = (): string[] => {
     const statesDir = microvmPaths(dir).statesDir;
     return existsSync(statesDir) ? readdirSync(statesDir) : [];
@@ -409,7 +409,7 @@ describe("saved machines: snapshots with memory of an own-base image", { concurr
       source.id,
       `mkfifo /tmp/token && ${AGENT} bg run --dir /tmp/keeper --cap 4096 -- /bin/sh -c '${TOKEN_KEEPER}' > /dev/null`,
     );
-    const token = await sh(rt, source.id, "head -n 1 /tmp/token");
+    const token = await sh(rt, source.id, TOKEN_READER);
     assert.match(token, /^[0-9a-f-]{36}\n$/);
     await sh(rt, source.id, "echo on-disk > /workspace/file");
 
@@ -420,11 +420,11 @@ describe("saved machines: snapshots with memory of an own-base image", { concurr
     assert.ok(captured.machineBytes > 1024 * 1024, `the saved memory and disk: ${captured.machineBytes} B`);
     assert.ok(existsSync(join(state, "memory.state")) && existsSync(join(state, "disk.qcow2")));
     assert.equal(readFileSync(join(store.path(layerKey), "workspace/file"), "utf8"), "on-disk\n", "the layer too");
-    assert.equal(await sh(rt, source.id, "head -n 1 /tmp/token"), token, "the source runs on");
+    assert.equal(await sh(rt, source.id, TOKEN_READER), token, "the source runs on");
 
     const restored = { ...spec(source.image ?? { base: "own", layers: [] }), snapshotId };
     await rt.create(restored);
-    assert.equal(await sh(rt, restored.id, "head -n 1 /tmp/token"), token, "the same process, its memory restored");
+    assert.equal(await sh(rt, restored.id, TOKEN_READER), token, "the same process, its memory restored");
     assert.equal(await sh(rt, restored.id, "cat /workspace/file"), "on-disk\n");
     assert.equal(
       await sh(rt, restored.id, "cat /etc/hostname; tail -n 1 /etc/hosts"),
@@ -446,7 +446,7 @@ describe("saved machines: snapshots with memory of an own-base image", { concurr
       { id: source.id, state: "paused" },
     );
     await rt.resume(source.id);
-    assert.equal(await sh(rt, source.id, "head -n 1 /tmp/token"), token);
+    assert.equal(await sh(rt, source.id, TOKEN_READER), token);
 
     await rt.removeMachine(snapshotId);
     await rt.removeMachine(second);

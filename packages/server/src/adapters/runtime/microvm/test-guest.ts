@@ -53,6 +53,17 @@ export function makeBusyboxDisk(image: string, agent = BUILT_AGENT, sizeMib = 32
   return image;
 }
 
+/**
+ * A command that keeps a random token in its memory alone and hands it to each reader of the FIFO
+ * /tmp/token (made before it starts): whether a sandbox resumed with its memory. SIGPIPE is
+ * caught, since a reader may leave in the middle of a line.
+ */
+export const TOKEN_KEEPER =
+  "trap : PIPE; t=$(cat /proc/sys/kernel/random/uuid); while :; do echo $t > /tmp/token; done";
+/** Reads one whole token of TOKEN_KEEPER's, past whatever part of a line an earlier reader left in the FIFO. */
+export const TOKEN_READER =
+  "head -c 256 /tmp/token | grep -o '[0-9a-f]\\{8\\}-[0-9a-f]\\{4\\}-[0-9a-f]\\{4\\}-[0-9a-f]\\{4\\}-[0-9a-f]\\{12\\}' | head -n 1";
+
 export interface TestVmOptions {
   readonly kit: GuestKit;
   /** Holds the VM's sockets (and its console log when asked). */
