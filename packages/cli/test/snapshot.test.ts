@@ -60,7 +60,9 @@ describe("shoal snapshot", () => {
     assert.match(table, new RegExp(`^${id}\\s+${source.id}\\s+system\\s+api\\s+\\d+\\s`, "m"));
     const shown = await shoalJSON<SnapshotInfo>(["snapshot", "get", id], { env });
     assert.equal(shown.sandbox_id, source.id);
-    assert.match(await shoalOk(["snapshot", "get", id], { env }), /^trigger: +api$/m);
+    const described = await shoalOk(["snapshot", "get", id], { env });
+    assert.match(described, /^trigger: +api$/m);
+    assert.match(described, /^memory: +no \(files only\)$/m);
 
     assertErrorLine(await shoal(["snapshot", "delete", id], { env }), "RESOURCE_IN_USE");
     await shoalOk(["sandbox", "delete", restored.id], { env });
@@ -68,6 +70,16 @@ describe("shoal snapshot", () => {
     assertErrorLine(await shoal(["snapshot", "get", id], { env }), "SNAPSHOT_NOT_FOUND");
     assertErrorLine(await shoal(["sandbox", "create", "--snapshot", id], { env }), "SNAPSHOT_NOT_FOUND");
     assertErrorLine(await shoal(["snapshot", "create", "sbx_0000000000000000000000"], { env }), "SANDBOX_NOT_FOUND");
+    // A container has no machine of its own to save: the server's code, and no snapshot.
+    assertErrorLine(
+      await shoal(["snapshot", "create", "--with-memory", source.id], { env }),
+      "SNAPSHOT_MEMORY_UNSUPPORTED",
+    );
+    assertErrorLine(
+      await shoal(["sandbox", "fork", "--with-memory", source.id], { env }),
+      "SNAPSHOT_MEMORY_UNSUPPORTED",
+    );
+    assert.deepEqual(await shoalJSON<SnapshotInfo[]>(["snapshot", "list", "--sandbox", source.id], { env }), []);
   });
 
   test("sandbox fork prints the new sandbox's id; --json answers it and its snapshot", async () => {

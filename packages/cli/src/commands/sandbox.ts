@@ -75,7 +75,9 @@ export function registerSandbox(program: Command): void {
       .description("snapshot a sandbox and start a new one from the snapshot; prints the new sandbox's id")
       .argument("<id>"),
     "over the source's",
-  ).action(action(fork));
+  )
+    .option("--with-memory", "save the source's whole machine (a microvm sandbox): the fork resumes its processes")
+    .action(action(fork));
 
   sandbox
     .command("list")
@@ -182,8 +184,9 @@ async function create(context: Context): Promise<undefined> {
 
 async function fork(context: Context, id: string): Promise<undefined> {
   const source = await Sandbox.connect(id, context.connection());
+  const flags = context.options<ResourceFlags & { withMemory?: boolean }>();
   const forked = await withSpinner(`forking ${id}`, () =>
-    source.fork(resourceFields(context.options<ResourceFlags>())),
+    source.fork({ ...resourceFields(flags), ...(flags.withMemory === true ? { memory: true } : {}) }),
   );
   context.print({ sandbox: forked.sandbox.info, snapshot: forked.snapshot }, () => forked.sandbox.id);
   return undefined;

@@ -15,13 +15,13 @@ export function registerSnapshot(program: Command): void {
     .command("create")
     .description("snapshot what a sandbox changed over its template (a running one keeps running); prints its id")
     .argument("<sandbox-id>")
-    .option("--memory", "save the whole machine too (a microvm sandbox): a restore resumes its processes")
+    .option("--with-memory", "save the whole machine too (a microvm sandbox): a restore resumes its processes")
     .action(
       action(async (context, sandboxId: string) => {
-        const { memory } = context.options<{ memory?: boolean }>();
+        const { withMemory } = context.options<{ withMemory?: boolean }>();
         const sandbox = await Sandbox.connect(sandboxId, context.connection());
         const taken = await withSpinner(`snapshotting ${sandboxId}`, () =>
-          sandbox.snapshot(memory === true ? { memory: true } : {}),
+          sandbox.snapshot(withMemory === true ? { memory: true } : {}),
         );
         context.print(taken, () => taken.id);
         return undefined;
