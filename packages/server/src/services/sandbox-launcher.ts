@@ -10,7 +10,7 @@
  *   const forked = await launcher.fork(principal, "sbx_…", { wait: true });
  */
 import type { Principal } from "../domain/api-key.ts";
-import type { Isolation } from "../domain/isolation.ts";
+import { DEFAULT_ISOLATION, type Isolation } from "../domain/isolation.ts";
 import type { OnTimeout } from "../domain/sandbox.ts";
 import type { SandboxImage } from "../domain/sandbox-image.ts";
 import { type MachineShape, memoryShapeMismatch, type Snapshot } from "../domain/snapshot.ts";
@@ -75,7 +75,8 @@ export class SandboxLauncher {
         memSizeMib: request.memSizeMib ?? memory?.memSizeMib ?? defaults.memSizeMib,
         diskMib: request.diskMib ?? memory?.diskMib ?? defaults.diskMib,
       };
-      if (memory !== null) await this.checkMachine(snapshot, { ...shape, isolation: shape.isolation ?? "container" });
+      if (memory !== null)
+        await this.checkMachine(snapshot, { ...shape, isolation: shape.isolation ?? DEFAULT_ISOLATION });
       return sandboxes.create(principal, {
         template: snapshot.template,
         templateId: snapshot.templateId,

@@ -250,15 +250,17 @@ class RuntimeRouter implements Runtime {
     return this.#byLevel(isolation).machineFormat?.(isolation);
   }
 
+  /** Saved machines are each runtime's own, on its host files: every runtime is asked. */
+  #all(): Runtime[] {
+    return [this.#primary, ...this.#others.map((other) => other.runtime)];
+  }
+
   async removeMachine(snapshotId: string): Promise<void> {
-    for (const runtime of [this.#primary, ...this.#others.map((other) => other.runtime)]) {
-      await runtime.removeMachine?.(snapshotId);
-    }
+    for (const runtime of this.#all()) await runtime.removeMachine?.(snapshotId);
   }
 
   async listMachines(): Promise<{ readonly snapshotId: string; readonly writtenAtMs: number }[]> {
-    const runtimes = [this.#primary, ...this.#others.map((other) => other.runtime)];
-    return (await Promise.all(runtimes.map((runtime) => runtime.listMachines?.() ?? Promise.resolve([])))).flat();
+    return (await Promise.all(this.#all().map((runtime) => runtime.listMachines?.() ?? Promise.resolve([])))).flat();
   }
 
   async listLayers(): Promise<{ readonly key: string; readonly writtenAtMs: number }[]> {

@@ -541,11 +541,12 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
    */
   async #restoreVm(host: Host, spec: SandboxSpec, paths: VmPaths, saved: SavedMachine): Promise<void> {
     const here = machineFormatOf(this.#hostMachine(host));
-    if (machineFormatOf(saved.config) !== here) {
+    const savedFormat = machineFormatOf(saved.config);
+    if (savedFormat !== here) {
       throw new ShoalError("SNAPSHOT_INCOMPATIBLE", {
         details: {
           snapshot_id: saved.key,
-          reason: `its machine was saved in format ${machineFormatOf(saved.config)}; this host's is ${here}`,
+          reason: `its machine was saved in format ${savedFormat}; this host's is ${here}`,
         },
       });
     }
@@ -745,20 +746,11 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     const copyDisk = async (to: string): Promise<void> => {
       const pid = await readPid(paths.pidFile);
       if (pid === undefined || !isVmProcess(pid, paths.dir)) return copyRaw(paths, to);
-      const status = (await withQmp(paths, pid, (qmp) => qmp.execute("query-status"))) as { status?: string };
-      const paused = isStopped(status.status);
-      if (paused) await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
-      try {
-        await this.#syncGuest(id, paths);
+      await this.#cutSynced(id, paths, pid, async () => {
         // The stop drains the disk's requests and flushes QEMU's qcow2 caches into the overlay.
         await withQmp(paths, pid, (qmp) => qmp.execute("stop"));
         await copyRaw(paths, to);
-      } finally {
-        if (!paused) {
-          await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
-          await this.#catchUpClock(id);
-        }
-      }
+      });
     };
     await mkdir(this.#paths.capturesDir, { recursive: true, mode: 0o700 });
     return this.#wrap(`capturing the disk of sandbox ${id}`, () =>
@@ -801,11 +793,8 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     await mkdir(state.dir, { mode: 0o700 });
     try {
       await this.#wrap(`saving the machine of sandbox ${id}`, async () => {
-        const status = (await withQmp(paths, pid, (qmp) => qmp.execute("query-status"))) as { status?: string };
-        const paused = isStopped(status.status);
-        if (paused) await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
-        try {
-          await this.#syncGuest(id, paths);
+        await this.#cutSynced(id, paths, pid, async () => {
+          // The save stops the VM first; its disk is then as the saved memory knows it.
           await withQmp(
             paths,
             pid,
@@ -813,12 +802,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
             MIGRATION_TIMEOUT_MS,
           );
           await copyOverlay(paths, state.disk);
-        } finally {
-          if (!paused) {
-            await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
-            await this.#catchUpClock(id);
-          }
-        }
+        });
         await writeFile(state.baseImage, baseImage);
         await writeMachineConfig(state.machine, config);
       });
@@ -860,6 +844,26 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
   async removeMachine(snapshotId: string): Promise<void> {
     if (!STATE_KEY_PATTERN.test(snapshotId)) return;
     await rm(statePaths(this.#paths.statesDir, snapshotId).dir, { recursive: true, force: true });
+  }
+
+  /**
+   * One consistent cut of a live VM: a paused one is let run for its sync, the guest's file systems
+   * are synced, then `cut` stops the VM (QMP `stop`, or a save, which stops it) and copies what it
+   * needs; the VM runs again afterwards unless it was paused, whose stop then stands.
+   */
+  async #cutSynced(id: string, paths: VmPaths, pid: number, cut: () => Promise<void>): Promise<void> {
+    const status = (await withQmp(paths, pid, (qmp) => qmp.execute("query-status"))) as { status?: string };
+    const paused = isStopped(status.status);
+    if (paused) await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
+    try {
+      await this.#syncGuest(id, paths);
+      await cut();
+    } finally {
+      if (!paused) {
+        await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
+        await this.#catchUpClock(id);
+      }
+    }
   }
 
   /** The guest's file systems written out, when its agent answers. */
