@@ -10,7 +10,7 @@
  *   await deleteSandbox(server, server.adminKey, sandbox.id);
  */
 
-import { type Dirent, readdirSync, readFileSync } from "node:fs";
+import { type Dirent, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import path from "node:path";
 import { type CallResult, call } from "./http.ts";
 import type { CodeContextView, ExecView, SandboxView } from "./sandbox-api.ts";
@@ -236,6 +236,31 @@ export function hostPidsOf(id: string): number[] {
       return false; // exited while we looked
     }
   });
+}
+
+/**
+ * The pid namespaces of a sandbox's processes (read from those in its cgroups), so that a count of
+ * the host's processes in them sees every process the sandbox made, also one that left its cgroup,
+ * and none of the other test files running beside it. The host's own namespace is left out.
+ */
+export function pidNamespacesOf(id: string): Set<string> {
+  const namespaces = new Set(hostPidsOf(id).flatMap((pid) => pidNamespace(pid) ?? []));
+  // A runtime's helper in the host's namespace (gVisor's) would make it a count of the whole host.
+  namespaces.delete(pidNamespace(process.pid) ?? "");
+  return namespaces;
+}
+
+/** How many host processes live in one of `namespaces` right now. */
+export function countPidsIn(namespaces: ReadonlySet<string>): number {
+  return hostPids().filter((pid) => namespaces.has(pidNamespace(pid) ?? "")).length;
+}
+
+function pidNamespace(pid: number): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/pid`);
+  } catch {
+    return undefined; // exited while we looked
+  }
 }
 
 export function hostPids(): number[] {

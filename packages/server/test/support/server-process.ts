@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { releaseRuntime } from "./runtime-cleanup.ts";
+import { processesUsing, processReport, withDeadline } from "./stuck-diagnostics.ts";
 
 const serverRoot = fileURLToPath(new URL("../..", import.meta.url));
 const mainModule = path.join(serverRoot, "src", "main.ts");
@@ -168,7 +169,12 @@ export async function startServer(
     },
     stop,
     dispose: async ({ keepData = false } = {}) => {
-      await stop("SIGKILL");
+      // A SIGKILLed process that does not exit waits in the kernel: the report says where.
+      await withDeadline(stop("SIGKILL"), 30_000, () =>
+        [`server ${child.pid} did not exit on SIGKILL`, processReport([child.pid ?? 0]), processesUsing(dataDir)].join(
+          "\n",
+        ),
+      );
       if (keepData) return;
       await releaseRuntime(dataDir, fullEnv.SHOAL_NODE_ID);
       rmSync(dataDir, { recursive: true, force: true });

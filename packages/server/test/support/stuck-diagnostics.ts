@@ -1,0 +1,49 @@
+/**
+ * What a test's cleanup says when it is stuck, instead of holding its file until the runner's
+ * timeout with nothing to show: a deadline that fails with a description, and the state of the
+ * processes involved, read from /proc (their state and where in the kernel they wait).
+ *
+ * @example
+ *   await withDeadline(server.stop("SIGKILL"), 30_000, () => processReport([pid]));
+ */
+import { readdirSync, readFileSync } from "node:fs";
+
+export async function withDeadline<T>(work: Promise<T>, ms: number, describe: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`stuck after ${ms} ms: ${describe()}`)), ms);
+  });
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** One line per process: pid, state, kernel wait channel and command line. */
+export function processReport(pids: readonly number[]): string {
+  return pids.map(describeProcess).join("\n");
+}
+
+/** The processes whose command line names `needle` (a data directory), described. */
+export function processesUsing(needle: string): string {
+  const pids = readdirSync("/proc")
+    .filter((name) => /^\d+$/.test(name))
+    .map(Number)
+    .filter((pid) => read(`/proc/${pid}/cmdline`).includes(needle));
+  return pids.length === 0 ? `no process names ${needle}` : processReport(pids);
+}
+
+function describeProcess(pid: number): string {
+  const state = /^State:\s+(.*)$/m.exec(read(`/proc/${pid}/status`))?.[1] ?? "gone";
+  const command = read(`/proc/${pid}/cmdline`).replaceAll("\0", " ").trim().slice(0, 200);
+  return `  pid ${pid} ${state} wchan=${read(`/proc/${pid}/wchan`) || "-"} ${command}`;
+}
+
+function read(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return "";
+  }
+}
