@@ -7,6 +7,7 @@ import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { prepareGuestKit } from "../packages/server/src/adapters/runtime/microvm/guest-kit.ts";
+import { ensureUsrImage } from "../packages/server/src/adapters/runtime/microvm/usr-image.ts";
 import { startPostgresCluster } from "../packages/server/test/support/postgres.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
@@ -44,6 +45,15 @@ if (process.getuid?.() === 0) {
     onProgress: (stage, detail) => console.log(`preparing the microVM guest kernel: ${stage} ${detail}`),
   }).catch((error: unknown) => {
     console.error(`preparing the microVM guest kernel failed: ${error instanceof Error ? error.message : error}`);
+    process.exit(1);
+  });
+  // The same for the image of the host's /usr that system microVMs mount (a minute per 5 GB, once).
+  await ensureUsrImage({
+    cacheDir: path.join(process.env.SHOAL_MICROVM_KIT_DIR, "usr"),
+    source: "/usr",
+    onBuild: (detail) => console.log(`building the microVM image of the host's /usr: ${detail}`),
+  }).catch((error: unknown) => {
+    console.error(`building the microVM /usr image failed: ${error instanceof Error ? error.message : error}`);
     process.exit(1);
   });
 }

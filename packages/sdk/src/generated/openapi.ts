@@ -2590,7 +2590,7 @@ export interface paths {
                         };
                         mem_size_mib?: number;
                         /**
-                         * @description Saves the whole machine too (memory, processes, devices): a running or paused microvm sandbox of a template with a base of its own. The fork resumes the source's processes: its resources are the source's.
+                         * @description Saves the whole machine too (memory, processes, devices): a running or paused microvm sandbox. The fork resumes the source's processes: its resources are the source's.
                          * @default false
                          */
                         memory?: boolean;
@@ -2919,7 +2919,7 @@ export interface paths {
                 content: {
                     "application/json": {
                         /**
-                         * @description Saves the whole machine too (memory, processes, devices): a running or paused microvm sandbox of a template with a base of its own. A restore resumes its processes, with the resources it has now.
+                         * @description Saves the whole machine too (memory, processes, devices): a running or paused microvm sandbox. A restore resumes its processes, with the resources it has now.
                          * @default false
                          */
                         memory?: boolean;

@@ -624,8 +624,8 @@ export const errorCatalog = {
     retryable: false,
     message: "The memory of sandbox {sandbox_id} cannot be saved: {reason}",
     hint:
-      "Snapshot its file system alone (without `memory`), or run the workload in a `microvm` sandbox of a template " +
-      "with a base of its own (an OCI image or a Debian release).",
+      "Snapshot its file system alone (without `memory`), or run the workload in a `microvm` sandbox; a microVM " +
+      "booted by an older server is saved once it has been stopped and started.",
     details: { sandbox_id: "the sandbox", reason: "why its machine cannot be saved" },
     aliases: {},
   },

@@ -54,7 +54,7 @@ async function releaseAll(dataDir: string, nodeId: string | undefined, stepping:
   await releaseMountNamespace(paths);
 }
 
-/** Ends every microVM (QEMU, virtiofsd, its cgroup) that a test server left in `dataDir`. */
+/** Ends every microVM (QEMU, its cgroup) that a test server left in `dataDir`. */
 async function releaseMicrovms(
   dataDir: string,
   nodeId: string | undefined,

@@ -93,9 +93,7 @@ export function snapshotView(snapshot: Snapshot) {
 function MemoryField(consequence: string) {
   return Type.Boolean({
     default: false,
-    description:
-      `Saves the whole machine too (memory, processes, devices): a running or paused microvm sandbox of a template ` +
-      `with a base of its own. ${consequence}.`,
+    description: `Saves the whole machine too (memory, processes, devices): a running or paused microvm sandbox. ${consequence}.`,
   });
 }
 

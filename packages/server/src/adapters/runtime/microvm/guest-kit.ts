@@ -50,11 +50,11 @@ export interface GuestKitOptions {
 }
 
 /** The drivers the guest needs, by name; their dependencies are found from the modules. */
-export const GUEST_MODULES = ["virtio_mmio", "virtio_console", "virtio_blk", "virtiofs"] as const;
+export const GUEST_MODULES = ["virtio_mmio", "virtio_console", "virtio_blk"] as const;
 
 const MANIFEST = "kit.json";
 /** Raised when what a kit holds changes, so that older caches are prepared again. */
-const KIT_FORMAT = 2;
+const KIT_FORMAT = 3;
 const inFlight = new Map<string, Promise<GuestKit>>();
 
 function runtimeError(reason: string, cause?: unknown): ShoalError {

@@ -12,9 +12,11 @@
 export const AGENT_PORT_NAME = "shoal.agent";
 /** Where the root disk holds the agent. */
 export const AGENT_PATH_IN_GUEST = "/opt/shoal/shoal-agent";
-/** The virtio-fs tag of the host's /usr, which /init mounts read-only when the command line has USR_SHARE_ARG. */
-export const USR_SHARE_TAG = "shoal.usr";
-export const USR_SHARE_ARG = "shoal.usr=virtiofs";
+/** The virtio-blk serials /init finds the disks by: the sandbox's root, and the image of the host's /usr. */
+export const ROOT_DISK_SERIAL = "shoal-root";
+export const USR_DISK_SERIAL = "shoal-usr";
+/** On the kernel command line when the VM has the /usr disk: /init waits for it and mounts it read-only. */
+export const USR_DISK_ARG = "shoal.usr=disk";
 /** `shoal.pids=<n>` on the kernel command line: /init puts the agent in a cgroup with that pids.max. */
 export const PIDS_ARG = "shoal.pids";
 /** `shoal.hostname=<sandbox id>` on the kernel command line: the agent sets it as the guest's hostname. */
@@ -49,8 +51,14 @@ $B mount -t sysfs sysfs /sys || fail "sysfs"
 for m in ${modules.map((module) => module.name).join(" ")}; do
   $B insmod /lib/modules/$m.ko || fail "insmod $m"
 done
-# Device nodes appear asynchronously after the drivers probe: up to 5 s, in 2 ms steps.
+cmdline=$($B cat /proc/cmdline)
+want_usr=
+case " $cmdline " in *" ${USR_DISK_ARG} "*) want_usr=1;; esac
+# Device nodes appear asynchronously after the drivers probe: up to 5 s, in 2 ms steps. Disks are
+# found by their serials: virtio-mmio devices do not probe in the command line's order.
 port=
+root=
+usr=
 i=0
 while [ $i -lt 2500 ]; do
   if [ -z "$port" ]; then
@@ -58,30 +66,33 @@ while [ $i -lt 2500 ]; do
       [ "$($B cat $p/name 2>/dev/null)" = "${AGENT_PORT_NAME}" ] && port=\${p##*/}
     done
   fi
-  [ -n "$port" ] && [ -e /dev/$port ] && [ -e /dev/vda ] && break
+  for b in /sys/block/vd*; do
+    case "$($B cat $b/serial 2>/dev/null)" in
+      ${ROOT_DISK_SERIAL}) root=\${b##*/};;
+      ${USR_DISK_SERIAL}) usr=\${b##*/};;
+    esac
+  done
+  if [ -n "$port" ] && [ -e /dev/$port ] && [ -n "$root" ] && [ -e /dev/$root ]; then
+    [ -z "$want_usr" ] && break
+    [ -n "$usr" ] && [ -e /dev/$usr ] && break
+  fi
   $B usleep 2000
   i=$((i + 1))
 done
 [ -n "$port" ] || fail "no virtio-serial port named ${AGENT_PORT_NAME}"
-[ -e /dev/vda ] || fail "no root disk /dev/vda"
+[ -n "$root" ] || fail "no root disk (virtio-blk serial ${ROOT_DISK_SERIAL})"
+[ -z "$want_usr" ] || [ -n "$usr" ] || fail "no /usr disk (virtio-blk serial ${USR_DISK_SERIAL})"
 $B mkdir -p /dev/virtio-ports
 $B ln -sf ../$port /dev/virtio-ports/${AGENT_PORT_NAME}
-$B mount -t ext4 -o rw,noatime /dev/vda /newroot || fail "mount /dev/vda"
+$B mount -t ext4 -o rw,noatime /dev/$root /newroot || fail "mount the root disk /dev/$root"
+# The host's /usr, an image the VM cannot write (QEMU opens it read-only): no journal to replay.
+if [ -n "$want_usr" ]; then
+  $B mount -t ext4 -o ro,noload,nodev /dev/$usr /newroot/usr || fail "mount the /usr disk /dev/$usr"
+fi
 for d in dev proc sys; do
   $B mkdir -p /newroot/$d
   $B mount --move /$d /newroot/$d || fail "move /$d"
 done
-cmdline=$($B cat /newroot/proc/cmdline)
-# The host's /usr, shared read-only over virtio-fs when the command line asks for it (the Debian
-# cloud kernel has no 9p); the device may probe a moment after its driver loads.
-case " $cmdline " in *" ${USR_SHARE_ARG} "*)
-  i=0
-  until $B mount -t virtiofs -o ro,nodev ${USR_SHARE_TAG} /newroot/usr 2>/dev/null; do
-    i=$((i + 1))
-    [ $i -lt 2500 ] || fail "mount the host's /usr (virtiofs tag ${USR_SHARE_TAG})"
-    $B usleep 2000
-  done
-esac
 # The sandbox's pids limit: a cgroup of its own that the agent (PID 1) and everything it starts
 # are in. The host's cgroup on QEMU bounds the VM as a whole; this bounds the guest's processes.
 pids=

@@ -28,6 +28,8 @@ import type { QmpClient } from "./qmp-client.ts";
 
 /** What the VM was booted as; a restore boots the same, with its own paths. */
 export interface MachineConfig {
+  /** MACHINE_FORMAT of the server that booted it; absent in the configs of the first format. */
+  readonly format?: number;
   readonly accelerator: Accelerator;
   readonly kernelVersion: string;
   readonly tscKHz: number;
@@ -36,18 +38,25 @@ export interface MachineConfig {
   readonly guestMemoryMib: number;
   /** Words of the guest kernel's command line after the runtime's own (pids limit, hostname, …). */
   readonly kernelArgs: readonly string[];
-  /** Whether the host's /usr is shared over virtio-fs: QEMU 7.2 cannot save such a VM. */
-  readonly usrShare: boolean;
+  /** The fingerprint of the /usr image the VM mounts (usr-image.ts); null: its image brings its own /usr. */
+  readonly usrImage: string | null;
+  /** Written by servers before /usr images: true for a VM with the host's /usr over virtio-fs, which cannot be saved. */
+  readonly usrShare?: boolean;
   /** Whether the machine has its console UART. */
   readonly console: boolean;
 }
 
-/** The format a saved machine needs of the host to resume: bumped when MachineConfig's meaning changes. */
-const MACHINE_FORMAT = 1;
+/**
+ * The format a saved machine needs of the host to resume: bumped when MachineConfig's meaning or
+ * the machine a config boots changes (2: disks found by serial, /usr a disk, a new initramfs).
+ */
+export const MACHINE_FORMAT = 2;
 
 /** What a host must match to resume a machine saved on it (the Runtime port's machineFormat). */
-export function machineFormatOf(config: Pick<MachineConfig, "accelerator" | "kernelVersion" | "tscKHz">): string {
-  return `microvm-${MACHINE_FORMAT}/${config.accelerator}/${config.kernelVersion}/tsc-${config.tscKHz}`;
+export function machineFormatOf(
+  config: Pick<MachineConfig, "format" | "accelerator" | "kernelVersion" | "tscKHz">,
+): string {
+  return `microvm-${config.format ?? 1}/${config.accelerator}/${config.kernelVersion}/tsc-${config.tscKHz}`;
 }
 
 export interface StatePaths {

@@ -6,9 +6,9 @@
  * reply, the exec round trip of `true`, and an idle VM's PSS.
  *
  * `… microvm-bench.ts runtime [claims] [execRuns]`: through createMicrovmRuntime (the system
- * template, the host's /usr over virtio-fs), per claim of a warm VM: the create, the first and
+ * template, the host's /usr a disk image), per claim of a warm VM: the create, the first and
  * second `node -v` (TTI is create + first `node -v`), then, with the pool refilled and idle, the exec
- * round trips of `/usr/bin/true` (dynamic, over virtio-fs) and of the agent binary (static, on the
+ * round trips of `/usr/bin/true` (dynamic, on the /usr disk) and of the agent binary (static, on the
  * root disk). SHOAL_MICROVM_AGENT picks the agent build (both modes), SHOAL_MICROVM_KIT_CACHE keeps the kernel
  * kit between runs, SHOAL_BENCH_PREPARE is a shell line run in each claimed VM before its clock
  * starts (e.g. `echo 0 > /proc/sys/kernel/randomize_va_space`, to measure what a kernel argument would),
@@ -134,7 +134,7 @@ async function runtimeFigures(claims: number, execRuns: number): Promise<void> {
     console.log(`first node -v in a claimed VM: ${figures(firstNode)}`);
     console.log(`TTI (claim + create + first node -v): ${figures(ttis)}`);
     console.log(`second node -v: ${figures(secondNode)}`);
-    console.log(`exec round trip of /usr/bin/true (dynamic, virtio-fs): ${figures(trues)}`);
+    console.log(`exec round trip of /usr/bin/true (dynamic, /usr disk): ${figures(trues)}`);
     console.log(`exec round trip of the agent binary (static, root disk): ${figures(statics)}`);
     console.log(`load average at the end ${load()}`);
   } finally {

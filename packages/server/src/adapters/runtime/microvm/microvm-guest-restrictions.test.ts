@@ -3,7 +3,7 @@
  * probes of test/http/hostile-escape.test.ts run as root inside a sandbox of the microvm runtime
  * (no_new_privs, the seccomp filter, the capability sets, masked and read-only /proc, lo, the
  * hostname, the clock), the OOM report of a memory hog, and a guest whose disk lacks the policy
- * refusing to serve. Needs root, QEMU, virtiofsd and a built agent (`make -C packages/agent`, or
+ * refusing to serve. Needs root, QEMU and a built agent (`make -C packages/agent`, or
  * SHOAL_AGENT_BINARY); the kit is cached in SHOAL_MICROVM_KIT_CACHE when set.
  */
 import assert from "node:assert/strict";

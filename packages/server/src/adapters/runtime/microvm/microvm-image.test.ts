@@ -3,8 +3,9 @@
  * linux runtime's format, ownership shifted as importLayer leaves it) over the `system` base and
  * as a root of their own (busybox), checked from inside the guest: files, a whiteout, an opaque
  * directory, an owner, whether the host's /usr is there, and that a sandbox's writes stay out of
- * the cached image. Needs root, QEMU, virtiofsd, e2fsprogs (debugfs) and a built agent; the kit is
- * cached in SHOAL_MICROVM_KIT_CACHE when set.
+ * the cached image; and machines saved with their memory, of both bases. Needs root, QEMU,
+ * e2fsprogs (debugfs) and a built agent; the kit (and the /usr image) is cached in
+ * SHOAL_MICROVM_KIT_CACHE when set.
  */
 
 import assert from "node:assert/strict";
@@ -219,12 +220,16 @@ describe("microvm sandboxes of images with layers", { concurrency: false }, () =
       await sh(rt, sandbox.id, "readlink /workspace/link; cat /workspace/link"),
       "/etc/greeting\nhello from a layer\n",
     );
-    // The system base: the host's /usr over virtio-fs, the template's /etc.
+    // The system base: the host's /usr as a read-only disk, the template's /etc.
     assert.equal(
       (await sh(rt, sandbox.id, "node -v")).trim(),
       execFileSync("node", ["-v"], { encoding: "utf8" }).trim(),
     );
-    assert.match(await sh(rt, sandbox.id, "grep ' /usr ' /proc/mounts"), /virtiofs/);
+    assert.match(await sh(rt, sandbox.id, "grep ' /usr ' /proc/mounts"), /^\/dev\/vd[a-z] \/usr ext4 ro,/);
+    assert.match(
+      await sh(rt, sandbox.id, "touch /usr/written 2>&1 || echo refused"),
+      /Read-only file system[\s\S]*refused/,
+    );
     assert.match(await sh(rt, sandbox.id, "cat /etc/passwd"), /^user:x:1000:1000:/m);
 
     const [built, ...others] = images();
@@ -361,15 +366,15 @@ describe("microvm sandboxes of images with layers", { concurrency: false }, () =
     assert.ok(qemu !== undefined);
     const argv = readFileSync(`/proc/${qemu}/cmdline`, "utf8").split("\0");
     assert.equal(
-      argv.some((arg) => arg.includes("vhost-user-fs")),
+      argv.some((arg) => arg.includes("drive=usr")),
       false,
-      "no /usr share",
+      "no /usr disk",
     );
     assert.equal(
       argv.some((arg) => arg.includes("shoal.usr=")),
       false,
     );
-    assert.equal(await sh(rt, sandbox.id, "grep -c virtiofs /proc/mounts || true"), "0\n");
+    assert.equal(await sh(rt, sandbox.id, "grep -c ' /usr ' /proc/mounts || true"), "0\n");
     assert.equal(await sh(rt, sandbox.id, "ls -A /usr 2>/dev/null | wc -l"), "0\n");
     assert.equal(await sh(rt, sandbox.id, "test -e /etc/release && echo there || echo gone"), "gone\n");
     assert.equal(
@@ -393,7 +398,7 @@ describe("microvm sandboxes of images with layers", { concurrency: false }, () =
   });
 });
 
-describe("saved machines: snapshots with memory of an own-base image", { concurrency: false }, () => {
+describe("saved machines: snapshots with memory", { concurrency: false }, () => {
   const AGENT = "/opt/shoal/shoal-agent";
   const states = (): string[] => {
     const statesDir = microvmPaths(dir).statesDir;
@@ -454,19 +459,63 @@ describe("saved machines: snapshots with memory of an own-base image", { concurr
     for (const id of [source.id, restored.id]) await rt.destroy(id);
   });
 
+  test("a system VM, the host's /usr a disk of it, resumes with its memory; not once that image is gone", async () => {
+    const rt = runtime();
+    const source = spec({ base: "system", layers: [] });
+    await rt.create(source);
+    await sh(
+      rt,
+      source.id,
+      `mkfifo /tmp/token && ${AGENT} bg run --dir /tmp/keeper --cap 4096 -- /bin/sh -c '${TOKEN_KEEPER}' > /dev/null`,
+    );
+    const token = await sh(rt, source.id, TOKEN_READER);
+    const snapshotId = newId("snap");
+    await rt.captureMachine(source.id, keyOf(`machine-${snapshotId}`), snapshotId);
+    const saved = JSON.parse(readFileSync(join(microvmPaths(dir).statesDir, snapshotId, "machine.json"), "utf8"));
+    assert.match(String(saved.usrImage), /^[0-9a-f]{32}$/, "the machine names its /usr image");
+
+    const restored = { ...spec({ base: "system", layers: [] }), snapshotId };
+    await rt.create(restored);
+    assert.equal(await sh(rt, restored.id, TOKEN_READER), token, "the same process, its memory restored");
+    assert.equal(
+      (await sh(rt, restored.id, "node -v")).trim(),
+      execFileSync("node", ["-v"], { encoding: "utf8" }).trim(),
+      "the host's /usr is there after the restore",
+    );
+    for (const id of [source.id, restored.id]) await rt.destroy(id);
+
+    // The host's /usr changed and its old image went: the machine cannot resume, and says why.
+    const machineFile = join(microvmPaths(dir).statesDir, snapshotId, "machine.json");
+    writeFileSync(machineFile, JSON.stringify({ ...saved, usrImage: "0".repeat(32) }));
+    const orphan = { ...spec({ base: "system", layers: [] }), snapshotId };
+    await assert.rejects(
+      rt.create(orphan),
+      (error: unknown) =>
+        error instanceof ShoalError &&
+        error.code === "SNAPSHOT_INCOMPATIBLE" &&
+        /no longer on this host/.test(String(error.details.reason)),
+    );
+    assert.equal(existsSync(vmPaths(microvmPaths(dir).sandboxesDir, orphan.id).dir), false);
+    await rt.removeMachine(snapshotId);
+  });
+
   test("a machine that cannot be saved, or cannot resume so, is refused with its reason", async () => {
     const rt = runtime();
     const before = states();
-    const shared = spec({ base: "system", layers: [] });
-    await rt.create(shared);
+    // A VM an older server booted (its /usr over virtio-fs): its machine.json has no format.
+    const older = spec({ base: "system", layers: [] });
+    await rt.create(older);
+    const machineFile = vmPaths(microvmPaths(dir).sandboxesDir, older.id).machine;
+    const { format: _format, ...firstFormat } = JSON.parse(readFileSync(machineFile, "utf8"));
+    writeFileSync(machineFile, JSON.stringify({ ...firstFormat, usrImage: undefined, usrShare: true }));
     await assert.rejects(
-      rt.captureMachine(shared.id, keyOf("refused"), newId("snap")),
+      rt.captureMachine(older.id, keyOf("refused"), newId("snap")),
       (error: unknown) =>
         error instanceof ShoalError &&
         error.code === "SNAPSHOT_MEMORY_UNSUPPORTED" &&
-        /virtio-fs/.test(String(error.details.reason)),
+        /older server/.test(String(error.details.reason)),
     );
-    await rt.destroy(shared.id);
+    await rt.destroy(older.id);
     assert.deepEqual(states(), before, "nothing is left of a refused save");
 
     const source = spec({ base: "own", layers: [busyboxRoot, busyboxTop] });

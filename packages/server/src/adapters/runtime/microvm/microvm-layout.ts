@@ -3,10 +3,11 @@
  * so that `list()` and `destroy()` find a VM started by an earlier server without any other record:
  *
  *   $dataDir/microvm/guest/<kernel>/             the guest kit (kernel, initramfs), guest-kit.ts
+ *   $dataDir/microvm/guest/usr/usr-<fingerprint>.img  the host's /usr as a read-only disk, usr-image.ts
  *   $dataDir/microvm/templates/                  the system template (linux/system-template.ts)
  *   $dataDir/microvm/images/root-<MiB>m-<agent>.img  formatted root disks (raw), each sandbox's backing file
  *   $dataDir/microvm/sandboxes/<id>/             disk.qcow2 (the overlay, sandbox-disk.ts), spec.json,
- *                                                qemu.pid, qmp.sock, agent.sock, usr.sock (virtiofsd),
+ *                                                qemu.pid, qmp.sock, agent.sock,
  *                                                vm.log, base-image (the image disk.qcow2 is over),
  *                                                machine.json (what it booted as, machine-state.ts),
  *                                                migrate.sock while its state is saved or restored, and
@@ -14,7 +15,7 @@
  *                                                in a VM made before overlays (a raw copy of its image)
  *   $dataDir/microvm/captures/                   scratch of captureLayer (a disk's copy, its mounts)
  *   $dataDir/microvm/states/<snapshot id>/       saved machines, machine-state.ts
- *   cgroup /shoal-<nodeId>-microvm/<id>          QEMU and its virtiofsd, with the VM's limits
+ *   cgroup /shoal-<nodeId>-microvm/<id>          QEMU, with the VM's limits
  *
  * The cgroup parent differs from the linux runtime's (`shoal-<nodeId>`): each runtime's list()
  * sees only its own sandboxes.
@@ -45,7 +46,6 @@ export interface VmPaths {
   readonly pidFile: string;
   readonly qmpSocket: string;
   readonly agentSocket: string;
-  readonly usrSocket: string;
   readonly log: string;
   /** The path of the formatted image the disk is over (its backing file; what captureLayer compares it with). */
   readonly baseImage: string;
@@ -80,7 +80,6 @@ export function vmPaths(sandboxesDir: string, id: string): VmPaths {
     pidFile: join(dir, "qemu.pid"),
     qmpSocket: join(dir, "qmp.sock"),
     agentSocket: join(dir, "agent.sock"),
-    usrSocket: join(dir, "usr.sock"),
     log: join(dir, "vm.log"),
     baseImage: join(dir, "base-image"),
     warmMarker: join(dir, "warm"),

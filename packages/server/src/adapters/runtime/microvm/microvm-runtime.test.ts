@@ -1,7 +1,7 @@
 /**
- * The microVM runtime against real QEMU VMs under TCG (at most two at once). Needs root, QEMU,
- * virtiofsd and a built agent; the kit is cached in SHOAL_MICROVM_KIT_CACHE when set (else in the
- * test's own directory, downloaded once per run).
+ * The microVM runtime against real QEMU VMs under TCG (at most two at once). Needs root, QEMU and
+ * a built agent; the kit and the /usr image are cached in SHOAL_MICROVM_KIT_CACHE when set (else
+ * in the test's own directory, made once per run).
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";

@@ -35,6 +35,7 @@ import { ensureImageDisk, type LayerLocator } from "./image-disk.ts";
 import { AGENT_PATH_IN_GUEST, GUEST_CGROUP, HOSTNAME_ARG, PIDS_ARG } from "./initramfs.ts";
 import {
   loadMemory,
+  MACHINE_FORMAT,
   type MachineConfig,
   MIGRATION_TIMEOUT_MS,
   machineFormatOf,
@@ -57,7 +58,8 @@ import { type Accelerator, QEMU_BINARY, type QemuDisk, qemuArgs } from "./qemu-c
 import { QmpClient } from "./qmp-client.ts";
 import { ensureRootImage } from "./root-disk.ts";
 import { baseImageOf, bootDisk, copyOverlay, copyRaw, createOverlay, sandboxDisk } from "./sandbox-disk.ts";
-import { isVmProcess, launchVm, logTail, readPid, VIRTIOFSD } from "./vm-process.ts";
+import { ensureUsrImage, removeUsrImagesExcept, type UsrImage, usrImagePath } from "./usr-image.ts";
+import { isVmProcess, launchVm, logTail, readPid } from "./vm-process.ts";
 
 export type RuntimeLog = (level: "info" | "warn" | "error", message: string, fields?: Record<string, unknown>) => void;
 
@@ -80,7 +82,7 @@ export interface MicrovmRuntimeOptions {
   readonly warmPidsLimit?: number;
   /** How long a boot may take until the agent answers (default 60 s: TCG on a busy host). */
   readonly bootTimeoutMs?: number;
-  /** The host directory shared as the guest's /usr (default `/usr`). */
+  /** The host directory the guest's /usr is an image of (default `/usr`). */
   readonly usrSource?: string;
   /** Writes the guest's console to the VM's log (slow under TCG; for debugging a guest that does not boot). */
   readonly guestConsole?: boolean;
@@ -118,13 +120,13 @@ const NODE_ID_PATTERN = /^[0-9A-Za-z_-]{1,64}$/;
 export const WARM_SHAPE = { vcpuCount: 1, memSizeMib: 256, pidsLimit: 512 } as const;
 /**
  * Host memory QEMU needs beside the guest's RAM: TCG's code cache (TCG_CODE_CACHE_MIB), the kernel
- * file's pages, QEMU's heap and virtiofsd. Page cache within it is reclaimed before anything is killed.
+ * file's pages and QEMU's heap. Page cache within it (the /usr image's) is reclaimed before anything is killed.
  */
 const TCG_CODE_CACHE_MIB = 64;
 /** What the guest kernel and the agent take of a VM's RAM before any sandbox process runs. */
 const GUEST_KERNEL_MIB = 64;
 const QEMU_OVERHEAD_MIB = 192;
-/** QEMU's threads (vCPUs, its I/O thread pool of up to 64) and virtiofsd's. */
+/** QEMU's threads: vCPUs, and its I/O thread pool of up to 64. */
 const HOST_TASKS = 160;
 const CPU_PERIOD_US = 100_000;
 const DEFAULT_CPU_WEIGHT = 100;
@@ -202,6 +204,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
   #host: Promise<Host> | undefined;
   #ready: Host | undefined;
   #isolations: Promise<readonly IsolationSupport[]> | undefined;
+  #usrImage: Promise<UsrImage> | undefined;
 
   constructor(options: MicrovmRuntimeOptions) {
     if (!NODE_ID_PATTERN.test(options.nodeId)) {
@@ -230,7 +233,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
 
   /** What the host lacks for microVMs, in words naming what to install; undefined when nothing. */
   async #missing(): Promise<string | undefined> {
-    if (process.getuid?.() !== 0) return "the microVM runtime needs root (cgroups, virtiofsd): run the server as root";
+    if (process.getuid?.() !== 0) return "the microVM runtime needs root (cgroups): run the server as root";
     const tools: [string, string][] = [
       [QEMU_BINARY, "qemu-system-x86"],
       ["qemu-img", "qemu-utils"],
@@ -244,10 +247,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
       if ((await findInPath(tool)) === undefined)
         return `${tool} not found in PATH: install it with \`apt-get install ${pkg}\``;
     }
-    for (const [file, pkg] of [
-      [VIRTIOFSD, "qemu-system-common"],
-      ["/bin/busybox", "busybox-static"],
-    ] as const) {
+    for (const [file, pkg] of [["/bin/busybox", "busybox-static"]] as const) {
       if (!(await isExecutable(file))) {
         return `${file} is missing: install it with \`apt-get install ${pkg}\``;
       }
@@ -284,7 +284,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
 
   async #prepareHost(): Promise<Host> {
     await this.check();
-    const kitCache = this.#options.kitCacheDir ?? this.#paths.kitCache;
+    const kitCache = this.#kitCache();
     const kit = await prepareGuestKit({
       cacheRoot: kitCache,
       onProgress: (stage, detail) => this.#log("info", "preparing the microVM guest kernel", { stage, detail }),
@@ -303,6 +303,59 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
       }
     }
     return { kit, accelerator: choice.accelerator, acceleratorReason: choice.reason, tscKHz, layout };
+  }
+
+  #kitCache(): string {
+    return this.#options.kitCacheDir ?? this.#paths.kitCache;
+  }
+
+  #usrCache(): string {
+    return join(this.#kitCache(), "usr");
+  }
+
+  /**
+   * The image of the host's /usr that system VMs mount, as the host's /usr is when this server
+   * first needs it (a package installed later reaches VMs booted by the next server). Built once
+   * per state of /usr, about a minute per 5 GB; retried after a failure.
+   */
+  #systemUsr(): Promise<UsrImage> {
+    if (this.#usrImage === undefined) {
+      const source = this.#options.usrSource ?? "/usr";
+      this.#usrImage = ensureUsrImage({
+        cacheDir: this.#usrCache(),
+        source,
+        onBuild: (detail) => this.#log("info", "building the microVM image of the host's /usr", { detail }),
+      });
+      this.#usrImage.then(
+        (image) => this.#removeOldUsrImages(image),
+        () => {
+          this.#usrImage = undefined;
+        },
+      );
+    }
+    return this.#usrImage;
+  }
+
+  /**
+   * Images of earlier states of /usr go once no VM and no saved machine of this server mounts
+   * them; a cache that another data directory's servers share (kitCacheDir) is left to its owner.
+   */
+  async #removeOldUsrImages(current: UsrImage): Promise<void> {
+    if (this.#options.kitCacheDir !== undefined) return;
+    const keep = new Set([current.fingerprint]);
+    const machines = [
+      ...(await this.#sandboxIds()).map((id) => vmPaths(this.#paths.sandboxesDir, id).machine),
+      ...(await this.listMachines()).map(({ snapshotId }) => statePaths(this.#paths.statesDir, snapshotId).machine),
+    ];
+    for (const file of machines) {
+      const usr = (await readMachineConfig(file).catch(() => undefined))?.usrImage;
+      if (typeof usr === "string") keep.add(usr);
+    }
+    const removed = await removeUsrImagesExcept(this.#usrCache(), keep).catch((error: unknown) => {
+      this.#log("warn", "removing old images of the host's /usr failed", { error: errorText(error) });
+      return [];
+    });
+    if (removed.length > 0) this.#log("info", "removed old images of the host's /usr", { images: removed });
   }
 
   /**
@@ -407,7 +460,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
   /**
    * Reads the dynamic loader and the common libraries into the guest's page cache and runs one
    * dynamic command, so that the first command of whoever claims the VM does not pay for them
-   * (over virtio-fs, and translated under TCG). A failure only leaves the VM colder.
+   * (read from the /usr disk, and translated under TCG). A failure only leaves the VM colder.
    */
   async #warmUp(id: string): Promise<void> {
     const libraries = WARM_UP_FILES.map((file) => `'${file}'`).join(" ");
@@ -558,6 +611,15 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
         },
       });
     }
+    const usr = saved.config.usrImage ?? null;
+    if (usr !== null && !(await exists(usrImagePath(this.#usrCache(), usr)))) {
+      throw new ShoalError("SNAPSHOT_INCOMPATIBLE", {
+        details: {
+          snapshot_id: saved.key,
+          reason: `its machine mounts the image ${usr} of the host's /usr, which is no longer on this host`,
+        },
+      });
+    }
     const base = await baseImageOf(saved.paths);
     if (base === undefined) throw runtimeError(`the saved machine ${saved.key} names no image`);
     await writeFile(paths.baseImage, base);
@@ -566,8 +628,13 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     await this.#renameGuest(spec, saved.config);
   }
 
-  #hostMachine(host: Host): Pick<MachineConfig, "accelerator" | "kernelVersion" | "tscKHz"> {
-    return { accelerator: host.accelerator, kernelVersion: host.kit.kernelVersion, tscKHz: host.tscKHz };
+  #hostMachine(host: Host): Pick<MachineConfig, "format" | "accelerator" | "kernelVersion" | "tscKHz"> {
+    return {
+      format: MACHINE_FORMAT,
+      accelerator: host.accelerator,
+      kernelVersion: host.kit.kernelVersion,
+      tscKHz: host.tscKHz,
+    };
   }
 
   /**
@@ -611,8 +678,11 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
   }
 
   /** What a VM of `spec` boots as on this host. */
-  #machineConfig(host: Host, spec: SandboxSpec): MachineConfig {
+  async #machineConfig(host: Host, spec: SandboxSpec): Promise<MachineConfig> {
+    // An image with a base of its own brings its /usr: the host's is not mounted.
+    const usr = (spec.image?.base ?? "system") === "system" ? await this.#systemUsr() : undefined;
     return {
+      format: MACHINE_FORMAT,
       accelerator: host.accelerator,
       kernelVersion: host.kit.kernelVersion,
       tscKHz: host.tscKHz,
@@ -625,8 +695,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
         // dynamic binary costs ~22 ms instead of ~6. The VM is the boundary; KVM keeps ASLR.
         ...(host.accelerator === "tcg" ? ["norandmaps"] : []),
       ],
-      // An image with a base of its own brings its /usr: the host's is not shared.
-      usrShare: (spec.image?.base ?? "system") === "system",
+      usrImage: usr?.fingerprint ?? null,
       console: this.#options.guestConsole === true,
     };
   }
@@ -643,12 +712,12 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     options: { warm?: boolean; restore?: SavedMachine } = {},
   ): Promise<void> {
     const warm = options.warm === true;
-    for (const socket of [paths.qmpSocket, paths.agentSocket, paths.usrSocket, paths.migrationSocket]) {
+    for (const socket of [paths.qmpSocket, paths.agentSocket, paths.migrationSocket]) {
       await rm(socket, { force: true });
     }
-    const machine = options.restore?.config ?? this.#machineConfig(host, spec);
+    const machine = options.restore?.config ?? (await this.#machineConfig(host, spec));
     await writeMachineConfig(paths.machine, machine);
-    const usrSource = this.#options.usrSource ?? "/usr";
+    const usrImage = machine.usrImage ?? null;
     const argv = qemuArgs({
       kit: host.kit,
       accelerator: machine.accelerator,
@@ -660,7 +729,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
       qmpSocket: paths.qmpSocket,
       tcgCodeCacheMib: TCG_CODE_CACHE_MIB,
       name: spec.id,
-      ...(machine.usrShare ? { usrShare: paths.usrSocket } : {}),
+      ...(usrImage === null ? {} : { usrImage: usrImagePath(this.#usrCache(), usrImage) }),
       kernelArgs: machine.kernelArgs,
       ...(machine.console ? { consoleLog: `${paths.dir}/console.log` } : {}),
       restoring: options.restore !== undefined,
@@ -670,7 +739,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     cgroup.setLimits(hostLimits(spec, warm));
     this.#booting.add(spec.id);
     try {
-      const launched = await launchVm({ argv, paths, cgroupProcs, ...(machine.usrShare ? { usrSource } : {}) });
+      const launched = await launchVm({ argv, paths, cgroupProcs });
       await writeFile(paths.pidFile, `${launched.pid}\n`);
       let running = true;
       void launched.exited.then(() => {
@@ -764,8 +833,8 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
    * The layer captureLayer makes, and the whole machine in the same cut, under `snapshotId`: the
    * guest's file systems synced, its state saved (which stops it), its disk's overlay copied, and
    * the VM let run again unless it was paused. The layer is then read from the saved disk, while the
-   * sandbox runs on. SNAPSHOT_MEMORY_UNSUPPORTED for a VM sharing the host's /usr (QEMU 7.2 cannot
-   * save virtio-fs), for one booted before machines were recorded, and for one not running here.
+   * sandbox runs on. SNAPSHOT_MEMORY_UNSUPPORTED for a VM an older server booted as another
+   * machine (its /usr over virtio-fs, which QEMU 7.2 cannot save), and for one not running here.
    */
   async captureMachine(id: string, key: string, snapshotId: string): Promise<MachineCapture> {
     const paths = this.#vm(id);
@@ -779,9 +848,9 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     if (config === undefined) {
       throw unsupported("its VM was booted by an older server, which did not record its machine: stop and start it");
     }
-    if (config.usrShare) {
+    if (config.format !== MACHINE_FORMAT) {
       throw unsupported(
-        "it shares the host's /usr over virtio-fs (a template on the system base), and QEMU 7.2 cannot save such a VM",
+        "its VM was booted by an older server, as a machine this one cannot save (with /usr over virtio-fs, say): stop and start it",
       );
     }
     const baseImage = await baseImageOf(paths);
@@ -895,12 +964,11 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     this.#envs.delete(id);
     await this.#links.drop(id);
     if (live) await killAndWait(pid, paths.dir);
-    // virtiofsd exits with its QEMU; anything else left in the VM's cgroup goes too.
+    // Anything else left in the VM's cgroup goes too (a VM of an older server had a virtiofsd there).
     const cgroup = this.#cgroup(layout, id);
     await cgroup.killAll();
     await cgroup.remove();
-    for (const file of [paths.pidFile, paths.qmpSocket, paths.agentSocket, paths.usrSocket])
-      await rm(file, { force: true });
+    for (const file of [paths.pidFile, paths.qmpSocket, paths.agentSocket]) await rm(file, { force: true });
   }
 
   async pause(id: string): Promise<void> {

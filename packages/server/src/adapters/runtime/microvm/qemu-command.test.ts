@@ -56,6 +56,19 @@ describe("the QEMU command line of a microVM", () => {
     assert.deepEqual(option(qemuArgs({ ...spec, restoring: true }), "-incoming"), ["defer"]);
   });
 
+  it("gives a system VM the /usr image as a second, read-only disk, each disk named by its serial", () => {
+    const args = qemuArgs({ ...spec, usrImage: "/cache/usr/usr-0123.img" });
+    assert.ok(option(args, "-drive").includes("id=usr,file=/cache/usr/usr-0123.img,format=raw,if=none,readonly=on"));
+    assert.ok(option(args, "-device").includes("virtio-blk-device,drive=usr,serial=shoal-usr"));
+    assert.ok(option(args, "-device").includes("virtio-blk-device,drive=root,serial=shoal-root"));
+    assert.match(kernelCommandLine({ ...spec, usrImage: "/x" }), / shoal\.usr=disk( |$)/);
+    assert.doesNotMatch(kernelCommandLine(spec), /shoal\.usr=/);
+    assert.equal(
+      option(qemuArgs(spec), "-drive").some((drive) => drive.startsWith("id=usr")),
+      false,
+    );
+  });
+
   it("has no network device and, without a console log, no console", () => {
     const args = qemuArgs(spec);
     assert.equal(

@@ -1,6 +1,6 @@
 /**
  * The QEMU command line of one sandbox's microVM: `-M microvm` booting the kit's ELF kernel by PVH,
- * the initramfs, one virtio-blk root disk, the agent's virtio-serial port on a unix-socket chardev
+ * the initramfs, a virtio-blk root disk (and a read-only one of the host's /usr), the agent's virtio-serial port on a unix-socket chardev
  * (QEMU listens; the host's agent client connects, and may reconnect), and a QMP socket for
  * stop/cont/migrate/quit. Its seccomp sandbox denies spawning: states move over unix sockets. Nothing else: `-nodefaults` leaves out every default device, there is
  * no network device (the guest has no network), and the console goes to a log file or nowhere.
@@ -11,7 +11,7 @@
  *   spawn(QEMU_BINARY, argv, { stdio: "ignore" });
  */
 import type { GuestKit } from "./guest-kit.ts";
-import { AGENT_PORT_NAME, USR_SHARE_ARG, USR_SHARE_TAG } from "./initramfs.ts";
+import { AGENT_PORT_NAME, ROOT_DISK_SERIAL, USR_DISK_ARG, USR_DISK_SERIAL } from "./initramfs.ts";
 
 export const QEMU_BINARY = "qemu-system-x86_64";
 
@@ -51,11 +51,10 @@ export interface QemuVmSpec {
   /** QEMU's name for the VM (`-name`), seen in `ps` and QMP. */
   readonly name?: string;
   /**
-   * The vhost-user socket of a virtiofsd serving the host's /usr, which the guest mounts read-only
-   * as its own (tag USR_SHARE_TAG), as containers bind the host's /usr. vhost-user needs the
-   * guest's memory in a shared memfd. QEMU 7.2 cannot migrate (save) a VM with this device.
+   * The read-only image of the host's /usr (usr-image.ts), which the guest mounts as its own, as
+   * containers bind the host's /usr. Shared by every VM: QEMU opens it read-only.
    */
-  readonly usrShare?: string;
+  readonly usrImage?: string;
   /** More `key=value` words for the guest kernel's command line, read by /init (`shoal.pids=`). */
   readonly kernelArgs?: readonly string[];
 }
@@ -69,7 +68,7 @@ export interface QemuVmSpec {
  * kprobe tracing's set-up ~60-100 ms, neither of which a sandbox uses.
  */
 export function kernelCommandLine(
-  spec: Pick<QemuVmSpec, "kit" | "tscKHz" | "consoleLog" | "usrShare" | "kernelArgs">,
+  spec: Pick<QemuVmSpec, "kit" | "tscKHz" | "consoleLog" | "usrImage" | "kernelArgs">,
 ): string {
   const lpj = Math.round((spec.tscKHz * 1000) / spec.kit.kernelHz);
   return [
@@ -82,7 +81,7 @@ export function kernelCommandLine(
     "mitigations=off",
     "cryptomgr.notests",
     "initcall_blacklist=init_kprobe_trace",
-    ...(spec.usrShare === undefined ? [] : [USR_SHARE_ARG]),
+    ...(spec.usrImage === undefined ? [] : [USR_DISK_ARG]),
     ...(spec.kernelArgs ?? []),
   ].join(" ");
 }
@@ -98,7 +97,6 @@ export function qemuArgs(spec: QemuVmSpec): string[] {
     "x-option-roms=off",
     "pcie=off",
     `isa-serial=${spec.consoleLog === undefined ? "off" : "on"}`,
-    ...(spec.usrShare === undefined ? [] : ["memory-backend=ram"]),
   ].join(",");
   const args = [
     ...(spec.name === undefined ? [] : ["-name", optionValue(spec.name)]),
@@ -132,27 +130,23 @@ export function qemuArgs(spec: QemuVmSpec): string[] {
     spec.consoleLog === undefined ? "none" : `file:${spec.consoleLog}`,
     "-drive",
     `id=root,file=${optionValue(spec.disk.path)},format=${spec.disk.format},if=none,discard=unmap`,
+    // /init finds each disk by its serial: virtio-mmio's probe order is not the command line's.
     "-device",
-    "virtio-blk-device,drive=root",
+    `virtio-blk-device,drive=root,serial=${ROOT_DISK_SERIAL}`,
+    ...(spec.usrImage === undefined
+      ? []
+      : [
+          "-drive",
+          `id=usr,file=${optionValue(spec.usrImage)},format=raw,if=none,readonly=on`,
+          "-device",
+          `virtio-blk-device,drive=usr,serial=${USR_DISK_SERIAL}`,
+        ]),
     "-device",
     "virtio-serial-device,max_ports=2", // port 0 is reserved for a console
     "-chardev",
     `socket,id=agent,path=${optionValue(spec.agentSocket)},server=on,wait=off`,
     "-device",
     `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
-    ...(spec.usrShare === undefined
-      ? []
-      : [
-          // libvhost-user serves modern virtio only; microvm's virtio-mmio is legacy by default.
-          "-global",
-          "virtio-mmio.force-legacy=false",
-          "-object",
-          `memory-backend-memfd,id=ram,size=${spec.memSizeMib}M,share=on`,
-          "-chardev",
-          `socket,id=usrfs,path=${optionValue(spec.usrShare)}`,
-          "-device",
-          `vhost-user-fs-device,chardev=usrfs,tag=${USR_SHARE_TAG}`,
-        ]),
     "-qmp",
     `unix:${optionValue(spec.qmpSocket)},server=on,wait=off`,
   ];
