@@ -19,7 +19,7 @@
  */
 import { once } from "node:events";
 import { createReadStream, createWriteStream } from "node:fs";
-import { readFile, rename, rm, writeFile } from "node:fs/promises";
+import { chown, readFile, rename, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -101,9 +101,10 @@ export const MIGRATION_TIMEOUT_MS = 120_000;
 
 /**
  * Saves the VM's memory and device state into `file` (absent): QMP's saveState stops the VM and
- * migrates it into `socket`, where the host writes what arrives. The VM is left stopped.
+ * migrates it into `socket`, where the host writes what arrives. The VM is left stopped. A QEMU
+ * that runs as `qemuUid` (qemu-identity.ts) is given the socket to connect to.
  */
-export async function saveMemory(qmp: QmpClient, socket: string, file: string): Promise<void> {
+export async function saveMemory(qmp: QmpClient, socket: string, file: string, qemuUid?: number): Promise<void> {
   await rm(socket, { force: true });
   const server = net.createServer();
   let connection: net.Socket | undefined;
@@ -119,6 +120,7 @@ export async function saveMemory(qmp: QmpClient, socket: string, file: string): 
   server.listen(socket);
   await once(server, "listening");
   try {
+    if (qemuUid !== undefined) await chown(socket, qemuUid, qemuUid);
     await qmp.saveState(`unix:${socket}`, MIGRATION_TIMEOUT_MS);
     await received;
   } finally {

@@ -10,11 +10,12 @@
  *                                                qemu.pid, qmp.sock, agent.sock,
  *                                                vm.log, base-image (the image disk.qcow2 is over),
  *                                                machine.json (what it booted as, machine-state.ts),
- *                                                migrate.sock while its state is saved or restored, and
- *                                                `warm` while unclaimed; disk.img instead of disk.qcow2
+ *                                                and `warm` while unclaimed; disk.img instead of disk.qcow2
  *                                                in a VM made before overlays (a raw copy of its image)
  *   $dataDir/microvm/captures/                   scratch of captureLayer (a disk's copy, its mounts)
  *   $dataDir/microvm/states/<snapshot id>/       saved machines, machine-state.ts
+ *   /run/shoal-microvm/<id>/                     what the VM's QEMU may write as its own user (qemu-identity.ts):
+ *                                                migrate.sock while its state is saved or restored
  *   cgroup /shoal-<nodeId>-microvm/<id>          QEMU, with the VM's limits
  *
  * The cgroup parent differs from the linux runtime's (`shoal-<nodeId>`): each runtime's list()
@@ -25,6 +26,7 @@
  *   paths.agentSocket; // "/var/lib/shoal/microvm/sandboxes/sbx_…/agent.sock"
  */
 import { join } from "node:path";
+import { qemuRunDir } from "./qemu-identity.ts";
 
 export interface MicrovmPaths {
   readonly root: string;
@@ -53,7 +55,9 @@ export interface VmPaths {
   readonly warmMarker: string;
   /** What the VM booted as (machine-state.ts's MachineConfig): what a restore of its saved state needs. */
   readonly machine: string;
-  /** Where its state streams while it is saved or restored. */
+  /** The directory its QEMU may write once it runs as its own user (qemu-identity.ts). */
+  readonly runDir: string;
+  /** Where its state streams while it is saved or restored: in runDir, which QEMU reaches. */
   readonly migrationSocket: string;
 }
 
@@ -84,7 +88,8 @@ export function vmPaths(sandboxesDir: string, id: string): VmPaths {
     baseImage: join(dir, "base-image"),
     warmMarker: join(dir, "warm"),
     machine: join(dir, "machine.json"),
-    migrationSocket: join(dir, "migrate.sock"),
+    runDir: qemuRunDir(id),
+    migrationSocket: join(qemuRunDir(id), "migrate.sock"),
   };
 }
 

@@ -4,8 +4,8 @@
  * in the test's own directory, made once per run).
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { newId } from "../../../domain/ids.ts";
@@ -13,6 +13,7 @@ import { ShoalError } from "../../../errors/shoal-error.ts";
 import type { ExecResult, SandboxSpec } from "../../../services/runtime-port.ts";
 import { microvmPaths, vmPaths } from "./microvm-layout.ts";
 import { createMicrovmRuntime, type MicrovmRuntime, WARM_SHAPE } from "./microvm-runtime.ts";
+import { isQemuUid, processUid, QEMU_RUN_ROOT, qemuRunDir } from "./qemu-identity.ts";
 
 const dir = mkdtempSync("/tmp/microvm-rt-");
 const kitCacheDir = process.env.SHOAL_MICROVM_KIT_CACHE ?? join(dir, "guest");
@@ -115,6 +116,30 @@ describe("microvm runtime", { concurrency: false }, () => {
     assert.notEqual(text(attack.stdout).trim(), "0");
     assert.equal(existsSync(`/usr/${marker}`), false);
 
+    // Its QEMU runs as a user of its own: no capability, no group of the host's, no way back.
+    const qemu = await rt.qemuPid(sandbox.id);
+    assert.ok(qemu !== undefined);
+    const status = readFileSync(`/proc/${qemu}/status`, "utf8");
+    const uid = processUid(qemu) ?? 0;
+    assert.ok(isQemuUid(uid), `QEMU runs as ${uid}`);
+    assert.match(status, new RegExp(`^Uid:\\s+${uid}\\s+${uid}\\s+${uid}\\s+${uid}$`, "m"));
+    assert.match(status, new RegExp(`^Groups:\\s+${uid}\\s*$`, "m"));
+    assert.match(status, /^CapEff:\s+0+$/m);
+    assert.match(status, /^CapPrm:\s+0+$/m);
+    assert.match(status, /^NoNewPrivs:\s+1$/m);
+    assert.match(status, /^Seccomp:\s+2$/m);
+    const runDir = statSync(qemuRunDir(sandbox.id));
+    assert.deepEqual([runDir.uid, runDir.mode & 0o777], [uid, 0o700]);
+    // What that user can reach on the host, tried as it: its own directory, and nothing else of Shoal's.
+    const asQemu = (...argv: string[]) =>
+      spawnSync("setpriv", ["--reuid", String(uid), "--regid", String(uid), "--clear-groups", ...argv]).status;
+    assert.equal(asQemu("touch", join(qemuRunDir(sandbox.id), "probe")), 0, "its own directory");
+    assert.notEqual(asQemu("cat", vmPaths(microvmPaths(dir).sandboxesDir, sandbox.id).disk), 0, "not its disk by path");
+    assert.notEqual(asQemu("ls", microvmPaths(dir).sandboxesDir), 0, "not the other VMs");
+    assert.notEqual(asQemu("ls", QEMU_RUN_ROOT), 0, "not the list of QEMU directories");
+    assert.notEqual(asQemu("touch", join(QEMU_RUN_ROOT, "planted")), 0, "nor a new one");
+    assert.notEqual(asQemu("kill", "-0", String(process.pid)), 0, "not the server");
+
     await rt.pause(sandbox.id);
     assert.deepEqual(await rt.list(), [{ id: sandbox.id, state: "paused" }]);
     await rt.resume(sandbox.id);
@@ -131,6 +156,7 @@ describe("microvm runtime", { concurrency: false }, () => {
     assert.deepEqual(qemuProcessesOf(sandbox.id), []);
     assert.deepEqual(await rt.list(), []);
     assert.equal(existsSync(join(dir, "microvm", "sandboxes", sandbox.id)), false);
+    assert.equal(existsSync(qemuRunDir(sandbox.id)), false, "nor its QEMU's directory");
     await rt.destroy(sandbox.id);
   });
 

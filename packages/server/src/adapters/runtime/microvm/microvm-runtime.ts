@@ -55,6 +55,7 @@ import {
   vmPaths,
 } from "./microvm-layout.ts";
 import { type Accelerator, QEMU_BINARY, type QemuDisk, qemuArgs } from "./qemu-command.ts";
+import { prepareQemuRunDir, processUid, qemuUid, removeQemuRunDir } from "./qemu-identity.ts";
 import { QmpClient } from "./qmp-client.ts";
 import { ensureRootImage } from "./root-disk.ts";
 import { baseImageOf, bootDisk, copyOverlay, copyRaw, createOverlay, sandboxDisk } from "./sandbox-disk.ts";
@@ -717,6 +718,8 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     }
     const machine = options.restore?.config ?? (await this.#machineConfig(host, spec));
     await writeMachineConfig(paths.machine, machine);
+    const runAs = qemuUid(spec.id);
+    await prepareQemuRunDir(spec.id, runAs);
     const usrImage = machine.usrImage ?? null;
     const argv = qemuArgs({
       kit: host.kit,
@@ -729,6 +732,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
       qmpSocket: paths.qmpSocket,
       tcgCodeCacheMib: TCG_CODE_CACHE_MIB,
       name: spec.id,
+      runAs,
       ...(usrImage === null ? {} : { usrImage: usrImagePath(this.#usrCache(), usrImage) }),
       kernelArgs: machine.kernelArgs,
       ...(machine.console ? { consoleLog: `${paths.dir}/console.log` } : {}),
@@ -857,6 +861,10 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     if ((await sandboxDisk(paths))?.format !== "qcow2" || baseImage === undefined || !(await exists(baseImage))) {
       throw runtimeError(`sandbox ${id} has no disk overlay, or not the image it was made from, on this host`);
     }
+    // Its QEMU connects to the state's socket as its own user, in the directory that user owns.
+    const qemuUser = processUid(pid);
+    if (qemuUser === undefined) throw unsupported("its VM is not running on this host");
+    await prepareQemuRunDir(id, qemuUser);
     const state = statePaths(this.#paths.statesDir, snapshotId);
     await mkdir(this.#paths.statesDir, { recursive: true, mode: 0o700 });
     await mkdir(state.dir, { mode: 0o700 });
@@ -867,7 +875,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
           await withQmp(
             paths,
             pid,
-            (qmp) => saveMemory(qmp, paths.migrationSocket, state.memory),
+            (qmp) => saveMemory(qmp, paths.migrationSocket, state.memory, qemuUser),
             MIGRATION_TIMEOUT_MS,
           );
           await copyOverlay(paths, state.disk);
@@ -964,6 +972,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     this.#envs.delete(id);
     await this.#links.drop(id);
     if (live) await killAndWait(pid, paths.dir);
+    await removeQemuRunDir(id);
     // Anything else left in the VM's cgroup goes too (a VM of an older server had a virtiofsd there).
     const cgroup = this.#cgroup(layout, id);
     await cgroup.killAll();

@@ -37,7 +37,9 @@ describe("the QEMU command line of a microVM", () => {
       assert.ok(args.includes(flag), flag);
     assert.deepEqual(option(args, "-kernel"), [kit.vmlinux]);
     assert.deepEqual(option(args, "-initrd"), [kit.initramfs]);
-    assert.deepEqual(option(args, "-drive"), [`id=root,file=${spec.disk.path},format=qcow2,if=none,discard=unmap`]);
+    assert.deepEqual(option(args, "-drive"), [
+      `id=root,file=${spec.disk.path},format=qcow2,if=none,discard=unmap,file.auto-read-only=off`,
+    ]);
   });
 
   it("links the agent through a virtio-serial port named shoal.agent on a listening unix socket", () => {
@@ -54,6 +56,15 @@ describe("the QEMU command line of a microVM", () => {
       ]);
     }
     assert.deepEqual(option(qemuArgs({ ...spec, restoring: true }), "-incoming"), ["defer"]);
+    assert.deepEqual(option(qemuArgs(spec), "-runas"), [], "root unless told");
+  });
+
+  it("drops to its own user when given one, the id change then the only privilege its filter allows", () => {
+    const args = qemuArgs({ ...spec, runAs: 1_879_048_200 });
+    assert.deepEqual(option(args, "-runas"), ["1879048200:1879048200"]);
+    assert.deepEqual(option(args, "-sandbox"), [
+      "on,obsolete=deny,elevateprivileges=allow,resourcecontrol=deny,spawn=deny",
+    ]);
   });
 
   it("gives a system VM the /usr image as a second, read-only disk, each disk named by its serial", () => {

@@ -55,6 +55,11 @@ export interface QemuVmSpec {
    * containers bind the host's /usr. Shared by every VM: QEMU opens it read-only.
    */
   readonly usrImage?: string;
+  /**
+   * The user id QEMU drops to once it has opened what it is given (`-runas`, qemu-identity.ts);
+   * none: it stays the server's (root).
+   */
+  readonly runAs?: number;
   /** More `key=value` words for the guest kernel's command line, read by /init (`shoal.pids=`). */
   readonly kernelArgs?: readonly string[];
 }
@@ -117,9 +122,12 @@ export function qemuArgs(spec: QemuVmSpec): string[] {
     "-nographic",
     "-no-reboot",
     // QEMU's own seccomp filter: a guest that takes over a device model still cannot run programs,
-    // change ids, renice or call the obsolete syscalls.
+    // renice or call the obsolete syscalls. With -runas the id change must stay allowed (QEMU makes
+    // it after installing the filter): it then leaves every id non-zero, no capability and
+    // no_new_privs set, so no later set*id call can regain root. Without it, none may be made.
     "-sandbox",
-    "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny,spawn=deny",
+    `on,obsolete=deny,elevateprivileges=${spec.runAs === undefined ? "deny" : "allow"},resourcecontrol=deny,spawn=deny`,
+    ...(spec.runAs === undefined ? [] : ["-runas", `${spec.runAs}:${spec.runAs}`]),
     "-kernel",
     spec.kit.vmlinux,
     "-initrd",
@@ -128,8 +136,10 @@ export function qemuArgs(spec: QemuVmSpec): string[] {
     kernelCommandLine(spec),
     "-serial",
     spec.consoleLog === undefined ? "none" : `file:${spec.consoleLog}`,
+    // auto-read-only off: QEMU would otherwise reopen the file by its path (read-only) when a save
+    // inactivates the disk, which a QEMU dropped to its own user (runAs) may not open.
     "-drive",
-    `id=root,file=${optionValue(spec.disk.path)},format=${spec.disk.format},if=none,discard=unmap`,
+    `id=root,file=${optionValue(spec.disk.path)},format=${spec.disk.format},if=none,discard=unmap,file.auto-read-only=off`,
     // /init finds each disk by its serial: virtio-mmio's probe order is not the command line's.
     "-device",
     `virtio-blk-device,drive=root,serial=${ROOT_DISK_SERIAL}`,
