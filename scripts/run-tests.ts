@@ -7,7 +7,7 @@ import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { prepareGuestKit } from "../packages/server/src/adapters/runtime/microvm/guest-kit.ts";
-import { ensureUsrImage } from "../packages/server/src/adapters/runtime/microvm/usr-image.ts";
+import { ensureUsrImage, usrImageCacheDir } from "../packages/server/src/adapters/runtime/microvm/usr-image.ts";
 import { startPostgresCluster } from "../packages/server/test/support/postgres.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
@@ -49,7 +49,7 @@ if (process.getuid?.() === 0) {
   });
   // The same for the image of the host's /usr that system microVMs mount (a minute per 5 GB, once).
   await ensureUsrImage({
-    cacheDir: path.join(process.env.SHOAL_MICROVM_KIT_DIR, "usr"),
+    cacheDir: usrImageCacheDir(process.env.SHOAL_MICROVM_KIT_DIR),
     source: "/usr",
     onBuild: (detail) => console.log(`building the microVM image of the host's /usr: ${detail}`),
   }).catch((error: unknown) => {

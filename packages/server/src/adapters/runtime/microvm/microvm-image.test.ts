@@ -405,16 +405,21 @@ describe("saved machines: snapshots with memory", { concurrency: false }, () => 
     return existsSync(statesDir) ? readdirSync(statesDir) : [];
   };
 
+  /** Starts a command that keeps a random token in its memory only, and answers the token. */
+  const keepToken = async (rt: MicrovmRuntime, id: string): Promise<string> => {
+    await sh(
+      rt,
+      id,
+      `mkfifo /tmp/token && ${AGENT} bg run --dir /tmp/keeper --cap 4096 -- /bin/sh -c '${TOKEN_KEEPER}' > /dev/null`,
+    );
+    return sh(rt, id, TOKEN_READER);
+  };
+
   test("the machine resumes in a new VM, its process and its memory as they were; the source runs on", async () => {
     const rt = runtime();
     const source = spec({ base: "own", layers: [busyboxRoot, busyboxTop] });
     await rt.create(source);
-    await sh(
-      rt,
-      source.id,
-      `mkfifo /tmp/token && ${AGENT} bg run --dir /tmp/keeper --cap 4096 -- /bin/sh -c '${TOKEN_KEEPER}' > /dev/null`,
-    );
-    const token = await sh(rt, source.id, TOKEN_READER);
+    const token = await keepToken(rt, source.id);
     assert.match(token, /^[0-9a-f-]{36}\n$/);
     await sh(rt, source.id, "echo on-disk > /workspace/file");
 
@@ -463,12 +468,7 @@ describe("saved machines: snapshots with memory", { concurrency: false }, () => 
     const rt = runtime();
     const source = spec({ base: "system", layers: [] });
     await rt.create(source);
-    await sh(
-      rt,
-      source.id,
-      `mkfifo /tmp/token && ${AGENT} bg run --dir /tmp/keeper --cap 4096 -- /bin/sh -c '${TOKEN_KEEPER}' > /dev/null`,
-    );
-    const token = await sh(rt, source.id, TOKEN_READER);
+    const token = await keepToken(rt, source.id);
     const snapshotId = newId("snap");
     await rt.captureMachine(source.id, keyOf(`machine-${snapshotId}`), snapshotId);
     const saved = JSON.parse(readFileSync(join(microvmPaths(dir).statesDir, snapshotId, "machine.json"), "utf8"));

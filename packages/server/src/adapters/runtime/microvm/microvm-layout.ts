@@ -55,9 +55,7 @@ export interface VmPaths {
   readonly warmMarker: string;
   /** What the VM booted as (machine-state.ts's MachineConfig): what a restore of its saved state needs. */
   readonly machine: string;
-  /** The directory its QEMU may write once it runs as its own user (qemu-identity.ts). */
-  readonly runDir: string;
-  /** Where its state streams while it is saved or restored: in runDir, which QEMU reaches. */
+  /** Where its state streams while it is saved or restored: in the directory its QEMU may write (qemu-identity.ts). */
   readonly migrationSocket: string;
 }
 
@@ -88,7 +86,6 @@ export function vmPaths(sandboxesDir: string, id: string): VmPaths {
     baseImage: join(dir, "base-image"),
     warmMarker: join(dir, "warm"),
     machine: join(dir, "machine.json"),
-    runDir: qemuRunDir(id),
     migrationSocket: join(qemuRunDir(id), "migrate.sock"),
   };
 }

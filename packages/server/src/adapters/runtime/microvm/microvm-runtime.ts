@@ -59,7 +59,7 @@ import { prepareQemuRunDir, processUid, qemuUid, removeQemuRunDir } from "./qemu
 import { QmpClient } from "./qmp-client.ts";
 import { ensureRootImage } from "./root-disk.ts";
 import { baseImageOf, bootDisk, copyOverlay, copyRaw, createOverlay, sandboxDisk } from "./sandbox-disk.ts";
-import { ensureUsrImage, removeUsrImagesExcept, type UsrImage, usrImagePath } from "./usr-image.ts";
+import { ensureUsrImage, removeUsrImagesExcept, type UsrImage, usrImageCacheDir, usrImagePath } from "./usr-image.ts";
 import { isVmProcess, launchVm, logTail, readPid } from "./vm-process.ts";
 
 export type RuntimeLog = (level: "info" | "warn" | "error", message: string, fields?: Record<string, unknown>) => void;
@@ -311,7 +311,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
   }
 
   #usrCache(): string {
-    return join(this.#kitCache(), "usr");
+    return usrImageCacheDir(this.#kitCache());
   }
 
   /**
@@ -713,9 +713,8 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     options: { warm?: boolean; restore?: SavedMachine } = {},
   ): Promise<void> {
     const warm = options.warm === true;
-    for (const socket of [paths.qmpSocket, paths.agentSocket, paths.migrationSocket]) {
-      await rm(socket, { force: true });
-    }
+    // The migration socket goes with the QEMU directory, which prepareQemuRunDir makes anew.
+    for (const socket of [paths.qmpSocket, paths.agentSocket]) await rm(socket, { force: true });
     const machine = options.restore?.config ?? (await this.#machineConfig(host, spec));
     await writeMachineConfig(paths.machine, machine);
     const runAs = qemuUid(spec.id);

@@ -11,7 +11,7 @@
  * in a scratch file beside the cache and renamed into place whole, once per process at a time.
  *
  * @example
- *   const usr = await ensureUsrImage({ cacheDir: join(kitCache, "usr"), source: "/usr" });
+ *   const usr = await ensureUsrImage({ cacheDir: usrImageCacheDir(kitCache), source: "/usr" });
  *   qemuArgs({ ..., usrImage: usr.path });
  */
 import { createHash, randomBytes } from "node:crypto";
@@ -39,6 +39,11 @@ export const USR_FINGERPRINT_PATTERN = /^[0-9a-f]{32}$/;
 
 function runtimeError(reason: string, cause?: unknown): ShoalError {
   return new ShoalError("RUNTIME_ERROR", { details: { runtime: "microvm", reason }, cause });
+}
+
+/** Where, in a guest kit's cache, the /usr images are kept. */
+export function usrImageCacheDir(kitCacheDir: string): string {
+  return join(kitCacheDir, "usr");
 }
 
 export function usrImagePath(cacheDir: string, fingerprint: string): string {
