@@ -44,20 +44,33 @@ static int write_oom_score_adj(const char *value) {
   return n == (ssize_t)strlen(value) ? 0 : -1;
 }
 
-static int drop_capabilities(uint64_t keep) {
-  for (int cap = 0; cap <= CAP_LAST_POSSIBLE; cap++) {
-    if (keep >> cap & 1) continue;
-    int held = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
-    if (held < 0 && errno == EINVAL) break; /* past the kernel's last capability */
-    if (held > 0 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) return -1;
-  }
-  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0) return -1;
+/* Drops the capabilities of `drop` from the bounding set; one the kernel does not have is not held. */
+static int drop_bounding(uint64_t drop) {
+  for (int cap = 0; cap <= CAP_LAST_POSSIBLE; cap++)
+    if (drop >> cap & 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL) return -1;
+  return 0;
+}
+
+/* The effective and permitted sets become `keep`; the inheritable one is emptied. */
+static int set_capabilities(uint64_t keep) {
   struct cap_header header = {LINUX_CAPABILITY_VERSION_3, 0};
   struct cap_data data[2] = {
       {(uint32_t)keep, (uint32_t)keep, 0},
       {(uint32_t)(keep >> 32), (uint32_t)(keep >> 32), 0},
   };
   return syscall(SYS_capset, &header, data) < 0 ? -1 : 0;
+}
+
+static int drop_capabilities(uint64_t keep) {
+  uint64_t held = 0;
+  for (int cap = 0; cap <= CAP_LAST_POSSIBLE; cap++) {
+    int r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+    if (r < 0 && errno == EINVAL) break; /* past the kernel's last capability */
+    if (r > 0) held |= 1ULL << cap;
+  }
+  if (drop_bounding(held & ~keep) < 0) return -1;
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0) return -1;
+  return set_capabilities(keep);
 }
 
 static int install_filter(const uint8_t *filter, size_t len) {
@@ -68,9 +81,12 @@ static int install_filter(const uint8_t *filter, size_t len) {
   return 0;
 }
 
-/* What a forked process is left with: the policy's capabilities and the second filter. */
+/* What a forked process is left with: the policy's capabilities and the second filter. It starts
+   with the agent's bounding set, which is already the policy's and the agent's own, so it drops
+   only those: a fork is then a few system calls, not one or two per capability the kernel has. */
 static struct {
   uint64_t capabilities;
+  uint64_t agent_only; /* in the agent's bounding set, not in the policy's */
   const uint8_t *filter;
   size_t filter_len;
   int done; /* in this process: what it forks in turn inherits the restriction */
@@ -85,11 +101,14 @@ static void restrict_forked(void) {
   write_oom_score_adj("0");
   if (forked.done) return;
   forked.done = 1;
-  if (drop_capabilities(forked.capabilities) < 0 || install_filter(forked.filter, forked.filter_len) < 0) _exit(126);
+  if (drop_bounding(forked.agent_only) < 0 || set_capabilities(forked.capabilities) < 0 ||
+      install_filter(forked.filter, forked.filter_len) < 0)
+    _exit(126);
 }
 
 int guest_restrict(const struct guest_policy *policy, const char **why) {
   forked.capabilities = policy->capabilities;
+  forked.agent_only = AGENT_CAPABILITIES & ~policy->capabilities;
   forked.filter = policy->forked_filter;
   forked.filter_len = policy->forked_filter_len;
   if (write_oom_score_adj("-1000") < 0) return *why = "setting oom_score_adj", -1;

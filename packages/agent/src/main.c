@@ -188,6 +188,7 @@ int main(int argc, char **argv) {
   } else if ((listen_fd = bind_socket(path)) < 0) {
     die(path);
   }
+  supervisor_prepare();
   int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null_fd < 0) die("/dev/null");
   static const char ready[] = "ready\n";

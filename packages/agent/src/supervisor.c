@@ -73,10 +73,35 @@ int kill_all_children(pid_t watch) {
   }
 }
 
+/* The kill counter in an OOM file's text (memory.events or cgroup v1's memory.oom_control); -1
+   when the file cannot be read or has none. */
+static int64_t read_oom_kills(const char *path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buf[1024];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  char *p = strstr(buf, "oom_kill ");
+  return p == NULL ? -1 : (int64_t)strtoull(p + 9, NULL, 10);
+}
+
+/* Which file counts the supervisor's OOM kills, once found: the agent looks it up before it forks
+   any supervisor (supervisor_prepare), so that each exec reads one file rather than three. */
+static struct {
+  int known;
+  char path[600]; /* "" when no file counts them */
+} oom_counter;
+
 /* The OOM-kill counter of the supervisor's own cgroup (a microVM guest's `sandbox` group; "/"
    in a container's cgroup namespace), else of the cgroup root as the sandbox sees it; 0 when there
    is none. memory.events counts kills of every kind, the whole machine's OOM killer's included. */
 static uint64_t oom_kills(void) {
+  if (oom_counter.known) {
+    int64_t kills = oom_counter.path[0] == 0 ? 0 : read_oom_kills(oom_counter.path);
+    return kills < 0 ? 0 : (uint64_t)kills;
+  }
   char own[600] = "";
   int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
@@ -91,19 +116,41 @@ static uint64_t oom_kills(void) {
     }
   }
   const char *const files[] = {own, "/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"};
+  oom_counter.known = 1;
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     if (files[i][0] == 0) continue;
-    int fd = open(files[i], O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    char buf[1024];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) continue;
-    buf[n] = 0;
-    char *p = strstr(buf, "oom_kill ");
-    if (p != NULL) return strtoull(p + 9, NULL, 10);
+    int64_t kills = read_oom_kills(files[i]);
+    if (kills < 0) continue;
+    snprintf(oom_counter.path, sizeof oom_counter.path, "%s", files[i]);
+    return (uint64_t)kills;
   }
   return 0;
+}
+
+/* The signals a command's process must set back to SIG_DFL before it execs, once known: those
+   whose disposition the agent changed or inherited as ignored (an ignored SIGHUP, say: exec keeps
+   it), and the supervisor's own. Bit s-1 is signal s. Resetting only these, rather than all 64,
+   saves that many system calls on every exec, each of them slow under a VM's software emulation. */
+static struct {
+  int known;
+  uint64_t signals;
+} command_resets;
+
+static void add_signal(uint64_t *set, int signo) { *set |= 1ULL << (signo - 1); }
+
+void supervisor_prepare(void) {
+  uint64_t set = 0;
+  for (int s = 1; s < NSIG && s <= 64; s++) {
+    struct sigaction old;
+    if (sigaction(s, NULL, &old) == 0 && old.sa_handler != SIG_DFL) add_signal(&set, s);
+  }
+  add_signal(&set, SIGCHLD);
+  add_signal(&set, SIGTERM);
+  add_signal(&set, SIGINT);
+  add_signal(&set, SIGPIPE);
+  command_resets.signals = set;
+  command_resets.known = 1;
+  (void)oom_kills();
 }
 
 /* Copies an ARGV or ENV field list out of the request into a NULL-terminated vector. */
@@ -154,7 +201,8 @@ static void start_command(char **argv, char **envp, const char *cwd, uid_t uid, 
   /* Dispositions the agent inherited (an ignored SIGHUP, say) must not reach the command, nor the
      supervisor's handlers run in this child. Signals that cannot be reset (SIGKILL, SIGSTOP,
      libc-internal ones) just fail here; the sigaction of this child is its own (no CLONE_SIGHAND). */
-  for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+  for (int s = 1; s < NSIG; s++)
+    if (!command_resets.known || (s <= 64 && command_resets.signals >> (s - 1) & 1)) signal(s, SIG_DFL);
   sigprocmask(SIG_SETMASK, &none, NULL);
   if (setpgid(0, 0) < 0) goto failed;
   if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0) goto failed;

@@ -29,6 +29,10 @@ struct sup_msg {
   uint64_t duration_ms;
 };
 
+/* In the agent, once its own signal dispositions are set and before it forks any supervisor:
+   records what each exec's setup would otherwise look up again (supervisor.c). */
+void supervisor_prepare(void);
+
 /* Runs in the freshly forked supervisor; never returns. in_r >= 0: the command's stdin is that
    pipe, which the agent feeds (streamed stdin); else the request's STDIN bytes or /dev/null. */
 void supervisor_main(const struct exec_req *req, int ctl, int out_w, int err_w, int in_r) __attribute__((noreturn));
