@@ -12,6 +12,7 @@
 import type { Principal } from "../domain/api-key.ts";
 import type { Sandbox } from "../domain/sandbox.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
+import { KeyedSerial } from "./keyed-serial.ts";
 import type { Log } from "./ports.ts";
 import type { Runtime } from "./runtime-port.ts";
 import type { SandboxService } from "./sandboxes.ts";
@@ -28,7 +29,7 @@ export interface SandboxEnvOptions {
 
 export class SandboxEnvService {
   /** Per sandbox, the change under way: the next one waits for it. */
-  private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly changes = new KeyedSerial();
 
   constructor(private readonly options: SandboxEnvOptions) {}
 
@@ -66,14 +67,7 @@ export class SandboxEnvService {
   }
 
   private change(principal: Principal, id: string, compute: (current: EnvMap) => EnvMap): Promise<EnvMap> {
-    const previous = this.chains.get(id) ?? Promise.resolve();
-    const next = previous.then(() => this.apply(principal, id, compute));
-    const settled = next.catch(() => undefined);
-    this.chains.set(id, settled);
-    void settled.then(() => {
-      if (this.chains.get(id) === settled) this.chains.delete(id);
-    });
-    return next;
+    return this.changes.run(id, () => this.apply(principal, id, compute));
   }
 
   private async apply(principal: Principal, id: string, compute: (current: EnvMap) => EnvMap): Promise<EnvMap> {
