@@ -2,7 +2,8 @@
  * Snapshots with memory over HTTP, on a real server with QEMU microVMs: a microvm sandbox of an
  * OCI template (a base of its own) is snapshotted with `memory: true` while a command runs; a
  * sandbox restored from it resumes that command, the value it held in memory included, under its
- * own name, and the source runs on; a fork with memory of a sandbox of the default template (the
+ * own name, and the source runs on; snapshots taken at once each keep a whole machine, and a pause
+ * that comes during a save stands; a fork with memory of a sandbox of the default template (the
  * host's /usr a disk of its VM) does the same in one call. What cannot be saved or resumed so is
  * refused with its catalog code and changes nothing.
  */
@@ -12,6 +13,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync } 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { microvmPaths, vmPaths } from "../../src/adapters/runtime/microvm/microvm-layout.ts";
+import { QmpClient } from "../../src/adapters/runtime/microvm/qmp-client.ts";
 import { TOKEN_KEEPER, TOKEN_READER } from "../../src/adapters/runtime/microvm/test-guest.ts";
 import { call, errorOf } from "../support/http.ts";
 import { writeBusyboxImageArchive } from "../support/oci-image-fixture.ts";
@@ -31,6 +34,16 @@ interface SnapshotView {
     disk_mib: number;
     machine_format: string;
   } | null;
+}
+
+/** What the sandbox's QEMU says of its VM ("running", "paused", …), asked over its QMP socket. */
+async function vmStatus(dataDir: string, id: string): Promise<string> {
+  const qmp = await QmpClient.connect(vmPaths(microvmPaths(dataDir).sandboxesDir, id).qmpSocket, { timeoutMs: 10_000 });
+  try {
+    return ((await qmp.execute("query-status")) as { status: string }).status;
+  } finally {
+    qmp.close();
+  }
 }
 
 const SERVER_ENV = { SHOAL_RATE_LIMITS: "read=100000/60,write=100000/60", SHOAL_WARM_POOL_SIZE: "0" };
@@ -128,6 +141,49 @@ describe("snapshots with memory of microVM sandboxes", () => {
     }
     assert.equal((await call(server, "DELETE", `/v1/snapshots/${taken.json.id}`, { key })).status, 204);
     assert.deepEqual(states(), [], "the saved machine goes with its snapshot");
+  });
+
+  test("snapshots at once and a pause beside them: each snapshot is a whole machine, and the pause stands", async () => {
+    const source = await create({ template: "tiny", isolation: "microvm", mem_size_mib: 256 });
+    await run(source.id, "mkfifo /tmp/token");
+    const started = await call(server, "POST", `/v1/sandboxes/${source.id}/commands`, {
+      key,
+      body: { cmd: TOKEN_KEEPER },
+    });
+    assert.equal(started.status, 202, started.text);
+    const token = await run(source.id, TOKEN_READER);
+
+    const taken = await Promise.all([
+      snapshot(source.id, { memory: true }),
+      snapshot(source.id, { memory: true }),
+      snapshot(source.id, {}),
+    ]);
+    for (const each of taken) assert.equal(each.status, 201, each.text);
+    assert.equal(await run(source.id, TOKEN_READER), token, "the source runs on");
+    for (const saved of taken.filter((each) => each.json.memory !== null)) {
+      const restored = await create({ snapshot_id: saved.json.id });
+      assert.equal(await run(restored.id, TOKEN_READER), token, `the machine of ${saved.json.id}`);
+      assert.equal((await call(server, "DELETE", `/v1/sandboxes/${restored.id}`, { key })).status, 204);
+    }
+
+    // The pause comes while the save runs: the save's end must not let the VM run again.
+    const saving = snapshot(source.id, { memory: true });
+    const paused = await call(server, "POST", `/v1/sandboxes/${source.id}/pause`, { key });
+    assert.equal(paused.status, 200, paused.text);
+    const saved = await saving;
+    if (saved.status !== 201) assert.equal(errorOf(saved).code, "SANDBOX_NOT_READY", saved.text);
+    const shown = await call<SandboxView>(server, "GET", `/v1/sandboxes/${source.id}`, { key });
+    assert.equal(shown.json.state, "paused");
+    assert.equal(await vmStatus(server.dataDir, source.id), "paused", "QEMU's own answer");
+    const resumed = await call(server, "POST", `/v1/sandboxes/${source.id}/resume`, { key });
+    assert.equal(resumed.status, 200, resumed.text);
+    assert.equal(await run(source.id, TOKEN_READER), token);
+
+    assert.equal((await call(server, "DELETE", `/v1/sandboxes/${source.id}`, { key })).status, 204);
+    const all = [...taken, ...(saved.status === 201 ? [saved] : [])];
+    for (const each of all) {
+      assert.equal((await call(server, "DELETE", `/v1/snapshots/${each.json.id}`, { key })).status, 204);
+    }
   });
 
   test("a fork with memory of a default-template sandbox resumes its processes in one call", async () => {

@@ -4,6 +4,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { type IsolationSupport, unavailableLevel } from "../../../domain/isolation.ts";
 import { SANDBOX_USER } from "../../../domain/sandbox-user.ts";
 import { ShoalError } from "../../../errors/shoal-error.ts";
+import { KeyedSerial } from "../../../services/keyed-serial.ts";
 import {
   type ExecRequest,
   type ExecResult,
@@ -197,6 +198,12 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
   /** VMs booting now: their first agent connection waits for the boot. */
   readonly #booting = new Set<string>();
   readonly #envs = new Map<string, Readonly<Record<string, string>>>();
+  /**
+   * Per VM, what changes whether it runs (pause, resume, stop, the cut of a snapshot): one at a
+   * time, so that a snapshot's cut neither lets a VM paused meanwhile run again nor copies a disk
+   * that another cut let run, and two saves do not share the VM's migration socket.
+   */
+  readonly #runState = new KeyedSerial();
   /** Warm VMs being started: not listed. */
   readonly #launching = new Set<string>();
   /** Warm VMs taken and not yet created or destroyed, each holding the refill. */
@@ -863,13 +870,13 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     // Its QEMU connects to the state's socket as its own user, in the directory that user owns.
     const qemuUser = processUid(pid);
     if (qemuUser === undefined) throw unsupported("its VM is not running on this host");
-    await prepareQemuRunDir(id, qemuUser);
     const state = statePaths(this.#paths.statesDir, snapshotId);
     await mkdir(this.#paths.statesDir, { recursive: true, mode: 0o700 });
     await mkdir(state.dir, { mode: 0o700 });
     try {
       await this.#wrap(`saving the machine of sandbox ${id}`, async () => {
         await this.#cutSynced(id, paths, pid, async () => {
+          await prepareQemuRunDir(id, qemuUser);
           // The save stops the VM first; its disk is then as the saved memory knows it.
           await withQmp(
             paths,
@@ -927,19 +934,21 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
    * are synced, then `cut` stops the VM (QMP `stop`, or a save, which stops it) and copies what it
    * needs; the VM runs again afterwards unless it was paused, whose stop then stands.
    */
-  async #cutSynced(id: string, paths: VmPaths, pid: number, cut: () => Promise<void>): Promise<void> {
-    const status = (await withQmp(paths, pid, (qmp) => qmp.execute("query-status"))) as { status?: string };
-    const paused = isStopped(status.status);
-    if (paused) await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
-    try {
-      await this.#syncGuest(id, paths);
-      await cut();
-    } finally {
-      if (!paused) {
-        await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
-        await this.#catchUpClock(id);
+  #cutSynced(id: string, paths: VmPaths, pid: number, cut: () => Promise<void>): Promise<void> {
+    return this.#runState.run(id, async () => {
+      const status = (await withQmp(paths, pid, (qmp) => qmp.execute("query-status"))) as { status?: string };
+      const paused = isStopped(status.status);
+      if (paused) await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
+      try {
+        await this.#syncGuest(id, paths);
+        await cut();
+      } finally {
+        if (!paused) {
+          await withQmp(paths, pid, (qmp) => qmp.execute("cont"));
+          await this.#catchUpClock(id);
+        }
       }
-    }
+    });
   }
 
   /** The guest's file systems written out, when its agent answers. */
@@ -960,7 +969,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
   async stop(id: string): Promise<void> {
     this.#vm(id);
     const host = await this.#prepare();
-    await this.#wrap(`stopping sandbox ${id}`, () => this.#halt(host.layout, id, true));
+    await this.#runState.run(id, () => this.#wrap(`stopping sandbox ${id}`, () => this.#halt(host.layout, id, true)));
   }
 
   async #halt(layout: CgroupLayout, id: string, sync: boolean): Promise<void> {
@@ -980,12 +989,14 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
   }
 
   async pause(id: string): Promise<void> {
-    await this.#qmp(id, `pausing sandbox ${id}`, (qmp) => qmp.execute("stop"));
+    await this.#runState.run(id, () => this.#qmp(id, `pausing sandbox ${id}`, (qmp) => qmp.execute("stop")));
   }
 
   async resume(id: string): Promise<void> {
-    await this.#qmp(id, `resuming sandbox ${id}`, (qmp) => qmp.execute("cont"));
-    await this.#catchUpClock(id);
+    await this.#runState.run(id, async () => {
+      await this.#qmp(id, `resuming sandbox ${id}`, (qmp) => qmp.execute("cont"));
+      await this.#catchUpClock(id);
+    });
   }
 
   /** Sets the guest's wall clock to the host's: it starts from the RTC in whole seconds. */
