@@ -13,9 +13,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync } 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { microvmPaths, vmPaths } from "../../src/adapters/runtime/microvm/microvm-layout.ts";
-import { QmpClient } from "../../src/adapters/runtime/microvm/qmp-client.ts";
 import { TOKEN_KEEPER, TOKEN_READER } from "../../src/adapters/runtime/microvm/test-guest.ts";
+import { vmStatus } from "../support/held-still.ts";
 import { call, errorOf } from "../support/http.ts";
 import { writeBusyboxImageArchive } from "../support/oci-image-fixture.ts";
 import type { SandboxView as BaseSandboxView, ExecView } from "../support/sandbox-api.ts";
@@ -34,16 +33,6 @@ interface SnapshotView {
     disk_mib: number;
     machine_format: string;
   } | null;
-}
-
-/** What the sandbox's QEMU says of its VM ("running", "paused", …), asked over its QMP socket. */
-async function vmStatus(dataDir: string, id: string): Promise<string> {
-  const qmp = await QmpClient.connect(vmPaths(microvmPaths(dataDir).sandboxesDir, id).qmpSocket, { timeoutMs: 10_000 });
-  try {
-    return ((await qmp.execute("query-status")) as { status: string }).status;
-  } finally {
-    qmp.close();
-  }
 }
 
 const SERVER_ENV = { SHOAL_RATE_LIMITS: "read=100000/60,write=100000/60", SHOAL_WARM_POOL_SIZE: "0" };

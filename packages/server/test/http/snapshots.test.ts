@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 import Database from "better-sqlite3";
+import { heldStill } from "../support/held-still.ts";
 import { call, errorOf } from "../support/http.ts";
 import { createSandbox, type ExecView, type SandboxView } from "../support/sandbox-api.ts";
 import { type ServerProcess, startServer } from "../support/server-process.ts";
@@ -160,6 +161,41 @@ describe("snapshots, forks and persistent pause", () => {
     assert.equal(ofPaused.status, 201, ofPaused.text);
     const still = await call<SandboxView>(server, "GET", `/v1/sandboxes/${source.id}`, { key });
     assert.equal(still.json.state, "paused");
+  });
+
+  test("snapshots at once each restore whole; a pause during one stands on the host", async () => {
+    const server = await start();
+    const key = server.adminKey;
+    const source = await createSandbox(server, key, {});
+    await run(server, source.id, "head -c 4000000 /dev/urandom > /workspace/big && echo a > /workspace/a");
+    const before = (await run(server, source.id, checksums)).json.stdout;
+    const snapshot = () => call<SnapshotView>(server, "POST", `/v1/sandboxes/${source.id}/snapshots`, { key });
+
+    const taken = await Promise.all([snapshot(), snapshot(), snapshot()]);
+    for (const each of taken) assert.equal(each.status, 201, each.text);
+    assert.equal(await heldStill(server.dataDir, source.id, testIsolation()), false, "the source runs on");
+    for (const each of taken) {
+      const restored = await call<SandboxView>(server, "POST", "/v1/sandboxes", {
+        key,
+        body: { snapshot_id: each.json.id },
+      });
+      assert.equal(restored.status, 201, restored.text);
+      assert.equal((await run(server, restored.json.id, checksums)).json.stdout, before, each.json.id);
+      assert.equal((await call(server, "DELETE", `/v1/sandboxes/${restored.json.id}`, { key })).status, 204);
+    }
+
+    // The pause comes while the snapshot copies: the snapshot's end must not let the sandbox run.
+    const during = snapshot();
+    const paused = await call(server, "POST", `/v1/sandboxes/${source.id}/pause`, { key });
+    assert.equal(paused.status, 200, paused.text);
+    const last = await during;
+    if (last.status !== 201) assert.equal(errorOf(last).code, "SANDBOX_NOT_READY", last.text);
+    assert.equal((await call<SandboxView>(server, "GET", `/v1/sandboxes/${source.id}`, { key })).json.state, "paused");
+    assert.equal(await heldStill(server.dataDir, source.id, testIsolation()), true, "the host's own answer");
+    const resumed = await call(server, "POST", `/v1/sandboxes/${source.id}/resume`, { key });
+    assert.equal(resumed.status, 200, resumed.text);
+    assert.equal(await heldStill(server.dataDir, source.id, testIsolation()), false);
+    assert.equal((await run(server, source.id, "cat /workspace/a")).json.stdout, "a\n");
   });
 
   test("on_timeout pause snapshots at the deadline; auto_resume resumes on the next command", async () => {

@@ -35,6 +35,7 @@ import { fileURLToPath } from "node:url";
 import { type IsolationSupport, unavailableLevel } from "../../../domain/isolation.ts";
 import { SANDBOX_USER } from "../../../domain/sandbox-user.ts";
 import { ShoalError } from "../../../errors/shoal-error.ts";
+import { KeyedSerial } from "../../../services/keyed-serial.ts";
 import {
   type ActualState,
   type ExecRequest,
@@ -229,6 +230,12 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   readonly #launching = new Set<string>();
   /** Destroyed sandboxes whose container, mounts, cgroups and files are still being removed. */
   readonly #teardowns = new Map<string, Promise<void>>();
+  /**
+   * Per sandbox, what freezes, thaws or stops it (pause, resume, stop, a capture's freeze): one at
+   * a time, so that a capture's thaw does not undo a pause that came during it, nor a second
+   * capture copy files that the first one's thaw let change.
+   */
+  readonly #runState = new KeyedSerial();
   #idMap: IdMap | undefined;
   #isolations: Promise<readonly IsolationSupport[]> | undefined;
   /** runsc and its platform, as isolations() found them; undefined binary: no runsc here. */
@@ -676,19 +683,23 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   async stop(id: string): Promise<void> {
     this.#sandbox(id);
     const host = await this.#prepare();
-    await this.#wrap(`stopping sandbox ${id}`, () => this.#stopProcesses(host, id));
+    await this.#runState.run(id, () => this.#wrap(`stopping sandbox ${id}`, () => this.#stopProcesses(host, id)));
   }
 
   async pause(id: string): Promise<void> {
     const cgroup = this.#cgroup(await this.#prepare(), id);
-    if (!(await cgroup.exists())) throw runtimeError(`sandbox ${id} is not running on this host`);
-    await this.#wrap(`pausing sandbox ${id}`, () => cgroup.freeze());
+    await this.#runState.run(id, async () => {
+      if (!(await cgroup.exists())) throw runtimeError(`sandbox ${id} is not running on this host`);
+      await this.#wrap(`pausing sandbox ${id}`, () => cgroup.freeze());
+    });
   }
 
   async resume(id: string): Promise<void> {
     const cgroup = this.#cgroup(await this.#prepare(), id);
-    if (!(await cgroup.exists())) throw runtimeError(`sandbox ${id} is not running on this host`);
-    await this.#wrap(`resuming sandbox ${id}`, () => cgroup.thaw());
+    await this.#runState.run(id, async () => {
+      if (!(await cgroup.exists())) throw runtimeError(`sandbox ${id} is not running on this host`);
+      await this.#wrap(`resuming sandbox ${id}`, () => cgroup.thaw());
+    });
   }
 
   /**
@@ -861,23 +872,25 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       throw runtimeError(`sandbox ${id} has no disk on this host`);
     }
     const cgroup = this.#cgroup(host, id);
-    const running = (await cgroup.exists()) && (await cgroup.pids()).length > 0;
-    // A paused sandbox is frozen already, and stays so.
-    const freeze = running && !(await cgroup.isFrozen());
-    return this.#wrap(`capturing the file system of sandbox ${id}`, async () => {
-      if (freeze) await cgroup.freeze();
-      try {
-        return await host.layers.create(key, async (dir) => {
-          const copied = await runProcess(
-            "nsenter",
-            nsenterArgs(host.namespace, captureCommand(this.#inside(id), dir)),
-            CRUN_ENV,
-          );
-          if (copied.code !== 0) throw new Error(copied.stderr.trim() || `exit ${copied.code}`);
-        });
-      } finally {
-        if (freeze) await cgroup.thaw();
-      }
+    return this.#runState.run(id, async () => {
+      const running = (await cgroup.exists()) && (await cgroup.pids()).length > 0;
+      // A paused sandbox is frozen already, and stays so.
+      const freeze = running && !(await cgroup.isFrozen());
+      return this.#wrap(`capturing the file system of sandbox ${id}`, async () => {
+        if (freeze) await cgroup.freeze();
+        try {
+          return await host.layers.create(key, async (dir) => {
+            const copied = await runProcess(
+              "nsenter",
+              nsenterArgs(host.namespace, captureCommand(this.#inside(id), dir)),
+              CRUN_ENV,
+            );
+            if (copied.code !== 0) throw new Error(copied.stderr.trim() || `exit ${copied.code}`);
+          });
+        } finally {
+          if (freeze) await cgroup.thaw();
+        }
+      });
     });
   }
 
