@@ -120,7 +120,15 @@ export async function createServer(config: Config, options: ServerOptions = {}):
   });
   const sandboxRepository = new KyselySandboxRepository(database, sealedBox(secret, "sandbox-env"));
   const events = new SandboxEvents();
-  const startup = new SandboxStartup({ runtime, clock, sleep: (ms) => delay(ms) });
+  const snapshotRepository = new KyselySnapshotRepository(database);
+  const startup = new SandboxStartup({
+    runtime,
+    clock,
+    sleep: (ms) => delay(ms),
+    snapshots: snapshotRepository,
+    // The command service is made after the sandbox service it needs; a create runs later.
+    carryCommands: (sandbox, sourceId): Promise<number> => commands.carry(sandbox, sourceId),
+  });
   // Made after the sandbox service, which takes the snapshot of a sandbox its deadline paused.
   let snapshotsOnTimeout: SnapshotService | undefined;
   const isolationLevels = new IsolationLevels(runtime);
@@ -139,7 +147,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       memoryMib: Math.floor((os.totalmem() / 1024 ** 2) * config.memoryOvercommit),
     },
     pidsLimit: config.sandboxPidsLimit,
-    afterStart: (sandbox) => startup.run(sandbox),
+    afterStart: (sandbox, action) => startup.run(sandbox, action),
     afterTimeoutPause: async (sandbox) => {
       await snapshotsOnTimeout?.capture(sandbox, "timeout");
     },
@@ -225,7 +233,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       }),
   });
   const snapshots = new SnapshotService({
-    repository: new KyselySnapshotRepository(database),
+    repository: snapshotRepository,
     templates: templateRepository,
     sandboxes,
     runtime,

@@ -4147,6 +4147,8 @@ export interface components {
         };
         /** Command */
         Command: {
+            /** @description In a sandbox restored from a snapshot with memory: the id of the source's command that this one carries on (it ran at the snapshot, and runs on here). null for a command started in this sandbox */
+            carried_from: string | null;
             cmd: string | string[];
             /** Format: date-time */
             created_at: string;

@@ -22,6 +22,12 @@ export interface Command {
   readonly ownerId: string;
   /** A string runs under `/bin/sh -c`; an array is the argv. */
   readonly cmd: string | readonly string[];
+  /**
+   * The source's command that this one carries on, in a sandbox that resumed its source's machine
+   * (a snapshot with memory); null for a command started here. Its state in the sandbox is where
+   * the source's was.
+   */
+  readonly carriedFrom: string | null;
   readonly cwd: string | null;
   readonly user: CommandUser;
   /** null: no deadline. */

@@ -107,9 +107,13 @@ const toolTimeoutMs = 30_000;
 const toolOutputBytes = 64 * 1024;
 /** A command whose sandbox is paused (or busy with an action) is looked at again after this. */
 const recheckMs = 2000;
+/** How many of a source's newest commands a resumed sandbox looks for, and how many at a time. */
+const carriedCommandsMax = 100;
+const carryConcurrency = 8;
 
-export function commandDirOf(id: string): string {
-  return `${commandsDir}/${id}`;
+/** A carried command keeps the directory of the command it carries on: its state is there. */
+export function commandDirOf(command: Pick<Command, "id" | "carriedFrom">): string {
+  return `${commandsDir}/${command.carriedFrom ?? command.id}`;
 }
 
 export class CommandService {
@@ -128,6 +132,7 @@ export class CommandService {
       sandboxId,
       ownerId: sandbox.ownerId,
       cmd: request.cmd,
+      carriedFrom: null,
       cwd: request.cwd ?? null,
       user: request.user,
       timeoutMs: request.timeoutMs ?? null,
@@ -150,7 +155,7 @@ export class CommandService {
       "bg",
       "run",
       "--dir",
-      commandDirOf(command.id),
+      commandDirOf(command),
       "--cap",
       String(this.options.outputLimitBytes),
       ...(request.timeoutMs === undefined ? [] : ["--timeout-ms", String(request.timeoutMs)]),
@@ -221,7 +226,7 @@ export class CommandService {
     const budget = Math.max(1, Math.min(maxBytes, Math.floor(this.options.pageLimitBytes / 2)));
     const result = await this.tool(
       sandboxId,
-      ["tail", commandDirOf(id), "--offset", String(offset), "--max", String(budget)],
+      ["tail", commandDirOf(command), "--offset", String(offset), "--max", String(budget)],
       {
         outputLimitBytes: this.options.pageLimitBytes,
       },
@@ -282,7 +287,7 @@ export class CommandService {
       });
     };
     const tail = await this.options.runtime.spawn(sandboxId, {
-      argv: [SANDBOX_AGENT_PATH, "bg", "tail", commandDirOf(id), "--offset", String(offset), "--follow"],
+      argv: [SANDBOX_AGENT_PATH, "bg", "tail", commandDirOf(command), "--offset", String(offset), "--follow"],
       env: TOOL_ENV,
       timeoutMs: 0,
       outputLimitBytes: 0,
@@ -349,7 +354,7 @@ export class CommandService {
     await this.readySandbox(principal, sandboxId);
     const command = await this.find(sandboxId, id);
     this.requireActive(command, "signal");
-    const result = await this.tool(sandboxId, ["signal", commandDirOf(id), String(signo)]);
+    const result = await this.tool(sandboxId, ["signal", commandDirOf(command), String(signo)]);
     if (result.exitCode !== 0) throw toolError(result, "signal", command);
     return command;
   }
@@ -370,6 +375,54 @@ export class CommandService {
     this.options.log("info", "commands adopted", { count: active.length });
   }
 
+  /**
+   * A sandbox that resumed the machine of `sourceId` (a snapshot with memory) holds what its source
+   * ran at the cut, each command's state in its directory: each of the source's newest commands
+   * whose directory it holds becomes one of its own, under a new id, as that directory says (still
+   * running and followed, or ended as it ended). A command that started after the cut has no
+   * directory there and stays the source's alone. Answers how many were carried.
+   */
+  async carry(sandbox: Sandbox, sourceId: string): Promise<number> {
+    const origins = await this.options.repository.list(sourceId, carriedCommandsMax, undefined);
+    let carried = 0;
+    for (let next = 0; next < origins.length; next += carryConcurrency) {
+      const batch = origins.slice(next, next + carryConcurrency);
+      const done = await Promise.all(batch.map((origin) => this.carryOne(sandbox, origin)));
+      carried += done.filter(Boolean).length;
+    }
+    if (carried > 0) this.options.log("info", "commands carried", { sandbox_id: sandbox.id, count: carried });
+    return carried;
+  }
+
+  private async carryOne(sandbox: Sandbox, origin: Command): Promise<boolean> {
+    const now = this.now();
+    const command: Command = {
+      ...origin,
+      id: newId("cmd"),
+      sandboxId: sandbox.id,
+      ownerId: sandbox.ownerId,
+      carriedFrom: origin.carriedFrom ?? origin.id,
+      // What the source's row says after the cut is not this sandbox's: its directory says.
+      state: origin.startedAt === null ? "queued" : "running",
+      exitCode: null,
+      signal: null,
+      timedOut: false,
+      error: null,
+      endedAt: null,
+      updatedAt: now,
+    };
+    let status: AgentCommandStatus;
+    try {
+      status = await this.status(command);
+    } catch (error) {
+      if (error instanceof ShoalError && error.code === "COMMAND_NOT_FOUND") return false;
+      throw error;
+    }
+    await this.options.repository.insert({ ...command, outputBytes: status.bytes });
+    await this.observe(command, status);
+    return true;
+  }
+
   /** Lets go of the waiters without recording anything: the commands keep running in their sandboxes. */
   close(): void {
     this.closing = true;
@@ -378,7 +431,7 @@ export class CommandService {
   }
 
   private async sendStdin(command: Command, data: Uint8Array, eof: boolean): Promise<void> {
-    const result = await this.tool(command.sandboxId, ["stdin", commandDirOf(command.id), ...(eof ? ["--eof"] : [])], {
+    const result = await this.tool(command.sandboxId, ["stdin", commandDirOf(command), ...(eof ? ["--eof"] : [])], {
       stdin: data,
     });
     if (result.exitCode !== 0) throw toolError(result, "write to the stdin of", command);
@@ -399,7 +452,7 @@ export class CommandService {
     let result: ExecResult;
     try {
       result = await this.options.runtime.exec(command.sandboxId, {
-        argv: [SANDBOX_AGENT_PATH, "bg", "wait", commandDirOf(command.id)],
+        argv: [SANDBOX_AGENT_PATH, "bg", "wait", commandDirOf(command)],
         env: TOOL_ENV,
         timeoutMs: 0,
         outputLimitBytes: toolOutputBytes,
@@ -542,7 +595,7 @@ export class CommandService {
   }
 
   private async status(command: Command): Promise<AgentCommandStatus> {
-    const result = await this.tool(command.sandboxId, ["status", commandDirOf(command.id)]);
+    const result = await this.tool(command.sandboxId, ["status", commandDirOf(command)]);
     if (result.exitCode !== 0) {
       if (toolErrno(result) === "ENOENT") {
         throw new ShoalError("COMMAND_NOT_FOUND", { details: { command_id: command.id } });

@@ -3,21 +3,31 @@
  * the background (its output in /tmp/shoal-start.log inside the sandbox), then `ready_cmd` again
  * and again until it exits 0. The sandbox counts as running only after that; a `ready_cmd` that
  * never succeeds within the template's `ready_timeout_seconds` fails the start with its last output.
+ * A sandbox created from a snapshot with memory resumes its source's machine instead, which ran
+ * `start_cmd` and was ready: neither runs again, and the source's background commands that the
+ * machine still holds become the sandbox's own.
  *
  * @example
- *   new SandboxService({ …, afterStart: (sandbox) => startup.run(sandbox) });
+ *   new SandboxService({ …, afterStart: (sandbox, action) => startup.run(sandbox, action) });
  */
 import type { Sandbox } from "../domain/sandbox.ts";
+import type { Snapshot } from "../domain/snapshot.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import { shellQuote } from "./code-drivers/bash.ts";
-import type { Clock } from "./ports.ts";
+import type { Clock, SnapshotRepository } from "./ports.ts";
 import type { ExecRequest, Runtime } from "./runtime-port.ts";
 
 export interface SandboxStartupOptions {
   readonly runtime: Runtime;
   readonly clock: Clock;
   readonly sleep: (ms: number) => Promise<void>;
+  readonly snapshots: Pick<SnapshotRepository, "find">;
+  /** Makes the commands of `sourceId` that the resumed machine holds the sandbox's own. */
+  readonly carryCommands: (sandbox: Sandbox, sourceId: string) => Promise<unknown>;
 }
+
+/** What brought the sandbox up: its first start (`create`), or a start after a stop. */
+export type StartAction = "create" | "start" | "restart";
 
 export const START_LOG = "/tmp/shoal-start.log";
 const FIRST_RETRY_MS = 25;
@@ -26,7 +36,12 @@ const LONGEST_RETRY_MS = 500;
 export class SandboxStartup {
   constructor(private readonly options: SandboxStartupOptions) {}
 
-  async run(sandbox: Sandbox): Promise<void> {
+  async run(sandbox: Sandbox, action: StartAction): Promise<void> {
+    const resumed = await this.resumedSnapshot(sandbox, action);
+    if (resumed !== undefined) {
+      await this.options.carryCommands(sandbox, resumed.sandboxId);
+      return;
+    }
     const defaults = sandbox.defaults;
     if (defaults === null || (defaults.startCmd === null && defaults.readyCmd === null)) return;
     const { runtime, clock, sleep } = this.options;
@@ -67,6 +82,13 @@ export class SandboxStartup {
       await sleep(wait);
       wait = Math.min(wait * 2, LONGEST_RETRY_MS);
     }
+  }
+
+  /** The snapshot with memory whose machine this start resumed; a later start boots afresh. */
+  private async resumedSnapshot(sandbox: Sandbox, action: StartAction): Promise<Snapshot | undefined> {
+    if (action !== "create" || sandbox.snapshotId === null) return undefined;
+    const snapshot = await this.options.snapshots.find(sandbox.ownerId, sandbox.snapshotId);
+    return snapshot === undefined || snapshot.memory === null ? undefined : snapshot;
   }
 }
 

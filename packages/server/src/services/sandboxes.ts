@@ -69,9 +69,10 @@ export interface SandboxServiceOptions {
   waitPollMs?: number;
   /**
    * Runs once the runtime started a sandbox (create, start, restart), before it counts as running:
-   * its template's start and ready commands. A throw fails the start with the error's reason.
+   * its template's start and ready commands, or what a resumed machine brings. A throw fails the
+   * start with the error's reason.
    */
-  afterStart?: (sandbox: Sandbox) => Promise<void>;
+  afterStart?: (sandbox: Sandbox, action: "create" | "start" | "restart") => Promise<void>;
   /** Runs once a sandbox was paused by its deadline (`on_timeout: pause`): the snapshot taken then. */
   afterTimeoutPause?: (sandbox: Sandbox) => Promise<void>;
 }
@@ -444,11 +445,11 @@ export class SandboxService {
           case "create":
             sandbox = (await this.advance(sandbox, action, { state: "starting", transition: action })) ?? sandbox;
             await breaker.run(() => runtime.create(this.specOf(sandbox)));
-            await this.options.afterStart?.(sandbox);
+            await this.options.afterStart?.(sandbox, action);
             break;
           case "start":
             await breaker.run(() => runtime.start(this.specOf(sandbox)));
-            await this.options.afterStart?.(sandbox);
+            await this.options.afterStart?.(sandbox, action);
             break;
           case "restart":
             if (sandbox.state !== "starting") {
@@ -456,7 +457,7 @@ export class SandboxService {
               sandbox = (await this.advance(sandbox, action, { state: "starting", transition: action })) ?? sandbox;
             }
             await breaker.run(() => runtime.start(this.specOf(sandbox)));
-            await this.options.afterStart?.(sandbox);
+            await this.options.afterStart?.(sandbox, action);
             break;
           case "stop":
             await breaker.run(() => runtime.stop(id));

@@ -19,6 +19,7 @@ import { call, errorOf } from "../support/http.ts";
 import { writeBusyboxImageArchive } from "../support/oci-image-fixture.ts";
 import type { SandboxView as BaseSandboxView, ExecView } from "../support/sandbox-api.ts";
 import { type ServerProcess, startServer } from "../support/server-process.ts";
+import { openEvents } from "../support/sse-client.ts";
 
 type SandboxView = BaseSandboxView & { isolation: string };
 
@@ -33,6 +34,14 @@ interface SnapshotView {
     disk_mib: number;
     machine_format: string;
   } | null;
+}
+
+interface CommandView {
+  id: string;
+  sandbox_id: string;
+  carried_from: string | null;
+  state: string;
+  exit_code: number | null;
 }
 
 const SERVER_ENV = { SHOAL_RATE_LIMITS: "read=100000/60,write=100000/60", SHOAL_WARM_POOL_SIZE: "0" };
@@ -53,6 +62,25 @@ describe("snapshots with memory of microVM sandboxes", () => {
   };
   const snapshot = (id: string, body: Record<string, unknown>) =>
     call<SnapshotView>(server, "POST", `/v1/sandboxes/${id}/snapshots`, { key, body });
+  const startCommand = async (id: string, cmd: string): Promise<CommandView> => {
+    const started = await call<CommandView>(server, "POST", `/v1/sandboxes/${id}/commands`, { key, body: { cmd } });
+    assert.equal(started.status, 202, started.text);
+    return started.json;
+  };
+  /** The command once it ended, as its logs' `exit` event says. */
+  const endOf = async (id: string, cid: string): Promise<CommandView> => {
+    const opened = await openEvents(`${server.url}/v1/sandboxes/${id}/commands/${cid}/logs?offset=0`, { key });
+    assert.equal(opened.status, 200, opened.text);
+    try {
+      for await (const event of opened.events) {
+        if (event.event === "exit") return event.data as CommandView;
+        assert.notEqual(event.event, "error", JSON.stringify(event.data));
+      }
+    } finally {
+      opened.close();
+    }
+    throw new Error(`the logs of ${cid} ended without an exit`);
+  };
   const statesDir = () => path.join(server.dataDir, "microvm", "states");
   const states = (): string[] => (existsSync(statesDir()) ? readdirSync(statesDir()).sort() : []);
 
@@ -70,7 +98,20 @@ describe("snapshots with memory of microVM sandboxes", () => {
       assert.equal(uploaded.status, 201, uploaded.text);
       const built = await call(server, "POST", "/v1/templates", {
         key,
-        body: { wait: true, name: "tiny", base: { oci: uploaded.json.id }, steps: [{ run: "mkdir -p /workspace" }] },
+        body: {
+          wait: true,
+          name: "tiny",
+          base: { oci: uploaded.json.id },
+          // Debian's busybox has no nohup applet, which start_cmd is run under.
+          steps: [
+            {
+              run: 'mkdir -p /workspace /tmp && printf \'#!/bin/sh\\ntrap "" HUP\\nexec "$@"\\n\' > /bin/nohup && chmod 755 /bin/nohup',
+            },
+          ],
+          // Runs once per boot: a restore resumes a machine that ran it.
+          start_cmd: "echo started >> /workspace/starts",
+          ready_cmd: "test -s /workspace/starts",
+        },
       });
       assert.equal(built.status, 201, built.text);
     } finally {
@@ -91,6 +132,8 @@ describe("snapshots with memory of microVM sandboxes", () => {
     assert.equal(started.status, 202, started.text);
     const token = await run(source.id, TOKEN_READER);
     assert.match(token, /^[0-9a-f-]{36}\n$/);
+    const ended = await startCommand(source.id, "echo before; exit 3");
+    assert.equal((await endOf(source.id, ended.id)).exit_code, 3);
 
     const taken = await snapshot(source.id, { memory: true });
     assert.equal(taken.status, 201, taken.text);
@@ -111,6 +154,7 @@ describe("snapshots with memory of microVM sandboxes", () => {
     const shown = await call<SnapshotView>(server, "GET", `/v1/snapshots/${taken.json.id}`, { key });
     assert.deepEqual(shown.json.memory, taken.json.memory);
     assert.equal(await run(source.id, TOKEN_READER), token, "the source runs on");
+    const later = await startCommand(source.id, "echo after the cut");
 
     // Its isolation and resources are the snapshot's unless the request sets them.
     const restored = await create({ snapshot_id: taken.json.id });
@@ -118,7 +162,41 @@ describe("snapshots with memory of microVM sandboxes", () => {
     assert.equal(restored.mem_size_mib, 256);
     assert.equal(await run(restored.id, TOKEN_READER), token, "the same command, its memory restored");
     assert.equal(await run(restored.id, "cat /workspace/file"), "kept\n");
+    assert.equal(await run(restored.id, "cat /workspace/starts"), "started\n", "start_cmd does not run again");
     assert.equal(await run(restored.id, "cat /etc/hostname; echo $HOSTNAME"), `${restored.id}\n${restored.id}\n`);
+
+    // The commands that were there at the cut are the restored sandbox's own, under new ids.
+    const carried = await call<{ items: CommandView[] }>(server, "GET", `/v1/sandboxes/${restored.id}/commands`, {
+      key,
+    });
+    assert.equal(carried.status, 200, carried.text);
+    const byOrigin = new Map(carried.json.items.map((command) => [command.carried_from, command]));
+    assert.deepEqual([...byOrigin.keys()].sort(), [ended.id, started.json.id].sort(), "not the one after the cut");
+    const keeper = byOrigin.get(started.json.id);
+    const failed = byOrigin.get(ended.id);
+    assert.ok(keeper !== undefined && failed !== undefined);
+    assert.notEqual(keeper.id, started.json.id);
+    assert.deepEqual([keeper.state, keeper.sandbox_id], ["running", restored.id]);
+    assert.deepEqual([failed.state, failed.exit_code], ["failed", 3]);
+    const log = await call<{ pieces: { text?: string }[] }>(
+      server,
+      "GET",
+      `/v1/sandboxes/${restored.id}/commands/${failed.id}/logs?offset=0`,
+      { key },
+    );
+    assert.equal(log.json.pieces.map((piece) => piece.text).join(""), "before\n");
+    const signalled = await call(server, "POST", `/v1/sandboxes/${restored.id}/commands/${keeper.id}/signal`, {
+      key,
+      body: { signal: "SIGKILL" },
+    });
+    assert.equal(signalled.status, 202, signalled.text);
+    assert.equal((await endOf(restored.id, keeper.id)).state, "killed");
+    assert.equal(await run(source.id, TOKEN_READER), token, "the source's command runs on");
+    const sources = await call<CommandView>(server, "GET", `/v1/sandboxes/${source.id}/commands/${started.json.id}`, {
+      key,
+    });
+    assert.deepEqual([sources.json.state, sources.json.carried_from], ["running", null]);
+    assert.equal((await endOf(source.id, later.id)).state, "completed");
     await run(restored.id, "echo restored > /workspace/file");
     assert.equal(await run(source.id, "cat /workspace/file"), "kept\n", "two machines from then on");
 

@@ -139,6 +139,8 @@ export interface CommandsTable {
   owner_id: string;
   /** JSON: a string (run by /bin/sh -c) or an argv array. */
   cmd: string;
+  /** Set by migration 008; null for a command started in its own sandbox. */
+  carried_from: string | null;
   cwd: string | null;
   user_name: string;
   timeout_ms: number | string | null;

@@ -33,6 +33,7 @@ const allMigrations = [
   "005-templates",
   "006-isolation",
   "007-snapshot-memory",
+  "008-carried-commands",
 ];
 const scratch = mkdtempSync(path.join(tmpdir(), "shoal-store-test-"));
 

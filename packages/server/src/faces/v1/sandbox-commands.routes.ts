@@ -58,6 +58,10 @@ const CommandSchema = Type.Object(
     id: Type.String({ examples: ["cmd_3x2Jk0aQ9hVqXb5bYz1TfE"] }),
     sandbox_id: Type.String(),
     cmd: Type.Union([Type.String(), Type.Array(Type.String())]),
+    carried_from: Type.Union([Type.String(), Type.Null()], {
+      description:
+        "In a sandbox restored from a snapshot with memory: the id of the source's command that this one carries on (it ran at the snapshot, and runs on here). null for a command started in this sandbox",
+    }),
     cwd: Type.Union([Type.String(), Type.Null()]),
     user: Type.Unsafe<"root" | "user">({ type: "string", enum: ["root", "user"] }),
     state: Type.Unsafe<Command["state"]>({ type: "string", enum: [...commandStates] }),
@@ -129,6 +133,7 @@ export function view(command: Command) {
     id: command.id,
     sandbox_id: command.sandboxId,
     cmd: typeof command.cmd === "string" ? command.cmd : [...command.cmd],
+    carried_from: command.carriedFrom,
     cwd: command.cwd,
     user: command.user,
     state: command.state,

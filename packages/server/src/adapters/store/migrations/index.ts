@@ -10,6 +10,7 @@ import { fileRoots } from "./004-file-roots.ts";
 import { templates } from "./005-templates.ts";
 import { isolation } from "./006-isolation.ts";
 import { snapshotMemory } from "./007-snapshot-memory.ts";
+import { carriedCommands } from "./008-carried-commands.ts";
 
 const migrations: Record<string, Migration> = {
   "001-initial": initial,
@@ -19,6 +20,7 @@ const migrations: Record<string, Migration> = {
   "005-templates": templates,
   "006-isolation": isolation,
   "007-snapshot-memory": snapshotMemory,
+  "008-carried-commands": carriedCommands,
 };
 
 export const migrationProvider: MigrationProvider = {
