@@ -54,7 +54,8 @@ export class SandboxStartup {
       const started = await runtime.exec(sandbox.id, {
         ...as,
         // Detached from the exec, which returns at once; the process lives as long as the sandbox.
-        shell: `nohup /bin/sh -c ${shellQuote(defaults.startCmd)} > ${START_LOG} 2>&1 < /dev/null &`,
+        // SIGHUP ignored as nohup would, by the shell alone: a minimal image (busybox) may lack nohup.
+        shell: `(trap '' HUP; exec /bin/sh -c ${shellQuote(defaults.startCmd)}) > ${START_LOG} 2>&1 < /dev/null &`,
         timeoutMs: 10_000,
         outputLimitBytes: 4096,
       });

@@ -67,6 +67,12 @@ describe("snapshots with memory of microVM sandboxes", () => {
     assert.equal(started.status, 202, started.text);
     return started.json;
   };
+  /** TOKEN_KEEPER started as a background command in the sandbox, and the token it holds in memory. */
+  const keepToken = async (id: string): Promise<{ keeper: CommandView; token: string }> => {
+    await run(id, "mkfifo /tmp/token");
+    const keeper = await startCommand(id, TOKEN_KEEPER);
+    return { keeper, token: await run(id, TOKEN_READER) };
+  };
   /** The command once it ended, as its logs' `exit` event says. */
   const endOf = async (id: string, cid: string): Promise<CommandView> => {
     const opened = await openEvents(`${server.url}/v1/sandboxes/${id}/commands/${cid}/logs?offset=0`, { key });
@@ -102,12 +108,7 @@ describe("snapshots with memory of microVM sandboxes", () => {
           wait: true,
           name: "tiny",
           base: { oci: uploaded.json.id },
-          // Debian's busybox has no nohup applet, which start_cmd is run under.
-          steps: [
-            {
-              run: 'mkdir -p /workspace /tmp && printf \'#!/bin/sh\\ntrap "" HUP\\nexec "$@"\\n\' > /bin/nohup && chmod 755 /bin/nohup',
-            },
-          ],
+          steps: [{ run: "mkdir -p /workspace /tmp" }],
           // Runs once per boot: a restore resumes a machine that ran it.
           start_cmd: "echo started >> /workspace/starts",
           ready_cmd: "test -s /workspace/starts",
@@ -124,13 +125,8 @@ describe("snapshots with memory of microVM sandboxes", () => {
 
   test("a restore resumes the command that ran, its memory included, under its own name; the source runs on", async () => {
     const source = await create({ template: "tiny", isolation: "microvm", mem_size_mib: 256 });
-    await run(source.id, "mkfifo /tmp/token && echo kept > /workspace/file");
-    const started = await call<{ id: string }>(server, "POST", `/v1/sandboxes/${source.id}/commands`, {
-      key,
-      body: { cmd: TOKEN_KEEPER },
-    });
-    assert.equal(started.status, 202, started.text);
-    const token = await run(source.id, TOKEN_READER);
+    await run(source.id, "echo kept > /workspace/file");
+    const { keeper: started, token } = await keepToken(source.id);
     assert.match(token, /^[0-9a-f-]{36}\n$/);
     const ended = await startCommand(source.id, "echo before; exit 3");
     assert.equal((await endOf(source.id, ended.id)).exit_code, 3);
@@ -171,11 +167,11 @@ describe("snapshots with memory of microVM sandboxes", () => {
     });
     assert.equal(carried.status, 200, carried.text);
     const byOrigin = new Map(carried.json.items.map((command) => [command.carried_from, command]));
-    assert.deepEqual([...byOrigin.keys()].sort(), [ended.id, started.json.id].sort(), "not the one after the cut");
-    const keeper = byOrigin.get(started.json.id);
+    assert.deepEqual([...byOrigin.keys()].sort(), [ended.id, started.id].sort(), "not the one after the cut");
+    const keeper = byOrigin.get(started.id);
     const failed = byOrigin.get(ended.id);
     assert.ok(keeper !== undefined && failed !== undefined);
-    assert.notEqual(keeper.id, started.json.id);
+    assert.notEqual(keeper.id, started.id);
     assert.deepEqual([keeper.state, keeper.sandbox_id], ["running", restored.id]);
     assert.deepEqual([failed.state, failed.exit_code], ["failed", 3]);
     const log = await call<{ pieces: { text?: string }[] }>(
@@ -192,7 +188,7 @@ describe("snapshots with memory of microVM sandboxes", () => {
     assert.equal(signalled.status, 202, signalled.text);
     assert.equal((await endOf(restored.id, keeper.id)).state, "killed");
     assert.equal(await run(source.id, TOKEN_READER), token, "the source's command runs on");
-    const sources = await call<CommandView>(server, "GET", `/v1/sandboxes/${source.id}/commands/${started.json.id}`, {
+    const sources = await call<CommandView>(server, "GET", `/v1/sandboxes/${source.id}/commands/${started.id}`, {
       key,
     });
     assert.deepEqual([sources.json.state, sources.json.carried_from], ["running", null]);
@@ -212,13 +208,7 @@ describe("snapshots with memory of microVM sandboxes", () => {
 
   test("snapshots at once and a pause beside them: each snapshot is a whole machine, and the pause stands", async () => {
     const source = await create({ template: "tiny", isolation: "microvm", mem_size_mib: 256 });
-    await run(source.id, "mkfifo /tmp/token");
-    const started = await call(server, "POST", `/v1/sandboxes/${source.id}/commands`, {
-      key,
-      body: { cmd: TOKEN_KEEPER },
-    });
-    assert.equal(started.status, 202, started.text);
-    const token = await run(source.id, TOKEN_READER);
+    const { token } = await keepToken(source.id);
 
     const taken = await Promise.all([
       snapshot(source.id, { memory: true }),
@@ -255,13 +245,7 @@ describe("snapshots with memory of microVM sandboxes", () => {
 
   test("a fork with memory of a default-template sandbox resumes its processes in one call", async () => {
     const source = await create({ isolation: "microvm" });
-    await run(source.id, "mkfifo /tmp/token");
-    const started = await call(server, "POST", `/v1/sandboxes/${source.id}/commands`, {
-      key,
-      body: { cmd: TOKEN_KEEPER },
-    });
-    assert.equal(started.status, 202, started.text);
-    const token = await run(source.id, TOKEN_READER);
+    const { token } = await keepToken(source.id);
     const reshaped = await call(server, "POST", `/v1/sandboxes/${source.id}/fork`, {
       key,
       body: { memory: true, mem_size_mib: 512 },
