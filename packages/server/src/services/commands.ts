@@ -387,7 +387,15 @@ export class CommandService {
     let carried = 0;
     for (let next = 0; next < origins.length; next += carryConcurrency) {
       const batch = origins.slice(next, next + carryConcurrency);
-      const done = await Promise.all(batch.map((origin) => this.carryOne(sandbox, origin)));
+      const done = await Promise.all(
+        batch.map((origin) =>
+          // One that cannot be asked about stays the source's alone: the sandbox still starts.
+          this.carryOne(sandbox, origin).catch((error: unknown) => {
+            this.options.log("warn", "could not carry a command", { command_id: origin.id, err: error });
+            return false;
+          }),
+        ),
+      );
       carried += done.filter(Boolean).length;
     }
     if (carried > 0) this.options.log("info", "commands carried", { sandbox_id: sandbox.id, count: carried });
