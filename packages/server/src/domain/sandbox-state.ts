@@ -25,6 +25,9 @@ export type SandboxState = (typeof sandboxStates)[number];
 export const sandboxActions = ["create", "start", "stop", "restart", "pause", "resume", "delete"] as const;
 export type SandboxAction = (typeof sandboxActions)[number];
 
+/** The actions after which the runtime has started the sandbox: its first start, or one after a stop. */
+export type StartAction = Extract<SandboxAction, "create" | "start" | "restart">;
+
 /** The actions a client asks for by `POST /v1/sandboxes/{id}/{action}`. */
 export type ClientAction = Exclude<SandboxAction, "create" | "delete">;
 

@@ -11,6 +11,7 @@
  *   new SandboxService({ …, afterStart: (sandbox, action) => startup.run(sandbox, action) });
  */
 import type { Sandbox } from "../domain/sandbox.ts";
+import type { StartAction } from "../domain/sandbox-state.ts";
 import type { Snapshot } from "../domain/snapshot.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import { shellQuote } from "./code-drivers/bash.ts";
@@ -25,9 +26,6 @@ export interface SandboxStartupOptions {
   /** Makes the commands of `sourceId` that the resumed machine holds the sandbox's own. */
   readonly carryCommands: (sandbox: Sandbox, sourceId: string) => Promise<unknown>;
 }
-
-/** What brought the sandbox up: its first start (`create`), or a start after a stop. */
-export type StartAction = "create" | "start" | "restart";
 
 export const START_LOG = "/tmp/shoal-start.log";
 const FIRST_RETRY_MS = 25;

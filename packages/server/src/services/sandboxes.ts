@@ -22,6 +22,7 @@ import {
   outcomeOf,
   type SandboxAction,
   type SandboxState,
+  type StartAction,
 } from "../domain/sandbox-state.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
@@ -72,7 +73,7 @@ export interface SandboxServiceOptions {
    * its template's start and ready commands, or what a resumed machine brings. A throw fails the
    * start with the error's reason.
    */
-  afterStart?: (sandbox: Sandbox, action: "create" | "start" | "restart") => Promise<void>;
+  afterStart?: (sandbox: Sandbox, action: StartAction) => Promise<void>;
   /** Runs once a sandbox was paused by its deadline (`on_timeout: pause`): the snapshot taken then. */
   afterTimeoutPause?: (sandbox: Sandbox) => Promise<void>;
 }
