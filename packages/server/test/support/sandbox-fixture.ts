@@ -17,7 +17,7 @@
  *   });
  */
 import assert from "node:assert/strict";
-import { after, before } from "node:test";
+import { after, afterEach, before } from "node:test";
 import {
   type CreateSandboxBody,
   createSandbox,
@@ -55,6 +55,9 @@ export interface SandboxFixtureOptions {
   teardown?: (fixture: SandboxFixture) => unknown;
 }
 
+/** Lines of the server's log printed after a failed test. */
+const FAILURE_LOG_LINES = 25;
+
 /** A fixture's sandbox lives this long unless its create body says otherwise: the file timeout's length. */
 const FIXTURE_TIMEOUT_SECONDS = 600;
 
@@ -88,6 +91,13 @@ export function useSandbox(options: SandboxFixtureOptions = {}): SandboxFixture 
       ...(options.sandbox ?? { mem_size_mib: 128 }),
     });
     await options.setup?.(fixture);
+  });
+  // What the server said last is often the only account of a failure that a loaded CI host caused.
+  afterEach((context) => {
+    // `passed` came with Node 20.12; the @types/node in use do not declare it yet.
+    if ((context as { passed?: boolean }).passed !== false || server === undefined) return;
+    const said = server.lines.slice(-FAILURE_LOG_LINES).map((line) => `# server: ${line}`);
+    process.stdout.write(`# the server's last lines after "${context.name}" failed:\n${said.join("\n")}\n`);
   });
   after(async () => {
     try {
