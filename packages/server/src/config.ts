@@ -54,6 +54,8 @@ export interface Config {
   readonly commandOutputLimitBytes: number;
   /** The largest file the files API writes in one request (raw or JSON body). */
   readonly fileMaxBytes: number;
+  /** A streamed file write fails once its body, or the sandbox taking it, moves nothing for this long. */
+  readonly fileIdleTimeoutMs: number;
   /** The largest tar upload (uncompressed and compressed alike), and the most entries it may hold. */
   readonly archiveMaxBytes: number;
   readonly archiveMaxEntries: number;
@@ -137,6 +139,7 @@ export function loadConfig(env: Env): Config {
     execOutputLimitBytes: integer(env, "SHOAL_EXEC_OUTPUT_LIMIT_BYTES", 1024 * 1024, 1024, 256 * 1024 * 1024),
     commandOutputLimitBytes: integer(env, "SHOAL_COMMAND_OUTPUT_LIMIT_BYTES", 16 * 1024 * 1024, 4096, 1024 ** 3),
     fileMaxBytes: integer(env, "SHOAL_FILE_MAX_BYTES", 1024 ** 3, 1024, 1024 ** 4),
+    fileIdleTimeoutMs: integer(env, "SHOAL_FILE_IDLE_TIMEOUT_MS", 60_000, 100, 3_600_000),
     archiveMaxBytes: integer(env, "SHOAL_ARCHIVE_MAX_BYTES", 1024 ** 3, 1024, 1024 ** 4),
     archiveMaxEntries: integer(env, "SHOAL_ARCHIVE_MAX_ENTRIES", 100_000, 1, 1_000_000),
     wsMaxMessageBytes: integer(env, "SHOAL_WS_MAX_MESSAGE_BYTES", 256 * 1024, 1024, 64 * 1024 * 1024),

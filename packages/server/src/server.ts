@@ -165,7 +165,13 @@ export async function createServer(config: Config, options: ServerOptions = {}):
   });
   const sandboxEnv = new SandboxEnvService({ sandboxes, runtime, log, maxVariables: MAX_ENV_VARIABLES });
   const sandboxMetrics = new SandboxMetricsService({ sandboxes, runtime, clock, sleep: (ms) => delay(ms) });
-  const files = new SandboxFilesService({ sandboxes, runtime, breaker, maxFileBytes: config.fileMaxBytes });
+  const files = new SandboxFilesService({
+    sandboxes,
+    runtime,
+    breaker,
+    maxFileBytes: config.fileMaxBytes,
+    writeIdleMs: config.fileIdleTimeoutMs,
+  });
   const archives = new SandboxArchivesService({
     files,
     runtime,

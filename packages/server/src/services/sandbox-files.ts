@@ -76,6 +76,8 @@ export interface SandboxFilesOptions {
   breaker: CircuitBreaker;
   /** The largest file one write accepts. */
   maxFileBytes: number;
+  /** A streamed write fails once its body, or the sandbox taking it, moves nothing for this long. */
+  writeIdleMs?: number;
 }
 
 /** Metadata operations are quick unless the sandbox's disk hangs. */
@@ -211,37 +213,68 @@ export class SandboxFilesService {
         return entryOf(this.firstLine(await this.tool(target, args, { stdin: content })));
       }
     }
+    // No deadline for the whole write: a large file from a slow client takes as long as it takes.
+    // What fails it is a stall, a body or a tool that moves nothing for `writeIdleMs`.
     const process = await this.options.breaker.run(() =>
-      this.options.runtime.spawn(target.sandbox.id, { ...this.request(target, args), streamStdin: true }),
+      this.options.runtime.spawn(target.sandbox.id, { ...this.request(target, args), timeoutMs: 0, streamStdin: true }),
     );
+    const idleMs = this.options.writeIdleMs ?? shortTimeoutMs;
+    const pieces = (content instanceof Uint8Array ? onePiece(content) : content)[Symbol.asyncIterator]();
     let total = 0;
-    let outcome: "sent" | "too_large" | "broken" = "sent";
+    let outcome: "sent" | "too_large" | "body_broke" | "tool_ended" | Stalled = "sent";
     try {
-      for await (const piece of content instanceof Uint8Array ? [content] : content) {
-        total += piece.byteLength;
+      for (;;) {
+        const next = await withinIdle(pieces.next(), idleMs, "the request body");
+        if (next.done === true) break;
+        total += next.value.byteLength;
         if (total > this.options.maxFileBytes) {
           outcome = "too_large";
           break;
         }
-        await process.write(piece);
+        try {
+          await withinIdle(process.write(next.value), idleMs, "the sandbox");
+        } catch (error) {
+          // The tool ended before taking everything (its error is in the result), or stopped taking.
+          outcome = error instanceof Stalled ? error : "tool_ended";
+          break;
+        }
       }
-    } catch {
-      // The tool ended before taking everything (its error is in the result), or the body broke off.
-      outcome = "broken";
+    } catch (error) {
+      outcome = error instanceof Stalled ? error : "body_broke";
     }
-    if (outcome !== "sent") {
-      // Ended before EOF, the tool never links its temporary file in: the old file stays. SIGTERM,
-      // not SIGKILL: where the tool had to name its temporary file (no O_TMPFILE), it removes it.
-      process.signal(SIGTERM);
-      const result = await process.result;
-      if (outcome === "too_large") throw this.tooLarge();
-      if (result.exitCode === 1) throw this.failure(target, result.stderr);
-      throw new ShoalError("FILE_UPLOAD_FAILED", {
-        details: { reason: "the request body ended early", path: target.path.path },
+    // A stalled tool is killed; its result then still comes, as a killed process's does.
+    const settled = () =>
+      withinIdle(process.result, idleMs, "the sandbox").catch((error: unknown) => {
+        process.signal(SIGKILL);
+        throw error instanceof Stalled ? this.stalled(error) : error;
       });
+    if (outcome === "sent") {
+      process.closeStdin();
+      return entryOf(this.firstLine(this.outcome(target, await settled(), "write")));
     }
-    process.closeStdin();
-    return entryOf(this.firstLine(this.outcome(target, await process.result, "write")));
+    // The rest of the body is left unread, not destroyed: destroying it would reset the connection
+    // before the answer is out. The answer closes the connection instead (closeUnreadBodies).
+    // Ended before EOF, the tool never links its temporary file in: the old file stays. SIGTERM,
+    // not SIGKILL: where the tool had to name its temporary file (no O_TMPFILE), it removes it.
+    process.signal(SIGTERM);
+    const result = await settled();
+    if (outcome === "too_large") throw this.tooLarge();
+    if (outcome instanceof Stalled) throw this.stalled(outcome);
+    if (result.exitCode === 1) throw this.failure(target, result.stderr);
+    if (outcome === "tool_ended") {
+      this.outcome(target, result, "write");
+      throw new Error("fs write exited 0 before it had the whole body");
+    }
+    throw new ShoalError("FILE_UPLOAD_FAILED", {
+      details: { reason: "the request body ended early", path: target.path.path },
+    });
+  }
+
+  private stalled(stall: Stalled): ShoalError {
+    return new ShoalError("OPERATION_TIMEOUT", {
+      message: `The file write stopped: ${stall.waitingFor} moved no bytes for ${stall.idleMs} ms`,
+      details: { operation: "files write", timeout_ms: stall.idleMs },
+    });
   }
 
   /**
@@ -450,4 +483,31 @@ function rangeText(range: ByteRange | undefined): string | undefined {
 
 function describe(result: ExecResult): string {
   return result.signal ? `signal ${result.signal}` : `exit code ${result.exitCode}`;
+}
+
+/** A write whose body or tool moved nothing for the idle limit. */
+class Stalled extends Error {
+  constructor(
+    readonly waitingFor: string,
+    readonly idleMs: number,
+  ) {
+    super(`${waitingFor} moved nothing for ${idleMs} ms`);
+  }
+}
+
+/** `work`, or a Stalled rejection once it has been pending for `idleMs`. */
+async function withinIdle<T>(work: Promise<T>, idleMs: number, waitingFor: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const stall = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Stalled(waitingFor, idleMs)), idleMs);
+  });
+  try {
+    return await Promise.race([work, stall]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function* onePiece(content: Uint8Array): AsyncGenerator<Uint8Array> {
+  yield content;
 }

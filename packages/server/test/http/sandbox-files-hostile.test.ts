@@ -12,12 +12,14 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { test } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
 import fc from "fast-check";
 import {
   type FileEntryView,
   type FilesClient,
   filesClient,
   filesQuery,
+  putThenStall,
   putUntilAnswered,
 } from "../support/files-api.ts";
 import { useSandbox } from "../support/sandbox-fixture.ts";
@@ -28,7 +30,10 @@ const roots = ["/workspace", "/tmp"];
 const canary = `CANARY-${randomBytes(8).toString("hex")}`;
 let files: FilesClient;
 let hostDir: string;
+/** A streamed write that moves nothing for this long fails; short, so that the stall test is. */
+const idleTimeoutMs = 5000;
 const fixture = useSandbox({
+  serverEnv: { SHOAL_FILE_IDLE_TIMEOUT_MS: String(idleTimeoutMs) },
   sandbox: { mem_size_mib: 256, disk_mib: 64, allowed_roots: roots },
   setup: async ({ server, sandbox, sh }) => {
     files = filesClient(server, server.adminKey, sandbox.id);
@@ -327,4 +332,44 @@ test("a full disk is QUOTA_STORAGE_EXCEEDED, keeps the old file and frees what t
   assert.equal(small.error?.code, "QUOTA_STORAGE_EXCEEDED", small.text);
   await sh("rm -f /workspace/fill /workspace/fill2");
   assert.equal((await files.json("POST", "/files", { path: "/workspace/small.txt", content: "x" })).status, 200);
+});
+
+test("an upload slower in all than the idle limit, but never idle that long, arrives whole", async () => {
+  const piece = randomBytes(64 * 1024);
+  const pieces = 9;
+  const started = Date.now();
+  let sent = 0;
+  // The client's pace is the workload here: a piece every 800 ms, 7 s in all against an idle limit of 5 s.
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (sent === pieces) return controller.close();
+      if (sent > 0) await delay(800);
+      sent++;
+      controller.enqueue(piece);
+    },
+  });
+  const entry = await files.put("/workspace/slow-upload.bin", body);
+  assert.equal(entry.status, 200, entry.text);
+  assert.ok(Date.now() - started > idleTimeoutMs, "the upload took longer than the idle limit");
+  assert.equal(entry.json?.size, piece.length * pieces);
+  const read = await files.get("/workspace/slow-upload.bin");
+  assert.ok(read.body.equals(Buffer.concat(Array.from({ length: pieces }, () => piece))));
+});
+
+test("an upload that stops sending is answered OPERATION_TIMEOUT; the old file stays and no tool is left", async () => {
+  assert.equal((await files.put("/workspace/stalled.bin", "old")).status, 200);
+  const answer = await putThenStall(
+    fixture.server,
+    fixture.server.adminKey,
+    fixture.sandbox.id,
+    "/workspace/stalled.bin",
+    600 * 1024,
+  );
+  assert.equal(answer.error?.code, "OPERATION_TIMEOUT", answer.text);
+  assert.equal(answer.status, 504);
+  assert.equal(answer.error?.details.timeout_ms, idleTimeoutMs);
+  assert.match(answer.error?.message ?? "", /request body/);
+  assert.equal((await files.get("/workspace/stalled.bin")).body.toString(), "old");
+  const commandLines = await sh("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done");
+  assert.doesNotMatch(commandLines, / fs write /, "the write's tool was ended");
 });

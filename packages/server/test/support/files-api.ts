@@ -101,6 +101,14 @@ export interface EarlyAnswer {
 }
 
 /**
+ * A raw PUT over node:http that sends the headers and `sent` bytes of a body of `total`, then
+ * nothing more: it resolves with the server's answer to a client that stopped sending.
+ */
+export function putThenStall(target: Target, key: string, sandboxId: string, path: string, sent: number) {
+  return putOnce(target, key, sandboxId, path, sent + 1, false, sent);
+}
+
+/**
  * A raw PUT over node:http. Declared: it announces a Content-Length of `total` and sends nothing,
  * waiting for the answer to the headers. Otherwise: it sends `total` bytes chunked, but only until
  * the answer arrives, as a client should when a server answers early.
@@ -126,6 +134,7 @@ function putOnce(
   path: string,
   total: number,
   declared: boolean,
+  stallAt = total,
 ): Promise<EarlyAnswer> {
   const url = new URL(`${target.url}/v1/sandboxes/${sandboxId}/files?${filesQuery(path)}`);
   return new Promise((resolve, reject) => {
@@ -157,12 +166,12 @@ function putOnce(
     outgoing.flushHeaders();
     const piece = Buffer.alloc(256 * 1024, 7);
     const pump = () => {
-      while (!answered && sent < total) {
-        const size = Math.min(piece.length, total - sent);
+      while (!answered && sent < Math.min(total, stallAt)) {
+        const size = Math.min(piece.length, total - sent, stallAt - sent);
         sent += size;
         if (!outgoing.write(piece.subarray(0, size))) return void outgoing.once("drain", pump);
       }
-      if (!answered) outgoing.end();
+      if (!answered && sent === total) outgoing.end();
     };
     // With a declared length over the limit the answer must come from the headers alone: send nothing.
     if (!declared) pump();
