@@ -34,6 +34,18 @@ export function processesUsing(needle: string): string {
   return pids.length === 0 ? `no process names ${needle}` : processReport(pids);
 }
 
+/**
+ * Every process of the host that waits in the kernel where no signal reaches it (state D): a stall
+ * that the host caused (writeback, memory reclaim) rather than the code under test.
+ */
+export function uninterruptibleProcesses(): string {
+  const pids = readdirSync("/proc")
+    .filter((name) => /^\d+$/.test(name))
+    .map(Number)
+    .filter((pid) => /^State:\s+D/m.test(read(`/proc/${pid}/status`)));
+  return pids.length === 0 ? "  none" : processReport(pids);
+}
+
 function describeProcess(pid: number): string {
   const state = /^State:\s+(.*)$/m.exec(read(`/proc/${pid}/status`))?.[1] ?? "gone";
   const command = read(`/proc/${pid}/cmdline`).replaceAll("\0", " ").trim().slice(0, 200);
