@@ -101,8 +101,8 @@ export interface EarlyAnswer {
 }
 
 /**
- * A raw PUT over node:http that sends the headers and `sent` bytes of a body of `total`, then
- * nothing more: it resolves with the server's answer to a client that stopped sending.
+ * A raw PUT over node:http that sends the headers and the first `sent` bytes of a chunked body,
+ * then nothing more: it resolves with the server's answer to a client that stopped sending.
  */
 export function putThenStall(target: Target, key: string, sandboxId: string, path: string, sent: number) {
   return putOnce(target, key, sandboxId, path, sent + 1, false, sent);
