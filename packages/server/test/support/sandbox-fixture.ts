@@ -29,7 +29,7 @@ import {
   sandboxServerEnv,
 } from "./sandbox-workloads.ts";
 import { type ServerProcess, startServer } from "./server-process.ts";
-import { uninterruptibleProcesses } from "./stuck-diagnostics.ts";
+import { sandboxProcesses, uninterruptibleProcesses } from "./stuck-diagnostics.ts";
 
 export interface SandboxFixture {
   /** The server, started with `sandboxServerEnv` and the file's own variables. */
@@ -99,6 +99,9 @@ export function useSandbox(options: SandboxFixtureOptions = {}): SandboxFixture 
     if ((context as { passed?: boolean }).passed !== false || server === undefined) return;
     const said = server.lines.slice(-FAILURE_LOG_LINES).map((line) => `# server: ${line}`);
     process.stdout.write(`# the server's last lines after "${context.name}" failed:\n${said.join("\n")}\n`);
+    if (sandbox !== undefined) {
+      process.stdout.write(`# the sandbox's processes:\n${sandboxProcesses(sandbox.id).replace(/^/gm, "# ")}\n`);
+    }
     process.stdout.write(`# processes in uninterruptible sleep:\n${uninterruptibleProcesses().replace(/^/gm, "# ")}\n`);
   });
   after(async () => {

@@ -7,6 +7,7 @@
  *   await withDeadline(server.stop("SIGKILL"), 30_000, () => processReport([pid]));
  */
 import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
 
 export async function withDeadline<T>(work: Promise<T>, ms: number, describe: () => string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -44,6 +45,38 @@ export function uninterruptibleProcesses(): string {
     .map(Number)
     .filter((pid) => /^State:\s+D/m.test(read(`/proc/${pid}/status`)));
   return pids.length === 0 ? "  none" : processReport(pids);
+}
+
+/**
+ * A sandbox's processes as its cgroups hold them, with each controller's freeze state: whether its
+ * agent waits in poll as it should, or stands still somewhere else.
+ */
+export function sandboxProcesses(sandboxId: string): string {
+  const root = "/sys/fs/cgroup";
+  // cgroup v2 has the nodes' cgroups at the root; v1 under each controller's hierarchy.
+  const hierarchies = [root, ...list(root).map((name) => path.join(root, name))];
+  const lines: string[] = [];
+  let pids: number[] | undefined;
+  for (const hierarchy of hierarchies) {
+    for (const node of list(hierarchy).filter((name) => name.startsWith("shoal-"))) {
+      const dir = path.join(hierarchy, node, sandboxId);
+      const procs = read(path.join(dir, "cgroup.procs"));
+      if (procs === "") continue;
+      const frozen = read(path.join(dir, "freezer.state")) || read(path.join(dir, "cgroup.freeze"));
+      if (frozen !== "") lines.push(`  ${dir}: freeze ${frozen.trim()}`);
+      pids ??= procs.split("\n").filter(Boolean).map(Number);
+    }
+  }
+  if (pids === undefined) return `  no cgroup holds ${sandboxId}`;
+  return [...lines, processReport(pids)].join("\n");
+}
+
+function list(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
 
 function describeProcess(pid: number): string {
