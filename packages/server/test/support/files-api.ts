@@ -134,6 +134,7 @@ function putOnce(
   path: string,
   total: number,
   declared: boolean,
+  /** Where sending stops without ending the body; at most `total`. */
   stallAt = total,
 ): Promise<EarlyAnswer> {
   const url = new URL(`${target.url}/v1/sandboxes/${sandboxId}/files?${filesQuery(path)}`);
@@ -166,8 +167,8 @@ function putOnce(
     outgoing.flushHeaders();
     const piece = Buffer.alloc(256 * 1024, 7);
     const pump = () => {
-      while (!answered && sent < Math.min(total, stallAt)) {
-        const size = Math.min(piece.length, total - sent, stallAt - sent);
+      while (!answered && sent < stallAt) {
+        const size = Math.min(piece.length, stallAt - sent);
         sent += size;
         if (!outgoing.write(piece.subarray(0, size))) return void outgoing.once("drain", pump);
       }

@@ -28,10 +28,7 @@ export function processReport(pids: readonly number[]): string {
 
 /** The processes whose command line names `needle` (a data directory), described. */
 export function processesUsing(needle: string): string {
-  const pids = readdirSync("/proc")
-    .filter((name) => /^\d+$/.test(name))
-    .map(Number)
-    .filter((pid) => read(`/proc/${pid}/cmdline`).includes(needle));
+  const pids = hostPids().filter((pid) => read(`/proc/${pid}/cmdline`).includes(needle));
   return pids.length === 0 ? `no process names ${needle}` : processReport(pids);
 }
 
@@ -40,10 +37,7 @@ export function processesUsing(needle: string): string {
  * that the host caused (writeback, memory reclaim) rather than the code under test.
  */
 export function uninterruptibleProcesses(): string {
-  const pids = readdirSync("/proc")
-    .filter((name) => /^\d+$/.test(name))
-    .map(Number)
-    .filter((pid) => /^State:\s+D/m.test(read(`/proc/${pid}/status`)));
+  const pids = hostPids().filter((pid) => /^State:\s+D/m.test(read(`/proc/${pid}/status`)));
   return pids.length === 0 ? "  none" : processReport(pids);
 }
 
@@ -69,6 +63,12 @@ export function sandboxProcesses(sandboxId: string): string {
   }
   if (pids === undefined) return `  no cgroup holds ${sandboxId}`;
   return [...lines, processReport(pids)].join("\n");
+}
+
+function hostPids(): number[] {
+  return list("/proc")
+    .filter((name) => /^\d+$/.test(name))
+    .map(Number);
 }
 
 function list(dir: string): string[] {
