@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -204,6 +204,50 @@ describe("snapshots with memory of microVM sandboxes", () => {
     }
     assert.equal((await call(server, "DELETE", `/v1/snapshots/${taken.json.id}`, { key })).status, 204);
     assert.deepEqual(states(), [], "the saved machine goes with its snapshot");
+  });
+
+  test("a restored sandbox saves its own memory again; saved RAM stays out of the stream and of every QEMU", async () => {
+    const source = await create({ template: "tiny", isolation: "microvm", mem_size_mib: 256 });
+    const { token } = await keepToken(source.id);
+    const first = await snapshot(source.id, { memory: true });
+    assert.equal(first.status, 201, first.text);
+    const restored = await create({ snapshot_id: first.json.id });
+    // A value that only the restored machine's memory holds.
+    await run(restored.id, "mkfifo /tmp/second");
+    await startCommand(restored.id, TOKEN_KEEPER.replaceAll("/tmp/token", "/tmp/second"));
+    const second = await run(restored.id, TOKEN_READER.replaceAll("/tmp/token", "/tmp/second"));
+    assert.match(second, /^[0-9a-f-]{36}\n$/);
+    assert.notEqual(second, token);
+
+    const again = await snapshot(restored.id, { memory: true });
+    assert.equal(again.status, 201, again.text);
+    const resumed = await create({ snapshot_id: again.json.id });
+    assert.equal(await run(resumed.id, TOKEN_READER.replaceAll("/tmp/token", "/tmp/second")), second);
+    assert.equal(await run(resumed.id, TOKEN_READER), token, "the first machine's command, carried twice");
+
+    for (const id of [first.json.id, again.json.id]) {
+      const dir = path.join(statesDir(), id);
+      assert.ok(statSync(path.join(dir, "memory.ram")).blocks * 512 > 1024 * 1024, "the RAM is saved as a file");
+      assert.ok(statSync(path.join(dir, "memory.state")).size < 1024 * 1024, "and not in the migration stream");
+    }
+    for (const sandbox of [restored, resumed]) {
+      assert.ok(!existsSync(`/dev/shm/shoal-microvm/${sandbox.id}.ram`), "a restore's RAM copy is unlinked");
+      const pid = readFileSync(path.join(server.dataDir, "microvm", "sandboxes", sandbox.id, "qemu.pid"), "utf8");
+      const fds = `/proc/${pid.trim()}/fd`;
+      const held = readdirSync(fds).map((fd) => readlinkSync(path.join(fds, fd)));
+      assert.ok(held.length > 0, fds);
+      assert.deepEqual(
+        held.filter((target) => target.startsWith(statesDir())),
+        [],
+        "QEMU holds nothing of a saved machine, which other restores share",
+      );
+    }
+    for (const id of [resumed.id, restored.id, source.id]) {
+      assert.equal((await call(server, "DELETE", `/v1/sandboxes/${id}`, { key })).status, 204);
+    }
+    for (const id of [again.json.id, first.json.id]) {
+      assert.equal((await call(server, "DELETE", `/v1/snapshots/${id}`, { key })).status, 204);
+    }
   });
 
   test("snapshots at once and a pause beside them: each snapshot is a whole machine, and the pause stands", async () => {

@@ -16,6 +16,7 @@
  *   $dataDir/microvm/states/<snapshot id>/       saved machines, machine-state.ts
  *   /run/shoal-microvm/<id>/                     what the VM's QEMU may write as its own user (qemu-identity.ts):
  *                                                migrate.sock while its state is saved or restored
+ *   /dev/shm/shoal-microvm/<id>.ram              a restore's copy of the saved RAM (tmpfs), removed once its QEMU maps it
  *   cgroup /shoal-<nodeId>-microvm/<id>          QEMU, with the VM's limits
  *
  * The cgroup parent differs from the linux runtime's (`shoal-<nodeId>`): each runtime's list()
@@ -57,7 +58,12 @@ export interface VmPaths {
   readonly machine: string;
   /** Where its state streams while it is saved or restored: in the directory its QEMU may write (qemu-identity.ts). */
   readonly migrationSocket: string;
+  /** A restore's copy of the saved RAM, on tmpfs: QEMU maps it shared, and it is unlinked once QEMU is up. */
+  readonly restoredRam: string;
 }
+
+/** Root's, 0700: where restores copy saved RAM for their QEMU to map (machine-state.ts). */
+export const RAM_COPY_ROOT = "/dev/shm/shoal-microvm";
 
 export function microvmPaths(dataDir: string): MicrovmPaths {
   const root = join(dataDir, "microvm");
@@ -87,6 +93,7 @@ export function vmPaths(sandboxesDir: string, id: string): VmPaths {
     warmMarker: join(dir, "warm"),
     machine: join(dir, "machine.json"),
     migrationSocket: join(qemuRunDir(id), "migrate.sock"),
+    restoredRam: join(RAM_COPY_ROOT, `${id}.ram`),
   };
 }
 

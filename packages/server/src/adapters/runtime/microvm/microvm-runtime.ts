@@ -36,6 +36,7 @@ import { ensureImageDisk, type LayerLocator } from "./image-disk.ts";
 import { AGENT_PATH_IN_GUEST, GUEST_CGROUP, HOSTNAME_ARG, PIDS_ARG } from "./initramfs.ts";
 import {
   loadMemory,
+  loadRam,
   MACHINE_FORMAT,
   type MachineConfig,
   MIGRATION_TIMEOUT_MS,
@@ -44,6 +45,7 @@ import {
   STATE_KEY_PATTERN,
   type StatePaths,
   saveMemory,
+  saveRam,
   statePaths,
   writeMachineConfig,
 } from "./machine-state.ts";
@@ -52,6 +54,7 @@ import {
   microvmCgroupParent,
   microvmCgroupPath,
   microvmPaths,
+  RAM_COPY_ROOT,
   type VmPaths,
   vmPaths,
 } from "./microvm-layout.ts";
@@ -749,6 +752,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
       accelerator: machine.accelerator,
       vcpuCount: machine.vcpuCount,
       memSizeMib: machine.guestMemoryMib,
+      ram: options.restore === undefined ? { backing: "memfd" } : { backing: "file", path: paths.restoredRam },
       disk,
       tscKHz: machine.tscKHz,
       agentSocket: paths.agentSocket,
@@ -766,6 +770,10 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     cgroup.setLimits(hostLimits(spec, warm));
     this.#booting.add(spec.id);
     try {
+      if (options.restore !== undefined) {
+        await mkdir(RAM_COPY_ROOT, { recursive: true, mode: 0o700 });
+        await loadRam(options.restore.paths.ram, paths.restoredRam, cgroupProcs);
+      }
       const launched = await launchVm({ argv, paths, cgroupProcs });
       await writeFile(paths.pidFile, `${launched.pid}\n`);
       let running = true;
@@ -780,6 +788,8 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
           );
         },
       );
+      // QEMU has mapped the copy by the time QMP answers: the memory is QEMU's alone, and goes with it.
+      if (options.restore !== undefined) await rm(paths.restoredRam, { force: true });
       try {
         if (options.restore !== undefined) await loadMemory(qmp, paths.migrationSocket, options.restore.paths.memory);
       } catch (error) {
@@ -802,6 +812,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
       await this.#setClock(spec.id);
     } finally {
       this.#booting.delete(spec.id);
+      await rm(paths.restoredRam, { force: true });
     }
   }
 
@@ -877,7 +888,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
     }
     if (config.format !== MACHINE_FORMAT) {
       throw unsupported(
-        "its VM was booted by an older server, as a machine this one cannot save (with /usr over virtio-fs, say): stop and start it",
+        "its VM was booted by an older server, as a machine this one cannot save (with /usr over virtio-fs, or RAM that QEMU does not share): stop and start it",
       );
     }
     const baseImage = await baseImageOf(paths);
@@ -901,6 +912,7 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
             (qmp) => saveMemory(qmp, paths.migrationSocket, state.memory, qemuUser),
             MIGRATION_TIMEOUT_MS,
           );
+          await saveRam(pid, paths.restoredRam, state.ram);
           await copyOverlay(paths, state.disk);
         });
         await writeFile(state.baseImage, baseImage);
@@ -918,7 +930,10 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
           }),
         ),
       );
-      return { ...layer, machineBytes: (await allocatedBytes(state.memory)) + (await allocatedBytes(state.disk)) };
+      const files = [state.ram, state.memory, state.disk];
+      let machineBytes = 0;
+      for (const file of files) machineBytes += await allocatedBytes(file);
+      return { ...layer, machineBytes };
     } catch (error) {
       await rm(state.dir, { recursive: true, force: true });
       throw error;
@@ -1059,7 +1074,9 @@ class MicrovmRuntimeImpl implements MicrovmRuntime {
 
   async #remove(layout: CgroupLayout, id: string): Promise<void> {
     await this.#halt(layout, id, false);
-    await rm(this.#vm(id).dir, { recursive: true, force: true });
+    const paths = this.#vm(id);
+    await rm(paths.restoredRam, { force: true });
+    await rm(paths.dir, { recursive: true, force: true });
   }
 
   async exec(id: string, request: ExecRequest): Promise<ExecResult> {

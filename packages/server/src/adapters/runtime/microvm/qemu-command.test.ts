@@ -42,6 +42,17 @@ describe("the QEMU command line of a microVM", () => {
     ]);
   });
 
+  it("maps the guest's RAM shared when asked: a memfd of its own, or a restore's file, of the -m size", () => {
+    assert.deepEqual(option(qemuArgs(spec), "-object"), [], "QEMU's private RAM unless told");
+    const memfd = qemuArgs({ ...spec, ram: { backing: "memfd" } });
+    assert.match(option(memfd, "-M")[0] ?? "", /,memory-backend=ram(,|$)/);
+    assert.deepEqual(option(memfd, "-object"), ["memory-backend-memfd,id=ram,size=512M,share=on"]);
+    const file = qemuArgs({ ...spec, ram: { backing: "file", path: "/dev/shm/shoal-microvm/a,b.ram" } });
+    assert.deepEqual(option(file, "-object"), [
+      "memory-backend-file,id=ram,size=512M,share=on,mem-path=/dev/shm/shoal-microvm/a,,b.ram",
+    ]);
+  });
+
   it("links the agent through a virtio-serial port named shoal.agent on a listening unix socket", () => {
     const args = qemuArgs(spec);
     assert.deepEqual(option(args, "-chardev"), [`socket,id=agent,path=${spec.agentSocket},server=on,wait=off`]);

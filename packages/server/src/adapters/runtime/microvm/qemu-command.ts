@@ -23,11 +23,25 @@ export interface QemuDisk {
   readonly format: "raw" | "qcow2";
 }
 
+/**
+ * Guest RAM that QEMU maps shared, so that a save can leave it out of the migration stream
+ * (`x-ignore-shared`) and copy it as a file instead (machine-state.ts): a memfd of its own for a
+ * boot, or the file a restore copied the saved RAM into. Without it, QEMU's private anonymous RAM.
+ */
+export type GuestRam = { readonly backing: "memfd" } | { readonly backing: "file"; readonly path: string };
+
+/** The memory backend's id, which names the RAM block a saved stream refers to. */
+const RAM_BACKEND_ID = "ram";
+
+/** The name QEMU gives a memfd backend's file: /proc/<pid>/fd shows `/memfd:<name> (deleted)`. */
+export const RAM_MEMFD_NAME = "memory-backend-memfd";
+
 export interface QemuVmSpec {
   readonly kit: GuestKit;
   readonly accelerator: Accelerator;
   readonly vcpuCount: number;
   readonly memSizeMib: number;
+  readonly ram?: GuestRam;
   readonly disk: QemuDisk;
   /** The host's TSC frequency: the guest is told it instead of calibrating (which can hang under TCG). */
   readonly tscKHz: number;
@@ -96,12 +110,20 @@ function optionValue(value: string): string {
   return value.replaceAll(",", ",,");
 }
 
+function ramBackend(ram: GuestRam, memSizeMib: number): string {
+  const common = `id=${RAM_BACKEND_ID},size=${memSizeMib}M,share=on`;
+  return ram.backing === "memfd"
+    ? `memory-backend-memfd,${common}`
+    : `memory-backend-file,${common},mem-path=${optionValue(ram.path)}`;
+}
+
 export function qemuArgs(spec: QemuVmSpec): string[] {
   const machine = [
     "microvm",
     "x-option-roms=off",
     "pcie=off",
     `isa-serial=${spec.consoleLog === undefined ? "off" : "on"}`,
+    ...(spec.ram === undefined ? [] : [`memory-backend=${RAM_BACKEND_ID}`]),
   ].join(",");
   const args = [
     ...(spec.name === undefined ? [] : ["-name", optionValue(spec.name)]),
@@ -117,6 +139,7 @@ export function qemuArgs(spec: QemuVmSpec): string[] {
     String(spec.vcpuCount),
     "-m",
     String(spec.memSizeMib),
+    ...(spec.ram === undefined ? [] : ["-object", ramBackend(spec.ram, spec.memSizeMib)]),
     "-nodefaults",
     "-no-user-config",
     "-nographic",

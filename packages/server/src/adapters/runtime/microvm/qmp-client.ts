@@ -106,12 +106,18 @@ export class QmpClient {
     });
   }
 
+  async #enableMigration(capabilities: readonly string[]): Promise<void> {
+    const enabled = ["events", ...capabilities].map((capability) => ({ capability, state: true }));
+    await this.execute("migrate-set-capabilities", { capabilities: enabled });
+  }
+
   /**
    * Saves the VM's whole state (memory, devices) into a file by migrating to it; the VM is
-   * stopped first and stays stopped, so the state is the VM as it is now.
+   * stopped first and stays stopped, so the state is the VM as it is now. `capabilities` are
+   * migration capabilities turned on beside `events`; a restore must turn on the same.
    */
-  async saveState(uri: string, timeoutMs = 60_000): Promise<void> {
-    await this.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+  async saveState(uri: string, timeoutMs = 60_000, capabilities: readonly string[] = []): Promise<void> {
+    await this.#enableMigration(capabilities);
     await this.execute("stop");
     const status = (event: QmpEvent): string => (event.event === "MIGRATION" ? String(event.data?.status ?? "") : "");
     const ended = this.nextEvent((event) => ["completed", "failed", "cancelled"].includes(status(event)), timeoutMs);
@@ -126,8 +132,13 @@ export class QmpClient {
    * saved VM was stopped, so the loaded one stays stopped until `cont`. `feed` runs once QEMU
    * takes the stream (a unix: URI it now listens on, which the host then writes into).
    */
-  async restoreState(uri: string, timeoutMs = 60_000, feed?: () => Promise<void>): Promise<void> {
-    await this.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+  async restoreState(
+    uri: string,
+    timeoutMs = 60_000,
+    feed?: () => Promise<void>,
+    capabilities: readonly string[] = [],
+  ): Promise<void> {
+    await this.#enableMigration(capabilities);
     const ended = this.nextEvent((event) => ["completed", "failed"].includes(migrationStatus(event)), timeoutMs);
     ended.catch(() => {}); // if `migrate-incoming` itself fails, its error is the one to report
     await this.execute("migrate-incoming", { uri });

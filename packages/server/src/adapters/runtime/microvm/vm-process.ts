@@ -30,6 +30,11 @@ shift
 exec "$@"
 `;
 
+/** The command that runs `argv` once it has joined the cgroups whose `cgroup.procs` files are given. */
+export function inCgroups(cgroupProcs: readonly string[], argv: readonly string[]): [string, string[]] {
+  return ["sh", ["-c", LAUNCHER, "shoal-microvm", cgroupProcs.join("\n"), ...argv]];
+}
+
 function runtimeError(reason: string, cause?: unknown): ShoalError {
   return new ShoalError("RUNTIME_ERROR", { details: { runtime: "microvm", reason }, cause });
 }
@@ -38,11 +43,8 @@ function runtimeError(reason: string, cause?: unknown): ShoalError {
 export async function launchVm(launch: VmLaunch): Promise<{ pid: number; exited: Promise<void> }> {
   const log = await open(launch.paths.log, "a", 0o600);
   try {
-    const child = spawn(
-      "sh",
-      ["-c", LAUNCHER, "shoal-microvm", launch.cgroupProcs.join("\n"), QEMU_BINARY, ...launch.argv],
-      { detached: true, stdio: ["ignore", log.fd, log.fd] },
-    );
+    const [file, args] = inCgroups(launch.cgroupProcs, [QEMU_BINARY, ...launch.argv]);
+    const child = spawn(file, args, { detached: true, stdio: ["ignore", log.fd, log.fd] });
     const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
     await new Promise<void>((resolve, reject) => {
       child.once("spawn", resolve);
