@@ -53,7 +53,9 @@ struct exec {
   uint64_t window, acked[2];
   int exited;
   struct sup_msg result;
+  /* When the drain wait began: the exit, or the last moment output was held back (exec_output_held). */
   uint64_t exited_at;
+  int held_back; /* output was held back when the main loop last looked, before it slept */
   /* Streamed stdin (STDIN_STREAM): the pipe's write end, what is queued for it, and whether EOF
      was asked for once the queue drains. `in_buf` is STDIN_WINDOW bytes, allocated on first use. */
   int in_fd; /* -1: no streamed stdin, or closed */
@@ -91,6 +93,9 @@ void exec_stdin(struct conn *c, uint32_t id, const uint8_t *payload, size_t len)
 void exec_output_ack(struct conn *c, uint32_t id, const uint8_t *payload, size_t len);
 /* True when stream s may not be read now: its window is full. */
 int exec_output_blocked(const struct exec *e, int s);
+/* Whether stream s has output the agent holds back: the host's window is full, or the connection
+   (`room` bytes free) has no room for another piece. */
+int exec_output_held(const struct exec *e, int s, size_t room);
 /* Writes queued stdin into the process's pipe; acknowledges what went through. */
 void exec_stdin_writable(struct exec *e);
 /* Sends STDIN_ACK when bytes were delivered since the last one and the connection has room. */

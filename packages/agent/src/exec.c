@@ -258,6 +258,10 @@ int exec_output_blocked(const struct exec *e, int s) {
   return e->window > 0 && e->kept[s] < e->limit && e->kept[s] - e->acked[s] >= e->window;
 }
 
+int exec_output_held(const struct exec *e, int s, size_t room) {
+  return e->fd[s] >= 0 && ((e->kept[s] < e->limit && room < 2 * CONTROL_ROOM) || exec_output_blocked(e, s));
+}
+
 void exec_stdin_writable(struct exec *e) {
   while (e->in_fd >= 0 && e->in_len > 0) {
     ssize_t n = write(e->in_fd, e->in_buf + e->in_off, e->in_len);
@@ -381,8 +385,15 @@ void exec_try_finish(struct exec *e, uint64_t now) {
     release(e);
     return;
   }
+  /* Output the host holds back (its window, or a connection with no room) is not leftover output:
+     the command wrote it before it exited, and the drain wait starts only once it flows. */
+  size_t room = conn_room(c);
+  if (exec_output_held(e, 0, room) || exec_output_held(e, 1, room)) {
+    e->exited_at = now;
+    return;
+  }
   if ((e->fd[0] >= 0 || e->fd[1] >= 0) && now < e->exited_at + DRAIN_MS) return;
-  if (conn_room(c) < 512) return;
+  if (room < 512) return;
   const struct sup_msg *m = &e->result;
   char name[16];
   struct writer w = conn_writer(c);

@@ -237,17 +237,19 @@ int main(int argc, char **argv) {
         pf[n] = (struct pollfd){.fd = e->in_fd, .events = POLLOUT};
         who[n++] = MAX_CONNS + EXEC_SLOTS * i + 3;
       }
+      e->held_back = 0;
       for (int s = 0; s < 2; s++) {
-        if (e->fd[s] < 0 || (e->kept[s] < e->limit && room < 2 * CONTROL_ROOM)) continue;
-        if (exec_output_blocked(e, s)) {
+        if (e->fd[s] < 0) continue;
+        if (exec_output_held(e, s, room)) {
           /* Output held back by the host is not leftover output: the drain wait starts when it flows. */
-          if (e->exited) e->exited_at = now;
+          e->held_back = 1;
           continue;
         }
         pf[n] = (struct pollfd){.fd = e->fd[s], .events = POLLIN};
         who[n++] = MAX_CONNS + EXEC_SLOTS * i + 1 + s;
       }
-      if (e->exited) {
+      /* Held back, it waits for the host (an acknowledgement, room), not for the drain's end. */
+      if (e->exited && !e->held_back) {
         uint64_t at = e->exited_at + DRAIN_MS;
         int left = at > now ? (int)(at - now) + 1 : 0;
         if (timeout < 0 || left < timeout) timeout = left;
@@ -258,6 +260,10 @@ int main(int argc, char **argv) {
     struct timespec ts = {timeout / 1000, (long)(timeout % 1000) * 1000000L};
     int r = ppoll(pf, n, timeout < 0 ? NULL : &ts, &waiting);
     if (r < 0 && errno != EINTR) die("ppoll");
+    /* Held back until now, at the earliest: an acknowledgement that woke this round starts the wait. */
+    uint64_t woke = now_ms();
+    for (int i = 0; i < MAX_EXECS; i++)
+      if (execs[i].used && execs[i].exited && execs[i].held_back) execs[i].exited_at = woke;
     memory_watch_check();
     if (got_chld) {
       got_chld = 0;

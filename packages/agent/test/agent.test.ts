@@ -386,6 +386,46 @@ describe("shoal-agent", () => {
     assert.equal(received, total);
   });
 
+  test("streamed output: what a command wrote before it exited reaches a consumer that holds back past the drain", async () => {
+    const window = 1024 * 1024;
+    // The window's worth goes out; the rest waits in the pipe, where the command leaves it as it exits.
+    const total = window + 512 * 1024;
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let received = 0;
+    let written: () => void = () => {};
+    const allWritten = new Promise<void>((resolve) => {
+      written = resolve;
+    });
+    let ended = false;
+    const process = await client.spawn({
+      ...base,
+      shell: `head -c ${total} /dev/zero; echo written >&2`,
+      outputLimitBytes: 0,
+      onOutput: (stream, data) => {
+        if (stream === "stderr") {
+          written();
+          return undefined;
+        }
+        received += data.length;
+        return gate;
+      },
+    });
+    void process.result.then(() => {
+      ended = true;
+    });
+    await allWritten;
+    // The consumer stays slow for longer than the agent waits for a pipe that a background process holds open.
+    await new Promise<void>((resolve) => setTimeout(resolve, 400));
+    assert.equal(ended, false, "no EXIT while output the command wrote is held back");
+    release();
+    const result = await process.result;
+    assert.equal(result.exitCode, 0);
+    assert.equal(received, total);
+  });
+
   test("STDIN for an exec without streamed stdin, or beyond the window, is a BAD_REQUEST or NO_SUCH_ID", async () => {
     const raw = await RawConnection.connect(agent.socketPath);
     raw.hello();
