@@ -17,7 +17,7 @@ import {
 } from "../../server/src/adapters/agent/protocol.ts";
 import { ShoalError } from "../../server/src/errors/shoal-error.ts";
 import type { ExecRequest } from "../../server/src/services/runtime-port.ts";
-import { isAlive, RawConnection, type RunningAgent, startAgent, waitUntilGone } from "./support.ts";
+import { isAlive, RawConnection, type RunningAgent, startAgent, trigger, waitUntilGone } from "./support.ts";
 
 const PATH = "/usr/local/bin:/usr/bin:/bin";
 const base = { env: { PATH }, timeoutMs: 30_000, outputLimitBytes: 1 << 20 } as const;
@@ -357,30 +357,24 @@ describe("shoal-agent", () => {
   test("streamed output: a consumer that holds its promises stops the producer at the window", async () => {
     const window = 1024 * 1024;
     const total = 8 * 1024 * 1024;
-    let release: () => void = () => {};
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
+    const gate = trigger();
     let received = 0;
-    let windowFull: () => void = () => {};
-    const filled = new Promise<void>((resolve) => {
-      windowFull = resolve;
-    });
+    const filled = trigger();
     const process = await client.spawn({
       ...base,
       argv: ["head", "-c", String(total), "/dev/zero"],
       outputLimitBytes: 0,
       onOutput: (_stream, data) => {
         received += data.length;
-        if (received >= window - 64 * 1024) windowFull();
-        return gate;
+        if (received >= window - 64 * 1024) filled.fire();
+        return gate.promise;
       },
     });
-    await filled;
+    await filled.promise;
     // A few round trips give an agent that ignored the window every chance to send more.
     for (let i = 0; i < 5; i++) await client.ping();
     assert.ok(received <= window, `${received} bytes sent to a consumer that settled none`);
-    release();
+    gate.fire();
     const result = await process.result;
     assert.equal(result.exitCode, 0);
     assert.equal(received, total);
@@ -390,15 +384,9 @@ describe("shoal-agent", () => {
     const window = 1024 * 1024;
     // The window's worth goes out; the rest waits in the pipe, where the command leaves it as it exits.
     const total = window + 512 * 1024;
-    let release: () => void = () => {};
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
+    const gate = trigger();
     let received = 0;
-    let written: () => void = () => {};
-    const allWritten = new Promise<void>((resolve) => {
-      written = resolve;
-    });
+    const written = trigger();
     let ended = false;
     const process = await client.spawn({
       ...base,
@@ -406,21 +394,21 @@ describe("shoal-agent", () => {
       outputLimitBytes: 0,
       onOutput: (stream, data) => {
         if (stream === "stderr") {
-          written();
+          written.fire();
           return undefined;
         }
         received += data.length;
-        return gate;
+        return gate.promise;
       },
     });
     void process.result.then(() => {
       ended = true;
     });
-    await allWritten;
+    await written.promise;
     // The consumer stays slow for longer than the agent waits for a pipe that a background process holds open.
     await new Promise<void>((resolve) => setTimeout(resolve, 400));
     assert.equal(ended, false, "no EXIT while output the command wrote is held back");
-    release();
+    gate.fire();
     const result = await process.result;
     assert.equal(result.exitCode, 0);
     assert.equal(received, total);

@@ -138,6 +138,15 @@ export class RawConnection {
   }
 }
 
+/** A promise and the call that settles it, for a test that decides when something happened. */
+export function trigger(): { readonly promise: Promise<void>; readonly fire: () => void } {
+  let fire: () => void = () => {};
+  const promise = new Promise<void>((resolve) => {
+    fire = resolve;
+  });
+  return { promise, fire };
+}
+
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
