@@ -214,7 +214,10 @@ test("10,000 generated paths over every file route touch nothing outside the all
 /**
  * Exchanges /workspace/race (a directory) with /workspace/race-alt (a symlink to `/` or to
  * /canary, the target changing every 50 swaps) as fast as renameat2(RENAME_EXCHANGE) goes, until
- * /workspace/race-stop appears; then writes the number of swaps to /workspace/race-count. Where
+ * /workspace/race-stop appears. It says "ready" into the FIFO /workspace/race-ready once both
+ * names exist and, when it stops, the number of swaps into the FIFO /workspace/race-count: a
+ * reader of either blocks until the racer gets there, however slowly a loaded host starts Python,
+ * so that neither side waits by polling against a clock. Where
  * the kernel has no RENAME_EXCHANGE (gVisor answers EINVAL), three renames through a spare name
  * swap them instead: not atomic, so the path is also missing for a moment, one more outcome.
  */
@@ -225,6 +228,8 @@ os.makedirs("/workspace/race", exist_ok=True)
 for name in ("secret.txt", "victim"):
     open("/workspace/race/" + name, "w").write("inside\\n")
 os.symlink("/", "/workspace/race-alt")
+with open("/workspace/race-ready", "w") as ready:
+    ready.write("ready\\n")
 swaps = 0
 targets = ["/", "/canary"]
 while not os.path.exists("/workspace/race-stop"):
@@ -242,13 +247,14 @@ while not os.path.exists("/workspace/race-stop"):
 open("/workspace/race-count", "w").write(str(swaps))
 `;
 
+/** Bounds a read of the racer's FIFOs, so that a racer that died says so rather than hanging the file. */
+const racerHandshakeMs = 120_000;
+
 test("a directory swapped with a symlink to / in a tight loop never lets the API out", async () => {
-  await sh("rm -rf /workspace/race* && mkdir -p /workspace");
+  await sh("rm -rf /workspace/race* && mkdir -p /workspace && mkfifo /workspace/race-ready /workspace/race-count");
   await files.json("POST", "/files", { path: "/workspace/racer.py", content: racer });
   await sh("nohup python3 /workspace/racer.py > /workspace/racer.log 2>&1 &");
-  await sh(
-    "for i in $(seq 1 200); do test -L /workspace/race-alt && break; sleep 0.01; done; test -L /workspace/race-alt || test -L /workspace/race",
-  );
+  assert.equal(await sh("cat /workspace/race-ready", racerHandshakeMs), "ready\n");
   const seen = new Map<string, number>();
   const note = (key: string) => seen.set(key, (seen.get(key) ?? 0) + 1);
   const problems: string[] = [];
@@ -293,10 +299,7 @@ test("a directory swapped with a symlink to / in a tight loop never lets the API
       }
     },
   );
-  await sh(
-    "touch /workspace/race-stop; for i in $(seq 1 500); do test -f /workspace/race-count && break; sleep 0.01; done",
-  );
-  const swaps = Number(await sh("cat /workspace/race-count"));
+  const swaps = Number(await sh("touch /workspace/race-stop; cat /workspace/race-count", racerHandshakeMs));
   assert.deepEqual(problems, []);
   assert.equal(await sh(`cat /canary/secret.txt /canary/victim /victim`), `${canary}\n${canary}\n${canary}\n`);
   assert.equal(await sh("ls /canary; ls / | grep -c written || true"), "canary-only.txt\nsecret.txt\nvictim\n0\n");
