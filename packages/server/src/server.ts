@@ -178,6 +178,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     breaker,
     maxBytes: config.archiveMaxBytes,
     maxEntries: config.archiveMaxEntries,
+    idleMs: config.fileIdleTimeoutMs,
   });
   const watches = new SandboxWatchService({ files, runtime, breaker });
   const terminals = new TerminalService({ exec, runtime, breaker });

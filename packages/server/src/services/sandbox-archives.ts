@@ -21,6 +21,7 @@ import { parseToolFailure, toolError } from "./agent-tool-error.ts";
 import { type ArchiveRecord, decodeRecords, encodeRecord, endRecord } from "./archive-records.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
 import { Handoff } from "./handoff.ts";
+import { Stalled, stalledError, withinIdle } from "./idle-limit.ts";
 import { type ExecResult, type Runtime, SANDBOX_AGENT_PATH, type SandboxProcess, TOOL_ENV } from "./runtime-port.ts";
 import type { ResolvedPath, SandboxFilesService } from "./sandbox-files.ts";
 
@@ -31,6 +32,8 @@ export interface SandboxArchivesOptions {
   /** Bytes of an archive, uncompressed and compressed alike. */
   maxBytes: number;
   maxEntries: number;
+  /** An upload whose body, or the sandbox taking it, moves nothing for this long is OPERATION_TIMEOUT. */
+  idleMs: number;
 }
 
 export interface UnpackResult {
@@ -83,9 +86,10 @@ export class SandboxArchivesService {
         outputLimitBytes: 64 * 1024,
       }),
     );
-    const source = new CappedSource(body, options.gzip, this.options.maxBytes);
+    const { idleMs } = this.options;
+    const source = new CappedSource(body, options.gzip, this.options.maxBytes, idleMs);
     const check = new ArchiveEntryCheck({ dir, maxEntries: this.options.maxEntries, maxBytes: this.options.maxBytes });
-    const stdin = new Batcher(process);
+    const stdin = new Batcher(process, idleMs);
     let refusal: unknown;
     try {
       await this.feed(source, check, stdin);
@@ -98,7 +102,11 @@ export class SandboxArchivesService {
       // Without the end record the agent removes what it staged and exits 1.
       process.closeStdin();
     }
-    const result = await process.result;
+    // A sandbox that stopped answering is killed; without the end record nothing of the archive stays.
+    const result = await withinIdle(process.result, idleMs, "the sandbox").catch((error: unknown) => {
+      process.signal(SIGKILL);
+      throw error instanceof Stalled ? stalledUpload(error) : error;
+    });
     if (result.exitCode === 0 && refusal === undefined) {
       const summary = JSON.parse(this.decoder.decode(result.stdout).trim()) as { entries: number; bytes: number };
       return { dir, entries: summary.entries, bytes: summary.bytes };
@@ -228,6 +236,10 @@ function uploadError(error: unknown): ShoalError {
   });
 }
 
+function stalledUpload(stall: Stalled): ShoalError {
+  return stalledError(stall, "archive upload", "archive upload");
+}
+
 function describe(result: ExecResult): string {
   return result.signal ? `signal ${result.signal}` : `exit code ${result.exitCode}`;
 }
@@ -257,6 +269,7 @@ class CappedSource {
     private readonly body: Readable,
     gzip: boolean,
     private readonly limit: number,
+    private readonly idleMs: number,
   ) {
     this.gunzip = gzip ? createGunzip() : undefined;
   }
@@ -266,7 +279,15 @@ class CappedSource {
     const { body, gunzip } = this;
     const stream = gunzip ?? body;
     return new Promise<void>((resolve) => {
+      // Armed for the side that must move next: the body, or (paused for the sink) the sandbox.
+      let idle: NodeJS.Timeout | undefined;
+      let waitingForSink = false;
+      const expect = (waitingFor: string) => {
+        clearTimeout(idle);
+        idle = setTimeout(() => stop(stalledUpload(new Stalled(waitingFor, this.idleMs))), this.idleMs);
+      };
       const finish = () => {
+        clearTimeout(idle);
         stream.off("data", onData);
         stream.off("end", onEnd);
         stream.off("error", onError);
@@ -283,12 +304,16 @@ class CappedSource {
       const onData = (chunk: Buffer) => {
         this.bytes += chunk.byteLength;
         if (this.bytes > this.limit) return stop(tooLarge(this.limit));
-        if (!sink.write(chunk)) {
-          stream.pause();
-          void drained(sink).then(() => {
-            if (!this.released && !sink.destroyed) stream.resume();
-          });
-        }
+        if (sink.write(chunk)) return expect("the request body");
+        stream.pause();
+        waitingForSink = true;
+        expect("the sandbox");
+        void drained(sink).then(() => {
+          waitingForSink = false;
+          if (this.released || sink.destroyed) return;
+          expect("the request body");
+          stream.resume();
+        });
       };
       const onEnd = () => {
         sink.end(undefined);
@@ -305,7 +330,8 @@ class CappedSource {
       };
       const onCompressed = (chunk: Buffer) => {
         this.compressed += chunk.byteLength;
-        if (this.compressed > this.limit) stop(tooLarge(this.limit));
+        if (this.compressed > this.limit) return stop(tooLarge(this.limit));
+        if (!waitingForSink) expect("the request body");
       };
       const onClose = () => {
         if (body.readableEnded) return;
@@ -316,6 +342,7 @@ class CappedSource {
           }),
         );
       };
+      expect("the request body");
       stream.on("data", onData);
       stream.once("end", onEnd);
       stream.once("error", onError);
@@ -339,13 +366,19 @@ class CappedSource {
   }
 }
 
-/** Groups the records bound for the agent's stdin into pieces; `broken` once the agent stopped taking them. */
+/**
+ * Groups the records bound for the agent's stdin into pieces; `broken` once the agent stopped
+ * taking them, OPERATION_TIMEOUT once it took nothing for the idle limit.
+ */
 class Batcher {
   broken = false;
   private held: Buffer[] = [];
   private heldBytes = 0;
 
-  constructor(private readonly process: SandboxProcess) {}
+  constructor(
+    private readonly process: SandboxProcess,
+    private readonly idleMs: number,
+  ) {}
 
   async add(data: Buffer): Promise<void> {
     this.held.push(data);
@@ -359,8 +392,9 @@ class Batcher {
     this.held = [];
     this.heldBytes = 0;
     try {
-      await this.process.write(piece);
+      await withinIdle(this.process.write(piece), this.idleMs, "the sandbox");
     } catch (error) {
+      if (error instanceof Stalled) throw stalledUpload(error);
       this.broken = true;
       throw error;
     }

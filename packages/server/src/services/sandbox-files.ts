@@ -17,6 +17,7 @@ import { type SandboxPath, sandboxPath } from "../domain/sandbox-path.ts";
 import { ShoalError } from "../errors/shoal-error.ts";
 import { toolError } from "./agent-tool-error.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
+import { Stalled, stalledError, withinIdle } from "./idle-limit.ts";
 import {
   type ExecRequest,
   type ExecResult,
@@ -246,7 +247,7 @@ export class SandboxFilesService {
     const settled = () =>
       withinIdle(process.result, idleMs, "the sandbox").catch((error: unknown) => {
         process.signal(SIGKILL);
-        throw error instanceof Stalled ? this.stalled(error) : error;
+        throw error instanceof Stalled ? stalledError(error, "files write", "file write") : error;
       });
     if (outcome === "sent") {
       process.closeStdin();
@@ -259,7 +260,7 @@ export class SandboxFilesService {
     process.signal(SIGTERM);
     const result = await settled();
     if (outcome === "too_large") throw this.tooLarge();
-    if (outcome instanceof Stalled) throw this.stalled(outcome);
+    if (outcome instanceof Stalled) throw stalledError(outcome, "files write", "file write");
     if (result.exitCode === 1) throw this.failure(target, result.stderr);
     if (outcome === "tool_ended") {
       this.outcome(target, result, "write");
@@ -267,13 +268,6 @@ export class SandboxFilesService {
     }
     throw new ShoalError("FILE_UPLOAD_FAILED", {
       details: { reason: "the request body ended early", path: target.path.path },
-    });
-  }
-
-  private stalled(stall: Stalled): ShoalError {
-    return new ShoalError("OPERATION_TIMEOUT", {
-      message: `The file write stopped: ${stall.waitingFor} moved no bytes for ${stall.idleMs} ms`,
-      details: { operation: "files write", timeout_ms: stall.idleMs },
     });
   }
 
@@ -483,29 +477,6 @@ function rangeText(range: ByteRange | undefined): string | undefined {
 
 function describe(result: ExecResult): string {
   return result.signal ? `signal ${result.signal}` : `exit code ${result.exitCode}`;
-}
-
-/** A write whose body or tool moved nothing for the idle limit. */
-class Stalled extends Error {
-  constructor(
-    readonly waitingFor: string,
-    readonly idleMs: number,
-  ) {
-    super(`${waitingFor} moved nothing for ${idleMs} ms`);
-  }
-}
-
-/** `work`, or a Stalled rejection once it has been pending for `idleMs`. */
-async function withinIdle<T>(work: Promise<T>, idleMs: number, waitingFor: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const stall = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Stalled(waitingFor, idleMs)), idleMs);
-  });
-  try {
-    return await Promise.race([work, stall]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 async function* onePiece(content: Uint8Array): AsyncGenerator<Uint8Array> {

@@ -4,7 +4,8 @@
  * NUL bytes, look-alike prefixes) spread over every file route, with canaries outside the roots in
  * the sandbox and on the host checked unchanged; a directory swapped with a symlink to `/` or to
  * the canary directory in a tight loop while the API reads, writes, lists and removes through it;
- * and a full disk answering QUOTA_STORAGE_EXCEEDED with the old file kept.
+ * a full disk answering QUOTA_STORAGE_EXCEEDED with the old file kept; and uploads, a raw file
+ * or a tar, whose client stops sending, answered OPERATION_TIMEOUT with nothing of them kept.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -24,6 +25,7 @@ import {
 } from "../support/files-api.ts";
 import { useSandbox } from "../support/sandbox-fixture.ts";
 import { mapLimit } from "../support/sandbox-workloads.ts";
+import { buildTar } from "../support/tar-builder.ts";
 import { testIsolation } from "../support/test-isolation.ts";
 
 const roots = ["/workspace", "/tmp"];
@@ -359,6 +361,9 @@ test("an upload slower in all than the idle limit, but never idle that long, arr
   assert.ok(read.body.equals(Buffer.concat(Array.from({ length: pieces }, () => piece))));
 });
 
+/** Every process's command line in the sandbox, one a line: where a tool left running shows. */
+const sandboxCommandLines = () => sh("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done");
+
 test("an upload that stops sending is answered OPERATION_TIMEOUT; the old file stays and no tool is left", async () => {
   assert.equal((await files.put("/workspace/stalled.bin", "old")).status, 200);
   const answer = await putThenStall(
@@ -373,6 +378,30 @@ test("an upload that stops sending is answered OPERATION_TIMEOUT; the old file s
   assert.equal(answer.error?.details.timeout_ms, idleTimeoutMs);
   assert.match(answer.error?.message ?? "", /request body/);
   assert.equal((await files.get("/workspace/stalled.bin")).body.toString(), "old");
-  const commandLines = await sh("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done");
+  const commandLines = await sandboxCommandLines();
   assert.doesNotMatch(commandLines, / fs write /, "the write's tool was ended");
+});
+
+test("an archive upload that stops sending is answered OPERATION_TIMEOUT; nothing of it stays and no tool is left", async () => {
+  await sh("rm -rf /workspace/unpacked && mkdir -p /workspace/unpacked");
+  const archive = buildTar([
+    { name: "first.txt", data: "one" },
+    { name: "big.bin", data: randomBytes(1024 * 1024) },
+  ]);
+  // Past the first entry and into the second's data: both are staged when the body stops.
+  const answer = await putThenStall(
+    fixture.server,
+    fixture.server.adminKey,
+    fixture.sandbox.id,
+    "/workspace/unpacked",
+    600 * 1024,
+    { route: "files/tar", content: archive },
+  );
+  assert.equal(answer.error?.code, "OPERATION_TIMEOUT", answer.text);
+  assert.equal(answer.status, 504);
+  assert.equal(answer.error?.details.timeout_ms, idleTimeoutMs);
+  assert.match(answer.error?.message ?? "", /archive upload stopped: the request body/);
+  assert.equal(await sh("ls -A /workspace/unpacked"), "", "nothing staged is left");
+  const commandLines = await sandboxCommandLines();
+  assert.doesNotMatch(commandLines, / archive unpack /, "the upload's tool was ended");
 });

@@ -100,12 +100,26 @@ export interface EarlyAnswer {
   sent: number;
 }
 
+/** What a raw PUT goes to and sends: filler bytes to `/files`, or the start of `content`. */
+export interface RawPut {
+  readonly route: "files" | "files/tar";
+  /** The body's bytes, of which only the first `sent` go; filler bytes when absent. */
+  readonly content?: Buffer;
+}
+
 /**
  * A raw PUT over node:http that sends the headers and the first `sent` bytes of a chunked body,
  * then nothing more: it resolves with the server's answer to a client that stopped sending.
  */
-export function putThenStall(target: Target, key: string, sandboxId: string, path: string, sent: number) {
-  return putOnce(target, key, sandboxId, path, sent + 1, false, sent);
+export function putThenStall(
+  target: Target,
+  key: string,
+  sandboxId: string,
+  path: string,
+  sent: number,
+  put: RawPut = { route: "files" },
+) {
+  return putOnce(target, key, sandboxId, path, sent + 1, false, sent, put);
 }
 
 /**
@@ -136,8 +150,9 @@ function putOnce(
   declared: boolean,
   /** Where sending stops without ending the body; at most `total`. */
   stallAt = total,
+  put: RawPut = { route: "files" },
 ): Promise<EarlyAnswer> {
-  const url = new URL(`${target.url}/v1/sandboxes/${sandboxId}/files?${filesQuery(path)}`);
+  const url = new URL(`${target.url}/v1/sandboxes/${sandboxId}/${put.route}?${filesQuery(path)}`);
   return new Promise((resolve, reject) => {
     let sent = 0;
     let answered = false;
@@ -145,7 +160,7 @@ function putOnce(
       method: "PUT",
       headers: {
         authorization: `Bearer ${key}`,
-        "content-type": "application/octet-stream",
+        "content-type": put.route === "files" ? "application/octet-stream" : "application/x-tar",
         ...(declared ? { "content-length": String(total) } : {}),
       },
     });
@@ -169,8 +184,9 @@ function putOnce(
     const pump = () => {
       while (!answered && sent < stallAt) {
         const size = Math.min(piece.length, stallAt - sent);
+        const bytes = put.content?.subarray(sent, sent + size) ?? piece.subarray(0, size);
         sent += size;
-        if (!outgoing.write(piece.subarray(0, size))) return void outgoing.once("drain", pump);
+        if (!outgoing.write(bytes)) return void outgoing.once("drain", pump);
       }
       if (!answered && sent === total) outgoing.end();
     };

@@ -74,7 +74,9 @@ export async function sandboxArchiveRoutes(app: FastifyInstance, services: Archi
             "the archive, devices and fifos are FILE_UPLOAD_FAILED naming the entry (`details.entry`, " +
             "`details.rule`); more than SHOAL_ARCHIVE_MAX_BYTES or SHOAL_ARCHIVE_MAX_ENTRIES is PAYLOAD_TOO_LARGE. " +
             "The archive is staged inside `path` and moved into place only once all of it was accepted: a refused " +
-            "or broken upload leaves nothing of itself. Setuid and setgid bits are dropped.",
+            "or broken upload leaves nothing of itself. An upload has no deadline as a whole; one whose body, or the " +
+            "sandbox taking it, moves no bytes for SHOAL_FILE_IDLE_TIMEOUT_MS is OPERATION_TIMEOUT and leaves nothing " +
+            "either. Setuid and setgid bits are dropped.",
           tags: ["files"],
           params: SandboxIdParams,
           querystring: DirQuery,
