@@ -72,8 +72,10 @@ export function openEventStream(request: FastifyRequest, reply: FastifyReply): E
     if (!ended) for (const listener of listeners) listener();
   };
   raw.on("close", finish);
+  // A request whose body was read closes too (node destroys it after its end): only a gone
+  // connection ends the stream, however soon after its body the stream opened.
   request.raw.on("close", () => {
-    if (request.raw.destroyed) finish();
+    if (request.raw.socket?.destroyed !== false) finish();
   });
   return {
     get closed() {
