@@ -10,7 +10,9 @@
  */
 import type { CodeContextInfo, CodeResult, RequestBody } from "./api-types.ts";
 import type { CallOptions } from "./config.ts";
-import { runCallOptions } from "./run-timeout.ts";
+import { errorOfEnvelope } from "./error-envelope.ts";
+import { QUIET_ANSWER_LIMIT_MS, runCallOptions } from "./run-timeout.ts";
+import { eventData, eventStream, streamEnded } from "./sse.ts";
 import type { Transport } from "./transport.ts";
 
 export type CodeLanguage = "python" | "javascript" | "bash";
@@ -41,7 +43,7 @@ type ContextBody = RequestBody<"/v1/sandboxes/{id}/code/contexts", "post">;
 
 const DEFAULT_CODE_TIMEOUT_MS = 60_000;
 
-export function runCode(
+export async function runCode(
   transport: Transport,
   sandboxId: string,
   code: string,
@@ -56,10 +58,15 @@ export function runCode(
   if (options.env !== undefined) body.env = options.env;
   if (options.cwd !== undefined) body.cwd = options.cwd;
   if (options.user !== undefined) body.user = options.user;
-  return transport.json<CodeResult>(
-    { method: "POST", path: `/v1/sandboxes/${encodeURIComponent(sandboxId)}/code`, json: body },
-    runCallOptions(timeoutSeconds * 1000, options.signal),
-  );
+  const call = { method: "POST", path: `/v1/sandboxes/${encodeURIComponent(sandboxId)}/code`, json: body } as const;
+  const callOptions = runCallOptions(timeoutSeconds * 1000, options.signal);
+  if (timeoutSeconds * 1000 <= QUIET_ANSWER_LIMIT_MS) return transport.json<CodeResult>(call, callOptions);
+  // Longer code would outlast fetch's wait for headers: the answer comes as one event instead.
+  for await (const event of eventStream(transport, call, { ...callOptions, timeoutCoversBody: true })) {
+    if (event.event === "result") return eventData<CodeResult>(event);
+    if (event.event === "error") throw errorOfEnvelope(eventData(event));
+  }
+  throw streamEnded("the code's result");
 }
 
 export class CodeContexts {

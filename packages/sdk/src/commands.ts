@@ -18,8 +18,8 @@ import { isShoalError } from "./errors.ts";
 import { isOutputStream, type OutputChunk, OutputDecoder, type OutputStreamName } from "./output.ts";
 import { eachItem, type Page } from "./pages.ts";
 import { backoffDelayMs } from "./retry-policy.ts";
-import { runCallOptions } from "./run-timeout.ts";
-import { eventStream, type ServerSentEvent, streamEnded } from "./sse.ts";
+import { QUIET_ANSWER_LIMIT_MS, runCallOptions } from "./run-timeout.ts";
+import { eventData, eventStream, streamEnded } from "./sse.ts";
 import type { Transport } from "./transport.ts";
 
 export interface OutputCallbacks {
@@ -89,11 +89,6 @@ type ExitData = Omit<ExecResult, "stdout" | "stderr" | "stdout_truncated" | "std
 
 /** The server's own default for `timeout_ms` of an exec. */
 const DEFAULT_EXEC_TIMEOUT_MS = 60_000;
-/**
- * Node's fetch gives up on an answer whose headers take 300 s; a longer command runs over the
- * event stream, whose heartbeats keep the connection busy.
- */
-const QUIET_ANSWER_LIMIT_MS = 240_000;
 /** Stdin goes in pieces that fit the server's 1 MiB body limit once in base64. */
 const STDIN_PIECE_BYTES = 512 * 1024;
 
@@ -154,12 +149,12 @@ export class Commands {
     };
     for await (const event of eventStream(this.transport, call, { ...callOptions, timeoutCoversBody: true })) {
       if (isOutputStream(event.event)) {
-        emit(event.event, output.push(event.event, dataOf<OutputChunk>(event)));
+        emit(event.event, output.push(event.event, eventData<OutputChunk>(event)));
       } else if (event.event === "exit") {
         emit("stdout", output.end("stdout"));
         emit("stderr", output.end("stderr"));
         return {
-          ...dataOf<ExitData>(event),
+          ...eventData<ExitData>(event),
           stdout: collected.stdout,
           stderr: collected.stderr,
           stdout_truncated: false,
@@ -167,7 +162,7 @@ export class Commands {
         };
       } else if (event.event === "error") {
         // The stream's EXEC_TIMEOUT carries the output the client got, as the JSON answer's does.
-        const envelope = dataOf<{ error?: { code?: unknown } }>(event);
+        const envelope = eventData<{ error?: { code?: unknown } }>(event);
         const timedOut = envelope.error?.code === "EXEC_TIMEOUT";
         throw errorOfEnvelope(envelope, timedOut ? { stdout: collected.stdout, stderr: collected.stderr } : {});
       }
@@ -250,14 +245,14 @@ class BackgroundCommand implements CommandHandle {
       try {
         for await (const event of eventStream(this.transport, call, streamOptions)) {
           if (isOutputStream(event.event)) {
-            emit(event.event, output.push(event.event, dataOf<OutputChunk>(event)));
+            emit(event.event, output.push(event.event, eventData<OutputChunk>(event)));
           } else if (event.event === "exit") {
             emit("stdout", output.end("stdout"));
             emit("stderr", output.end("stderr"));
-            this.info = dataOf<CommandInfo>(event);
+            this.info = eventData<CommandInfo>(event);
             return this.info;
           } else if (event.event === "error") {
-            throw errorOfEnvelope(dataOf(event));
+            throw errorOfEnvelope(eventData(event));
           }
           if (event.id !== undefined && /^\d+$/.test(event.id)) {
             offset = Number(event.id);
@@ -311,8 +306,4 @@ function commandFields(cmd: string | string[], options: RunOptions): StartBody {
   if (options.user !== undefined) body.user = options.user;
   if (options.stdin !== undefined) body.stdin = options.stdin;
   return body;
-}
-
-function dataOf<T>(event: ServerSentEvent): T {
-  return JSON.parse(event.data) as T;
 }

@@ -5,6 +5,12 @@
  */
 import type { CallOptions } from "./config.ts";
 
+/**
+ * Node's fetch gives up on an answer whose headers take 300 s; a call that may run longer than
+ * this goes over the event stream instead, whose heartbeats keep the connection busy.
+ */
+export const QUIET_ANSWER_LIMIT_MS = 240_000;
+
 /** Starting the work, and the answer's way back. */
 export const RUN_GRACE_MS = 30_000;
 

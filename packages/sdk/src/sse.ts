@@ -116,6 +116,11 @@ export async function* eventStream(
   yield* readEvents(response.body);
 }
 
+/** An event's `data:`, the JSON that Shoal's streams carry there. */
+export function eventData<T>(event: ServerSentEvent): T {
+  return JSON.parse(event.data) as T;
+}
+
 /** What a stream that closed before its last event (`what`) throws: retryable, so a follower reconnects. */
 export function streamEnded(what: string): ShoalError {
   return shoalError({

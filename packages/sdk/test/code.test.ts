@@ -70,6 +70,31 @@ describe("code", { timeout: 300_000 }, () => {
     );
   });
 
+  test("code allowed longer than fetch waits for headers is answered over the event stream, the same", async () => {
+    // Observes the SDK's requests to the real server: which of them asked for an event stream.
+    const accepts: string[] = [];
+    const realFetch = globalThis.fetch;
+    globalThis.fetch = (input, init) => {
+      accepts.push(new Headers(init?.headers).get("accept") ?? "");
+      return realFetch(input, init);
+    };
+    try {
+      const long = await fixture.sandbox.runCode("echo $((6 * 7)); exit 3", { language: "bash", timeoutMs: 600_000 });
+      assert.deepEqual([long.stdout, long.exit_code, long.success], ["42\n", 3, false]);
+      await assert.rejects(fixture.sandbox.runCode("x", { context: "ctx_nope", timeoutMs: 600_000 }), (error) =>
+        isShoalError(error, "RESOURCE_NOT_FOUND"),
+      );
+      const short = await fixture.sandbox.runCode("echo $((6 * 7)); exit 3", { language: "bash", timeoutMs: 60_000 });
+      assert.deepEqual([short.stdout, short.exit_code], ["42\n", 3]);
+    } finally {
+      globalThis.fetch = realFetch;
+    }
+    assert.deepEqual(
+      accepts.map((accept) => accept.includes("text/event-stream")),
+      [true, true, false],
+    );
+  });
+
   test("code past its timeout is EXEC_TIMEOUT", async () => {
     await assert.rejects(
       fixture.sandbox.runCode("import time\nprint('before', flush=True)\ntime.sleep(30)", { timeoutMs: 1000 }),

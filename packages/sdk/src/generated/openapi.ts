@@ -691,7 +691,7 @@ export interface paths {
         put?: never;
         /**
          * Run code
-         * @description Runs python, javascript or bash and answers 200 with its output, whatever the exit code (a failing program answers `success: false`). Without `context_id` each call is a fresh interpreter; with it the context's interpreter keeps variables, imports, functions and its directory. `timeout` is in seconds; EXEC_TIMEOUT (408) carries the output so far (a context is interrupted, and restarted if that does not stop the code). `env` applies to this call only.
+         * @description Runs python, javascript or bash and answers 200 with its output, whatever the exit code (a failing program answers `success: false`). Without `context_id` each call is a fresh interpreter; with it the context's interpreter keeps variables, imports, functions and its directory. `timeout` is in seconds; EXEC_TIMEOUT (408) carries the output so far (a context is interrupted, and restarted if that does not stop the code). `env` applies to this call only. With `Accept: text/event-stream` the same answer comes as one `result` event, or an error as one `error` event holding the error envelope, after keep-alive comments every 15 s: for code that runs longer than the client waits for headers (Node's fetch gives up at 300 s).
          */
         post: {
             parameters: {

@@ -15,6 +15,7 @@ import {
   request,
 } from "../support/sandbox-workloads.ts";
 import { createKeyOfAnotherOwner } from "../support/sqlite-file.ts";
+import { openEvents, type ReceivedEvent } from "../support/sse-client.ts";
 
 interface CodeReply {
   success: boolean;
@@ -107,6 +108,41 @@ describe("fresh interpreters", () => {
     assert.equal(reply.error?.details.timeout_ms, 1000);
     assert.equal(reply.error?.details.stdout, "started\n");
     assert.ok(Date.now() - started < 10_000);
+  });
+
+  test("as an event stream the answer is one result event, and a failure one error event with its envelope", async () => {
+    const url = `${fixture.server.url}/v1/sandboxes/${fixture.sandbox.id}/code`;
+    /** The stream's events, which must be exactly one: the answer, then the end of the stream. */
+    const onlyEventOf = async (body: Record<string, unknown>): Promise<ReceivedEvent> => {
+      const opened = await openEvents(url, { key: fixture.server.adminKey, body });
+      assert.equal(opened.status, 200, opened.text);
+      const events: ReceivedEvent[] = [];
+      for await (const event of opened.events) events.push(event);
+      assert.equal(events.length, 1, events.map((event) => event.event).join(", "));
+      return events[0] as ReceivedEvent;
+    };
+    const body = { language: "bash", code: "echo out; echo err >&2; exit 3" };
+    const result = await onlyEventOf(body);
+    assert.equal(result.event, "result");
+    const { execution_time: _streamed, ...streamed } = result.data as CodeReply;
+    const { execution_time: _answered, ...answered } = await codeOk(body);
+    assert.deepEqual(streamed, answered);
+    assert.deepEqual([streamed.stdout, streamed.stderr, streamed.exit_code], ["out\n", "err\n", 3]);
+
+    const timedOut = await onlyEventOf({
+      code: "import time\nprint('started', flush=True)\ntime.sleep(30)",
+      timeout: 1,
+    });
+    assert.equal(timedOut.event, "error");
+    const envelope = timedOut.data as { error: { code: string; details: { stdout: string } } };
+    assert.equal(envelope.error.code, "EXEC_TIMEOUT");
+    assert.equal(envelope.error.details.stdout, "started\n");
+    const missing = await onlyEventOf({ code: "1", context_id: "ctx_doesnotexist" });
+    assert.equal(missing.event, "error");
+    assert.equal((missing.data as { error: { code: string } }).error.code, "RESOURCE_NOT_FOUND");
+    // What the schema refuses is refused before any stream opens.
+    const refused = await openEvents(url, { key: fixture.server.adminKey, body: { code: 1 } });
+    assert.equal(refused.status, 400, refused.text);
   });
 });
 

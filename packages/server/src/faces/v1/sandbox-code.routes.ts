@@ -1,7 +1,9 @@
 /**
  * `POST /v1/sandboxes/{id}/code`: run python, javascript or bash and answer its output (HopX's
- * shape: success, stdout, stderr, exit_code, execution_time in seconds), and the code contexts
- * under `/v1/sandboxes/{id}/code/contexts` whose interpreters keep their state between calls.
+ * shape: success, stdout, stderr, exit_code, execution_time in seconds), as one JSON body or, when
+ * the client accepts `text/event-stream`, as one event after heartbeats (for code that runs longer
+ * than a client waits for headers); and the code contexts under `/v1/sandboxes/{id}/code/contexts`
+ * whose interpreters keep their state between calls.
  */
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyInstance } from "fastify";
@@ -9,8 +11,10 @@ import { Type } from "typebox";
 import { ShoalError } from "../../errors/shoal-error.ts";
 import { languageAliases, languageOf } from "../../services/code-drivers/languages.ts";
 import type { CodeLanguage } from "../../services/code-drivers/protocol.ts";
-import type { CodeRunner, ContextView } from "../../services/code-runner.ts";
+import type { CodeResult, CodeRunner, ContextView } from "../../services/code-runner.ts";
+import { envelope, toShoalError } from "../http/error-response.ts";
 import { policy } from "../http/route-policy.ts";
+import { openEventStream, wantsEventStream } from "../http/sse.ts";
 import { CommandUserSchema } from "./sandbox-exec.routes.ts";
 import {
   emptyBodyIsObject,
@@ -138,6 +142,22 @@ function envFields(env: Record<string, string> | undefined): Record<string, stri
 
 const contextsTag = ["code"];
 
+/** A run's outcome in HopX's shape, the same in the JSON answer and the `result` event. */
+function answerOf(result: CodeResult) {
+  return {
+    success: result.success,
+    stdout: result.stdout,
+    stderr: result.stderr,
+    exit_code: result.exitCode,
+    execution_time: result.durationMs / 1000,
+    error: result.error,
+    result: result.result,
+    stdout_truncated: result.stdoutTruncated,
+    stderr_truncated: result.stderrTruncated,
+    context_id: result.contextId,
+  };
+}
+
 export async function sandboxCodeRoutes(app: FastifyInstance, code: CodeRunner): Promise<void> {
   app.addSchema(CodeResultSchema);
   app.addSchema(ContextSchema);
@@ -154,17 +174,20 @@ export async function sandboxCodeRoutes(app: FastifyInstance, code: CodeRunner):
           "program answers `success: false`). Without `context_id` each call is a fresh interpreter; with it the " +
           "context's interpreter keeps variables, imports, functions and its directory. `timeout` is in seconds; " +
           "EXEC_TIMEOUT (408) carries the output so far (a context is interrupted, and restarted if that does not " +
-          "stop the code). `env` applies to this call only.",
+          "stop the code). `env` applies to this call only. With `Accept: text/event-stream` the same answer " +
+          "comes as one `result` event, or an error as one `error` event holding the error envelope, after " +
+          "keep-alive comments every 15 s: for code that runs longer than the client waits for headers (Node's " +
+          "fetch gives up at 300 s).",
         tags: contextsTag,
         params: SandboxIdParams,
         body: CodeBody,
         response: { 200: Type.Unsafe({ $ref: "CodeResult#" }) },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const { body } = request;
       refuseNul({ code: body.code, cwd: body.cwd, ...envFields(body.env) });
-      const result = await code.run(principalOf(request), request.params.id, {
+      const running = code.run(principalOf(request), request.params.id, {
         code: body.code,
         language: languageFrom(body.language),
         timeoutMs: body.timeout * 1000,
@@ -173,18 +196,16 @@ export async function sandboxCodeRoutes(app: FastifyInstance, code: CodeRunner):
         user: body.user,
         contextId: body.context_id,
       });
-      return {
-        success: result.success,
-        stdout: result.stdout,
-        stderr: result.stderr,
-        exit_code: result.exitCode,
-        execution_time: result.durationMs / 1000,
-        error: result.error,
-        result: result.result,
-        stdout_truncated: result.stdoutTruncated,
-        stderr_truncated: result.stderrTruncated,
-        context_id: result.contextId,
-      };
+      if (!wantsEventStream(request)) return answerOf(await running);
+      const events = openEventStream(request, reply);
+      try {
+        await events.send({ event: "result", data: answerOf(await running) });
+      } catch (error) {
+        const shoalError = toShoalError(error, { bodyLimitBytes: 0 });
+        if (shoalError.status >= 500) request.log.error({ err: error, code: shoalError.code }, "code stream failed");
+        await events.send({ event: "error", data: envelope(shoalError, request.id) });
+      }
+      events.end();
     },
   );
 
