@@ -142,14 +142,21 @@ function envFields(env: Record<string, string> | undefined): Record<string, stri
 
 const contextsTag = ["code"];
 
-/** A run's outcome in HopX's shape, the same in the JSON answer and the `result` event. */
-function answerOf(result: CodeResult) {
+/** The fields of a run's answer that HopX's shape and this API's share (HopX's agent answers them too). */
+export function codeOutcome(result: CodeResult) {
   return {
     success: result.success,
     stdout: result.stdout,
     stderr: result.stderr,
     exit_code: result.exitCode,
     execution_time: result.durationMs / 1000,
+  };
+}
+
+/** A run's answer, the same in the JSON body and the `result` event. */
+function answerOf(result: CodeResult) {
+  return {
+    ...codeOutcome(result),
     error: result.error,
     result: result.result,
     stdout_truncated: result.stdoutTruncated,

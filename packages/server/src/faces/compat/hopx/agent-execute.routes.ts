@@ -12,6 +12,7 @@ import type { CodeLanguage } from "../../../services/code-drivers/protocol.ts";
 import type { CodeRunner } from "../../../services/code-runner.ts";
 import { MAX_FRESH_CODE_BYTES } from "../../../services/code-runner.ts";
 import type { CommandService } from "../../../services/commands.ts";
+import { codeOutcome } from "../../v1/sandbox-code.routes.ts";
 import { principalOf } from "../../v1/sandboxes.routes.ts";
 import { type AgentTokens, agentPolicy } from "./agent-auth.ts";
 import { listProcesses, processStatus, startProcess } from "./agent-processes.ts";
@@ -85,11 +86,7 @@ export async function agentExecuteRoutes(app: FastifyInstance, deps: AgentExecut
         user: "root",
       });
       return {
-        success: result.success,
-        stdout: result.stdout,
-        stderr: result.stderr,
-        exit_code: result.exitCode,
-        execution_time: result.durationMs / 1000,
+        ...codeOutcome(result),
         language,
         timestamp: new Date().toISOString(),
         ...(result.error === null ? {} : { error: result.error }),
