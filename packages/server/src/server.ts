@@ -170,7 +170,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     runtime,
     breaker,
     maxFileBytes: config.fileMaxBytes,
-    writeIdleMs: config.fileIdleTimeoutMs,
+    idleMs: config.fileIdleTimeoutMs,
   });
   const archives = new SandboxArchivesService({
     files,

@@ -1765,7 +1765,7 @@ export interface paths {
         };
         /**
          * Read a file
-         * @description Streams the file as application/octet-stream. A `Range: bytes=…` header (one range) answers 206 with Content-Range; a range outside the file is RANGE_NOT_SATISFIABLE (416). Directories are FILE_OPERATION_FAILED; list them instead.
+         * @description Streams the file as application/octet-stream. A `Range: bytes=…` header (one range) answers 206 with Content-Range; a range outside the file is RANGE_NOT_SATISFIABLE (416). Directories are FILE_OPERATION_FAILED; list them instead. A client that reads nothing for SHOAL_FILE_IDLE_TIMEOUT_MS while the server has bytes for it has the connection cut.
          */
         get: {
             parameters: {

@@ -77,8 +77,11 @@ export interface SandboxFilesOptions {
   breaker: CircuitBreaker;
   /** The largest file one write accepts. */
   maxFileBytes: number;
-  /** A streamed write fails once its body, or the sandbox taking it, moves nothing for this long. */
-  writeIdleMs?: number;
+  /**
+   * A streamed write fails once its body, or the sandbox taking it, moves nothing for this long;
+   * a read ends once its client takes nothing for this long.
+   */
+  idleMs?: number;
 }
 
 /** Metadata operations are quick unless the sandbox's disk hangs. */
@@ -215,11 +218,11 @@ export class SandboxFilesService {
       }
     }
     // No deadline for the whole write: a large file from a slow client takes as long as it takes.
-    // What fails it is a stall, a body or a tool that moves nothing for `writeIdleMs`.
+    // What fails it is a stall, a body or a tool that moves nothing for `idleMs`.
     const process = await this.options.breaker.run(() =>
       this.options.runtime.spawn(target.sandbox.id, { ...this.request(target, args), timeoutMs: 0, streamStdin: true }),
     );
-    const idleMs = this.options.writeIdleMs ?? shortTimeoutMs;
+    const idleMs = this.options.idleMs ?? shortTimeoutMs;
     const pieces = (content instanceof Uint8Array ? onePiece(content) : content)[Symbol.asyncIterator]();
     let total = 0;
     let outcome: "sent" | "too_large" | "body_broke" | "tool_ended" | Stalled = "sent";
@@ -275,7 +278,8 @@ export class SandboxFilesService {
    * Streams the file (or a range of it). Resolves once the tool has opened the file and said its
    * size; the body then carries exactly `length` bytes, or is destroyed with an error when the read
    * fails midway. A client that reads slowly holds the tool back (the agent's output window) rather
-   * than filling memory.
+   * than filling memory; one that takes nothing for the idle limit has its body destroyed, which
+   * ends the tool and cuts the connection, as a server's send timeout does.
    */
   async read(principal: Principal, sandboxId: string, rawPath: string, range?: ByteRange): Promise<FileDownload> {
     const target = await this.resolve(principal, sandboxId, rawPath);
@@ -299,17 +303,20 @@ export class SandboxFilesService {
       /** The back-pressure promise handed to the agent client for every piece while the body is full. */
       let waiting: Promise<void> | undefined;
       let drained: (() => void) | undefined;
+      /** Armed while the body is full: the client must take something before it fires. */
+      let idle: NodeJS.Timeout | undefined;
+      const idleMs = this.options.idleMs ?? shortTimeoutMs;
+      const flowing = () => {
+        clearTimeout(idle);
+        drained?.();
+        drained = undefined;
+        waiting = undefined;
+      };
       const body = new Readable({
         highWaterMark: downloadBufferBytes,
-        read() {
-          drained?.();
-          drained = undefined;
-          waiting = undefined;
-        },
+        read: flowing,
         destroy(error, callback) {
-          drained?.();
-          drained = undefined;
-          waiting = undefined;
+          flowing();
           if (!ended) kill();
           callback(error);
         },
@@ -319,6 +326,7 @@ export class SandboxFilesService {
         if (body.push(data)) return waiting;
         waiting ??= new Promise<void>((settle) => {
           drained = settle;
+          idle = setTimeout(() => body.destroy(new Stalled("the client", idleMs)), idleMs);
         });
         return waiting;
       };

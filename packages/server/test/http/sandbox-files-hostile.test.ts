@@ -20,6 +20,7 @@ import {
   type FilesClient,
   filesClient,
   filesQuery,
+  getThenStall,
   putThenStall,
   putUntilAnswered,
 } from "../support/files-api.ts";
@@ -380,6 +381,37 @@ test("an upload that stops sending is answered OPERATION_TIMEOUT; the old file s
   assert.equal((await files.get("/workspace/stalled.bin")).body.toString(), "old");
   const commandLines = await sandboxCommandLines();
   assert.doesNotMatch(commandLines, / fs write /, "the write's tool was ended");
+});
+
+test("a download whose client takes nothing for the idle limit is cut, and its tool ends", async () => {
+  // Sparse, so that it takes no room on the small disk: larger than what loopback's socket buffers
+  // (up to 32 MiB to receive here) and the server's own hold, so that the server is held back.
+  const size = 512 * 1024 * 1024;
+  await sh(`truncate -s ${size} /workspace/unread.bin`);
+  // Once the headers are in, the tool is running (it said the size). The client then reads nothing
+  // until the tool is gone, which only a cut ends before the 512 MiB are read; then it reads what
+  // was in flight. A server that never cuts keeps the tool until the wait's timeout, and the whole
+  // body arrives after it.
+  let gone = false;
+  const toolGone = async () => {
+    await sh(
+      "while for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -q '[ ]fs read '; do sleep 0.05; done",
+      idleTimeoutMs * 12,
+    );
+    gone = true;
+  };
+  const read = await getThenStall(
+    fixture.server,
+    fixture.server.adminKey,
+    fixture.sandbox.id,
+    "/workspace/unread.bin",
+    toolGone,
+  );
+  assert.equal(read.status, 200);
+  assert.ok(gone, "the read's tool ended while the client read nothing");
+  assert.equal(read.complete, false, "the body was cut");
+  assert.ok(read.received < size, `${read.received} of ${size} bytes`);
+  await sh("rm -f /workspace/unread.bin");
 });
 
 test("an archive upload that stops sending is answered OPERATION_TIMEOUT; nothing of it stays and no tool is left", async () => {

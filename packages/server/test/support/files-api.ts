@@ -195,6 +195,48 @@ function putOnce(
   });
 }
 
+export interface StalledRead {
+  status: number;
+  /** Body bytes read in all, once reading resumed. */
+  received: number;
+  /** Whether the body arrived to its end (node's `complete`), rather than being cut. */
+  complete: boolean;
+}
+
+/**
+ * A raw GET of a file over node:http that takes the answer's headers and then reads nothing
+ * until what `resumeWhen` (called then) answers settles; then it reads what is left and resolves
+ * once the body ended or the connection did.
+ */
+export function getThenStall(
+  target: Target,
+  key: string,
+  sandboxId: string,
+  path: string,
+  resumeWhen: () => Promise<unknown>,
+): Promise<StalledRead> {
+  const url = new URL(`${target.url}/v1/sandboxes/${sandboxId}/files?${filesQuery(path)}`);
+  return new Promise((resolve, reject) => {
+    const outgoing = httpRequest(url, { headers: { authorization: `Bearer ${key}` } });
+    outgoing.on("error", reject);
+    outgoing.on("response", (response) => {
+      response.pause();
+      let received = 0;
+      const settle = () => resolve({ status: response.statusCode ?? 0, received, complete: response.complete });
+      response.on("data", (chunk: Buffer) => {
+        received += chunk.byteLength;
+      });
+      // A cut body ends in `aborted` and an error, a whole one in `end`; both then close.
+      response.on("error", () => {});
+      response.once("close", settle);
+      void resumeWhen()
+        .catch(() => {})
+        .finally(() => response.resume());
+    });
+    outgoing.end();
+  });
+}
+
 /** The answer to `PUT /files/tar`: what was unpacked, or the error naming the entry and the rule it broke. */
 export interface TarPutReply {
   status: number;
