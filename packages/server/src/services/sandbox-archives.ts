@@ -120,7 +120,8 @@ export class SandboxArchivesService {
   /**
    * The directory `rawDir` as a tar stream. Resolves once the walk started (or rejects with the
    * files API's error for the directory); a failure later destroys the stream, so that the
-   * client sees a cut transfer rather than a short archive.
+   * client sees a cut transfer rather than a short archive. So does a client that takes nothing
+   * for the idle limit, which also ends the walk.
    */
   async pack(principal: Principal, sandboxId: string, rawDir: string): Promise<PackStream> {
     const target = await this.options.files.resolve(principal, sandboxId, rawDir);
@@ -168,7 +169,7 @@ export class SandboxArchivesService {
         chunks.abandon();
       }
     });
-    void writeTar(chunks, packer).then(
+    void writeTar(chunks, packer, this.options.idleMs).then(
       () => {
         finished = true;
       },
@@ -401,20 +402,23 @@ class Batcher {
   }
 }
 
-/** Turns the agent's records into tar entries, waiting on the tar's reader for each piece. */
-async function writeTar(chunks: AsyncIterable<Uint8Array>, packer: tar.Pack): Promise<void> {
+/**
+ * Turns the agent's records into tar entries, waiting on the tar's reader for each piece; a
+ * reader that takes nothing for `idleMs` fails it (Stalled), as a server's send timeout would.
+ */
+async function writeTar(chunks: AsyncIterable<Uint8Array>, packer: tar.Pack, idleMs: number): Promise<void> {
   let sink: ReturnType<tar.Pack["entry"]> | undefined;
   let sinkDone: Promise<void> | undefined;
   const closeSink = async () => {
     if (sink === undefined) return;
     sink.end(undefined);
-    await sinkDone;
+    await withinIdle(sinkDone ?? Promise.resolve(), idleMs, "the client");
     sink = undefined;
   };
   for await (const item of decodeRecords(chunks)) {
     if (packer.destroyed) return;
     if (item.kind === "data") {
-      if (sink !== undefined && !sink.write(item.chunk)) await drained(sink);
+      if (sink !== undefined && !sink.write(item.chunk)) await withinIdle(drained(sink), idleMs, "the client");
       continue;
     }
     await closeSink();

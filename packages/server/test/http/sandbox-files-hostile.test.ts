@@ -383,35 +383,39 @@ test("an upload that stops sending is answered OPERATION_TIMEOUT; the old file s
   assert.doesNotMatch(commandLines, / fs write /, "the write's tool was ended");
 });
 
-test("a download whose client takes nothing for the idle limit is cut, and its tool ends", async () => {
+/**
+ * GETs `route` for `path` and reads nothing until the sandbox's `tool` (its command line's words)
+ * has gone; then asserts that the body was cut. Once the headers are in the tool is running; only a
+ * cut ends it before the 512 MiB are read. A server that never cuts keeps the tool until the
+ * wait's timeout, and the whole body arrives after it.
+ */
+async function assertCutWhenUnread(route: "files" | "files/tar", path: string, tool: string): Promise<void> {
   // Sparse, so that it takes no room on the small disk: larger than what loopback's socket buffers
   // (up to 32 MiB to receive here) and the server's own hold, so that the server is held back.
   const size = 512 * 1024 * 1024;
-  await sh(`truncate -s ${size} /workspace/unread.bin`);
-  // Once the headers are in, the tool is running (it said the size). The client then reads nothing
-  // until the tool is gone, which only a cut ends before the 512 MiB are read; then it reads what
-  // was in flight. A server that never cuts keeps the tool until the wait's timeout, and the whole
-  // body arrives after it.
+  await sh(`rm -rf /workspace/unread && mkdir /workspace/unread && truncate -s ${size} /workspace/unread/zeros.bin`);
   let gone = false;
   const toolGone = async () => {
     await sh(
-      "while for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -q '[ ]fs read '; do sleep 0.05; done",
+      `while for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -q '[ ]${tool} '; do sleep 0.05; done`,
       idleTimeoutMs * 12,
     );
     gone = true;
   };
-  const read = await getThenStall(
-    fixture.server,
-    fixture.server.adminKey,
-    fixture.sandbox.id,
-    "/workspace/unread.bin",
-    toolGone,
-  );
+  const read = await getThenStall(fixture.server, fixture.server.adminKey, fixture.sandbox.id, path, toolGone, route);
   assert.equal(read.status, 200);
-  assert.ok(gone, "the read's tool ended while the client read nothing");
+  assert.ok(gone, `the ${tool} tool ended while the client read nothing`);
   assert.equal(read.complete, false, "the body was cut");
   assert.ok(read.received < size, `${read.received} of ${size} bytes`);
-  await sh("rm -f /workspace/unread.bin");
+  await sh("rm -rf /workspace/unread");
+}
+
+test("a download whose client takes nothing for the idle limit is cut, and its tool ends", async () => {
+  await assertCutWhenUnread("files", "/workspace/unread/zeros.bin", "fs read");
+});
+
+test("a tar download whose client takes nothing for the idle limit is cut, and its walk ends", async () => {
+  await assertCutWhenUnread("files/tar", "/workspace/unread", "archive pack");
 });
 
 test("an archive upload that stops sending is answered OPERATION_TIMEOUT; nothing of it stays and no tool is left", async () => {

@@ -204,7 +204,7 @@ export interface StalledRead {
 }
 
 /**
- * A raw GET of a file over node:http that takes the answer's headers and then reads nothing
+ * A raw GET of a file (or a directory's tar) over node:http that takes the answer's headers and then reads nothing
  * until what `resumeWhen` (called then) answers settles; then it reads what is left and resolves
  * once the body ended or the connection did.
  */
@@ -214,8 +214,9 @@ export function getThenStall(
   sandboxId: string,
   path: string,
   resumeWhen: () => Promise<unknown>,
+  route: "files" | "files/tar" = "files",
 ): Promise<StalledRead> {
-  const url = new URL(`${target.url}/v1/sandboxes/${sandboxId}/files?${filesQuery(path)}`);
+  const url = new URL(`${target.url}/v1/sandboxes/${sandboxId}/${route}?${filesQuery(path)}`);
   return new Promise((resolve, reject) => {
     const outgoing = httpRequest(url, { headers: { authorization: `Bearer ${key}` } });
     outgoing.on("error", reject);

@@ -198,7 +198,8 @@ export async function sandboxArchiveRoutes(app: FastifyInstance, services: Archi
         description:
           "Streams a ustar/pax archive of the directory `path` (names relative to it): files, directories, " +
           "symlinks (not followed) and hard links; sockets, fifos and devices are left out, and so is any other " +
-          "file system mounted below. A failure midway cuts the transfer, so a short archive is never complete.",
+          "file system mounted below. A failure midway cuts the transfer, so a short archive is never complete; so " +
+          "does a client that reads nothing for SHOAL_FILE_IDLE_TIMEOUT_MS.",
         tags: ["files"],
         params: SandboxIdParams,
         querystring: DirQuery,
