@@ -18,6 +18,7 @@ import fc from "fast-check";
 import {
   type FileEntryView,
   type FilesClient,
+  type FilesRoute,
   filesClient,
   filesQuery,
   getThenStall,
@@ -362,8 +363,9 @@ test("an upload slower in all than the idle limit, but never idle that long, arr
   assert.ok(read.body.equals(Buffer.concat(Array.from({ length: pieces }, () => piece))));
 });
 
-/** Every process's command line in the sandbox, one a line: where a tool left running shows. */
-const sandboxCommandLines = () => sh("for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done");
+/** Prints every process's command line in the sandbox, one a line: where a tool left running shows. */
+const commandLinesScript = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done";
+const sandboxCommandLines = () => sh(commandLinesScript);
 
 test("an upload that stops sending is answered OPERATION_TIMEOUT; the old file stays and no tool is left", async () => {
   assert.equal((await files.put("/workspace/stalled.bin", "old")).status, 200);
@@ -389,17 +391,14 @@ test("an upload that stops sending is answered OPERATION_TIMEOUT; the old file s
  * cut ends it before the 512 MiB are read. A server that never cuts keeps the tool until the
  * wait's timeout, and the whole body arrives after it.
  */
-async function assertCutWhenUnread(route: "files" | "files/tar", path: string, tool: string): Promise<void> {
+async function assertCutWhenUnread(route: FilesRoute, path: string, tool: string): Promise<void> {
   // Sparse, so that it takes no room on the small disk: larger than what loopback's socket buffers
   // (up to 32 MiB to receive here) and the server's own hold, so that the server is held back.
   const size = 512 * 1024 * 1024;
   await sh(`rm -rf /workspace/unread && mkdir /workspace/unread && truncate -s ${size} /workspace/unread/zeros.bin`);
   let gone = false;
   const toolGone = async () => {
-    await sh(
-      `while for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -q '[ ]${tool} '; do sleep 0.05; done`,
-      idleTimeoutMs * 12,
-    );
+    await sh(`while ${commandLinesScript} | grep -q '[ ]${tool} '; do sleep 0.05; done`, idleTimeoutMs * 12);
     gone = true;
   };
   const read = await getThenStall(fixture.server, fixture.server.adminKey, fixture.sandbox.id, path, toolGone, route);

@@ -100,9 +100,12 @@ export interface EarlyAnswer {
   sent: number;
 }
 
+/** The routes below `/v1/sandboxes/{id}/` that the raw requests here go to. */
+export type FilesRoute = "files" | "files/tar";
+
 /** What a raw PUT goes to and sends: filler bytes to `/files`, or the start of `content`. */
 export interface RawPut {
-  readonly route: "files" | "files/tar";
+  readonly route: FilesRoute;
   /** The body's bytes, of which only the first `sent` go; filler bytes when absent. */
   readonly content?: Buffer;
 }
@@ -204,9 +207,9 @@ export interface StalledRead {
 }
 
 /**
- * A raw GET of a file (or a directory's tar) over node:http that takes the answer's headers and then reads nothing
- * until what `resumeWhen` (called then) answers settles; then it reads what is left and resolves
- * once the body ended or the connection did.
+ * A raw GET of a file (or a directory's tar) over node:http that takes the answer's headers and
+ * then reads nothing until what `resumeWhen` (called then) answers settles; then it reads what is
+ * left and resolves once the body ended or the connection did.
  */
 export function getThenStall(
   target: Target,
@@ -214,7 +217,7 @@ export function getThenStall(
   sandboxId: string,
   path: string,
   resumeWhen: () => Promise<unknown>,
-  route: "files" | "files/tar" = "files",
+  route: FilesRoute = "files",
 ): Promise<StalledRead> {
   const url = new URL(`${target.url}/v1/sandboxes/${sandboxId}/${route}?${filesQuery(path)}`);
   return new Promise((resolve, reject) => {
